@@ -1,0 +1,37 @@
+# `make run` and `make test` work on a fresh clone: they create .venv and install when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+
+.PHONY: install run test test-fast lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+run: install  ## the embedded demo: train a small teacher on digits (cached), distill a student with PCKD
+	$(BIN)/pckd-train
+
+test: install  ## the whole test suite, slow tests included
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: install
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+clean:
+	rm -rf outputs multirun .cache .pytest_cache .ruff_cache

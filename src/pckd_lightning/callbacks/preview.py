@@ -1,0 +1,61 @@
+"""The preview strategy as a Lightning callback: an epoch schedule of per-image weights (spec §3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from pckd_lightning.losses import functional as LF
+
+
+class PreviewWeighting(L.Callback):
+    """Schedules the threshold ``t_e = base^e`` and turns per-image difficulty into weights.
+
+    The DistillationModule calls the callback with the per-image cross-entropy of view 0; it returns
+    the weights ``v_i`` (no gradient) that the module applies to every term marked ``preview: true``.
+    Per epoch it logs ``preview/threshold``, ``preview/hard_fraction`` and ``preview/mean_weight``.
+    Statistics are accumulated on the device and read once per epoch, so the step never syncs.
+    """
+
+    def __init__(self, base: float = 1.005) -> None:
+        if base <= 0:
+            raise ValueError(f"preview base must be > 0, got {base}")
+        self.base = base
+        #: the 1-indexed epoch whose threshold is in force
+        self.epoch = 1
+        self._stats: torch.Tensor | None = None  # [hard count, weight sum, sample count]
+
+    @property
+    def threshold(self) -> float:
+        return LF.preview_threshold(self.epoch, self.base)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        pl_module.sample_weighting = self
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch = trainer.current_epoch + 1
+        self._stats = None
+
+    def __call__(self, ce_per_image: torch.Tensor, batch_mean: torch.Tensor | None = None) -> torch.Tensor:
+        gamma = LF.preview_difficulty(ce_per_image, batch_mean)
+        weights = LF.preview_weights(ce_per_image, self.epoch, self.base, batch_mean)
+        stats = torch.stack(
+            [(gamma > self.threshold).sum().float(), weights.sum(), weights.new_tensor(float(weights.numel()))]
+        )
+        self._stats = stats if self._stats is None else self._stats + stats.to(self._stats.device)
+        return weights
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.log("preview/threshold", self.threshold)
+        if self._stats is not None:
+            hard, weight_sum, count = self._stats.tolist()
+            pl_module.log("preview/hard_fraction", hard / count)
+            pl_module.log("preview/mean_weight", weight_sum / count)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "base": self.base}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epoch = state_dict["epoch"]

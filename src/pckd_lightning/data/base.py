@@ -1,0 +1,162 @@
+"""The data module all datasets share: subsampling, view selection, transforms and loaders live here once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from pckd_lightning.data.datasets import ImageSource, IndexedDataset
+from pckd_lightning.data.sampling import per_class_subsample
+from pckd_lightning.data.transforms import Crop, MultiViewRotation, train_transform, val_transform
+from pckd_lightning.errors import ConfigError
+
+
+class ClassificationDataModule(L.LightningDataModule):
+    """Image classification data for distillation.
+
+    Batches are ``(x, y, idx)``: ``x`` is ``[B, C, H, W]`` (``views=1``) or ``[B, V, C, H, W]``
+    (``views=V>1``, PCKD's rotated views, see :class:`MultiViewRotation`), ``y`` the labels ``[B]`` and
+    ``idx`` the positions of the images in the (subsampled) training or validation set ``[B]``.
+    Validation always uses a single un-augmented view.
+
+    Subclasses provide the raw sources (:meth:`_load_sources`), ``num_classes``, ``image_size`` and the
+    normalization ``mean``/``std``; they may override the crop (:meth:`_train_crop`) and the evaluation
+    center crop (:meth:`_val_center_crop`).
+    """
+
+    in_channels: int = 3
+    mean: Sequence[float]
+    std: Sequence[float]
+    #: probability of the horizontal flip in training (0 turns it off)
+    flip_p: float = 0.5
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        views: int = 1,
+        train_per_class: int | None = None,
+        val_per_class: int | None = None,
+        seed: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        checks = (("batch_size", batch_size, 1), ("views", views, 1), ("num_workers", num_workers, 0))
+        for name, value, low in checks:
+            if value < low:
+                raise ConfigError(f"data.{name} must be >= {low}, got {value}.")
+        if val_batch_size is not None and val_batch_size < 1:
+            raise ConfigError(f"data.val_batch_size must be >= 1 (or null), got {val_batch_size}.")
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.views = views
+        self.train_per_class = train_per_class
+        self.val_per_class = val_per_class
+        self.seed = seed
+        self.pin_memory = pin_memory
+        self.train_set: IndexedDataset | None = None
+        self.val_set: IndexedDataset | None = None
+
+    # ---- what a dataset defines -------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def image_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Human-readable class names, in label order, where the dataset has them."""
+        return None
+
+    def _load_sources(self) -> tuple[ImageSource, ImageSource]:
+        """The full (not subsampled) training and evaluation sources."""
+        raise NotImplementedError
+
+    def _train_crop(self) -> Crop | None:
+        """The training crop; ``None``: CIFAR-style ``RandomCrop(image_size, padding=image_size // 8)``."""
+        return None
+
+    def _val_center_crop(self) -> int | None:
+        """Size of the evaluation center crop (after a resize), or ``None`` to evaluate images as they are."""
+        return None
+
+    # ---- shared machinery -------------------------------------------------------------------------
+    def train_transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        """Single-view augmentation for ``views=1``, :class:`MultiViewRotation` otherwise."""
+        common: dict[str, Any] = {
+            "image_size": self.image_size,
+            "mean": self.mean,
+            "std": self.std,
+            "flip_p": self.flip_p,
+            "crop": self._train_crop(),
+        }
+        if self.views == 1:
+            return train_transform(**common)
+        return MultiViewRotation(views=self.views, **common)
+
+    def val_transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        return val_transform(self.mean, self.std, center_crop=self._val_center_crop())
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the sources and subsample them once; later calls (one per Lightning stage) are no-ops."""
+        if self.train_set is not None:
+            return
+        train_src, val_src = self._load_sources()
+        subsets = {}
+        for option, source, per_class in (
+            ("train_per_class", train_src, self.train_per_class),
+            ("val_per_class", val_src, self.val_per_class),
+        ):
+            subsets[option] = per_class_subsample(
+                source.labels,
+                per_class,
+                self.seed,
+                num_classes=self.num_classes,
+                option=f"data.{option}",
+                class_names=self.class_names,
+            )
+        self.train_set = IndexedDataset(train_src, subsets["train_per_class"], self.train_transform())
+        self.val_set = IndexedDataset(val_src, subsets["val_per_class"], self.val_transform())
+
+    @property
+    def num_train_samples(self) -> int:
+        """Size of the (subsampled) training set, e.g. for CRD's memory bank; loads the data if needed."""
+        self.setup("fit")
+        assert self.train_set is not None
+        return len(self.train_set)
+
+    def _loader(self, dataset: IndexedDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            # a private generator makes the order (and the workers' augmentation seeds) follow `seed`
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        assert self.train_set is not None
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup("validate")
+        assert self.val_set is not None
+        return self._loader(self.val_set, self.val_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """The evaluation split again (CIFAR-100's test set is its only held-out split)."""
+        return self.val_dataloader()

@@ -1,0 +1,48 @@
+"""Deterministic per-class subsampling, so small runs and tests keep every class balanced and reproducible."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from pckd_lightning.errors import DataError
+
+
+def per_class_subsample(
+    labels: Sequence[int] | np.ndarray,
+    per_class: int | None,
+    seed: int = 0,
+    *,
+    num_classes: int | None = None,
+    option: str = "per_class",
+    class_names: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Indices of at most ``per_class`` samples of each class, drawn with a private generator.
+
+    The same ``(labels, per_class, seed)`` always gives the same indices, whatever the global RNG state.
+    ``per_class=None`` keeps everything. Classes are ``0..num_classes-1`` when ``num_classes`` is given
+    (so a class absent from ``labels`` is caught), else the labels present. A class left with no sample
+    raises :class:`DataError` naming the class and ``option`` (the config key the value came from).
+    Returns sorted int64 indices, so the subset keeps the data's order.
+    """
+    labels = np.asarray(labels)
+    if per_class is None:
+        return np.arange(len(labels), dtype=np.int64)
+    classes = np.arange(num_classes) if num_classes is not None else np.unique(labels)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in classes:
+        members = np.flatnonzero(labels == c)
+        picked = rng.permutation(members)[: max(per_class, 0)]
+        if len(picked) == 0:
+            name = f" ({class_names[c]!r})" if class_names is not None else ""
+            raise DataError(
+                f"{option}={per_class} leaves class {c}{name} with no sample (the split holds "
+                f"{len(members)} of it). Use {option} >= 1, or {option}=null to keep all samples, "
+                f"and check that the data contains every class."
+            )
+        chosen.append(picked)
+    if not chosen:
+        raise DataError(f"{option}={per_class}: the split holds no samples at all.")
+    return np.sort(np.concatenate(chosen)).astype(np.int64)

@@ -1,0 +1,112 @@
+"""Image transforms: the standard train/val pipelines and PCKD's rotated multi-view augmentation.
+
+Randomness comes from torch's global generator (as in torchvision), which DataLoader seeds per worker,
+so runs are reproducible from the data module's seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import functional as TF
+
+from pckd_lightning.errors import ConfigError
+
+#: Per-channel mean/std of the CIFAR-100 training images (values in [0, 1]), as in the CRD/PCKD code.
+CIFAR100_MEAN: tuple[float, float, float] = (0.5071, 0.4867, 0.4408)
+CIFAR100_STD: tuple[float, float, float] = (0.2675, 0.2565, 0.2761)
+#: The usual ImageNet statistics, used for ImageFolder data.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+Crop = Callable[[Image.Image], Image.Image]
+
+
+def _crop_or_default(image_size: int, padding: int | None, crop: Crop | None) -> Crop:
+    """CIFAR-style ``RandomCrop(size, padding)`` unless an explicit crop (e.g. RandomResizedCrop) is given.
+
+    The default padding, ``image_size // 8``, is CIFAR's 4 pixels at 32 and scales with the image.
+    """
+    if crop is not None:
+        return crop
+    return T.RandomCrop(image_size, padding=image_size // 8 if padding is None else padding)
+
+
+def train_transform(
+    image_size: int = 32,
+    mean: Sequence[float] = CIFAR100_MEAN,
+    std: Sequence[float] = CIFAR100_STD,
+    padding: int | None = None,
+    flip_p: float = 0.5,
+    crop: Crop | None = None,
+) -> T.Compose:
+    """The standard single-view augmentation: random crop, horizontal flip, ToTensor, Normalize."""
+    return T.Compose(
+        [
+            _crop_or_default(image_size, padding, crop),
+            T.RandomHorizontalFlip(flip_p),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+def val_transform(
+    mean: Sequence[float] = CIFAR100_MEAN,
+    std: Sequence[float] = CIFAR100_STD,
+    center_crop: int | None = None,
+    crop_ratio: float = 0.875,
+) -> T.Compose:
+    """Evaluation transform: ToTensor + Normalize, after ``Resize(size / crop_ratio) + CenterCrop(size)``
+    when ``center_crop`` is given (the ImageNet protocol)."""
+    resize: list[Callable] = []
+    if center_crop is not None:
+        resize = [T.Resize(int(center_crop / crop_ratio)), T.CenterCrop(center_crop)]
+    return T.Compose([*resize, T.ToTensor(), T.Normalize(mean, std)])
+
+
+class MultiViewRotation:
+    """Turn one image into ``views`` augmented views, view k rotated by k·90° counter-clockwise.
+
+    PCKD (method doc §1) treats the rotated copies as extra samples of the same class. The flip is drawn
+    once and shared by all views so that the views differ only by crop and rotation; the crop is drawn
+    independently per view. Output: a tensor ``[views, C, H, W]``.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 32,
+        mean: Sequence[float] = CIFAR100_MEAN,
+        std: Sequence[float] = CIFAR100_STD,
+        padding: int | None = None,
+        flip_p: float = 0.5,
+        views: int = 4,
+        crop: Crop | None = None,
+    ) -> None:
+        if views < 1:
+            raise ConfigError(f"MultiViewRotation needs views >= 1, got {views}.")
+        if not 0.0 <= flip_p <= 1.0:
+            raise ConfigError(f"MultiViewRotation needs 0 <= flip_p <= 1, got {flip_p}.")
+        self.crop = _crop_or_default(image_size, padding, crop)
+        self.flip_p = flip_p
+        self.views = views
+        self.to_tensor = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        if torch.rand(1).item() < self.flip_p:
+            image = TF.hflip(image)
+        out = []
+        for k in range(self.views):
+            view = self.to_tensor(self.crop(image))
+            if view.shape[1] != view.shape[2]:
+                raise ConfigError(
+                    f"MultiViewRotation needs square crops to stack rotated views, got {tuple(view.shape)}."
+                )
+            out.append(torch.rot90(view, k, dims=(1, 2)))
+        return torch.stack(out)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(views={self.views}, flip_p={self.flip_p}, crop={self.crop})"

@@ -1,0 +1,215 @@
+"""The LightningModule of pckd-lightning: a frozen teacher, a trainable student and named loss terms."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MaxMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from pckd_lightning.losses.context import DistillContext
+from pckd_lightning.distillation.teacher import freeze
+from pckd_lightning.errors import ConfigError
+from pckd_lightning.losses.terms import LossTerm, PairInfo
+from pckd_lightning.models import ZooModel
+
+log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+SampleWeighting = Callable[[torch.Tensor], torch.Tensor]
+
+
+class DistillationModule(L.LightningModule):
+    """Distills ``teacher`` into ``student`` with the loss ``Σ weight_k · term_k``.
+
+    With ``teacher=None`` and a cross-entropy term only, it trains a model from scratch (this is how
+    teachers are trained). The teacher stays frozen and in eval mode, is never optimized and is not
+    written into checkpoints (it is reloaded from its own file). Terms with weight 0 are dropped.
+    A callable set as ``sample_weighting`` (the :class:`PreviewWeighting` callback sets itself)
+    turns the per-image cross-entropy of view 0 into weights for the terms marked ``preview``.
+    """
+
+    def __init__(
+        self,
+        student: ZooModel,
+        terms: Mapping[str, LossTerm],
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        teacher: ZooModel | None = None,
+        num_classes: int = 100,
+        measure_teacher: bool = True,
+    ) -> None:
+        super().__init__()
+        self.student = student
+        self.teacher = None if teacher is None else freeze(teacher)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.num_classes = num_classes
+        self.measure_teacher = measure_teacher
+        self.sample_weighting: SampleWeighting | None = None
+        self.terms = nn.ModuleDict(self._build_terms(terms))
+        self.skipped_terms = {name: t.skip_reason for name, t in terms.items() if t.skip_reason}
+        self.teacher_top1: float | None = None
+        self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        self.val_top1_best = MaxMetric()
+
+    def _build_terms(self, terms: Mapping[str, LossTerm]) -> dict[str, LossTerm]:
+        if not terms:
+            raise ConfigError("distill.terms is empty: a run needs at least one loss term (e.g. ce)")
+        pair = PairInfo(student=self.student, teacher=self.teacher, num_classes=self.num_classes)
+        active = {}
+        for name, term in terms.items():
+            if not isinstance(term, LossTerm):
+                raise ConfigError(f"distill.terms.{name} is a {type(term).__name__}, not a LossTerm")
+            if term.weight == 0:
+                log.info("loss term %s has weight 0 and is dropped", name)
+                continue
+            term.build(pair)
+            if term.skip_reason:
+                log.warning("%s", term.skip_reason)
+                continue
+            active[name] = term
+        return active
+
+    @property
+    def preview_terms(self) -> list[str]:
+        return [name for name, term in self.terms.items() if term.preview]
+
+    # -- training ------------------------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> DistillationModule:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The student's logits: a trained module is used as a plain classifier."""
+        return self.student(x)
+
+    def _context(self, batch: tuple[torch.Tensor, ...]) -> DistillContext:
+        images, labels, indices = batch
+        num_views = images.shape[1] if images.ndim == 5 else 1
+        if num_views > 1:
+            images = images.flatten(0, 1)  # image-major: image 0 views 0..V-1, image 1 ...
+            labels = labels.repeat_interleave(num_views)
+        student_out = self.student(images, with_features=True)
+        teacher_out = None
+        if self.teacher is not None:
+            with torch.no_grad():
+                teacher_out = self.teacher(images, with_features=True)
+        return DistillContext(
+            student=student_out,
+            teacher=teacher_out,
+            labels=labels,
+            student_model=self.student,
+            teacher_model=self.teacher,
+            num_views=num_views,
+            indices=indices,
+        )
+
+    def compute_losses(self, ctx: DistillContext) -> dict[str, torch.Tensor]:
+        """Each term's (sample-weighted) value; ``ctx`` holds all views, terms get what they read."""
+        first = ctx.first_view()
+        weights = None
+        if self.sample_weighting is not None and self.preview_terms:
+            weights = self.sample_weighting(first.cross_entropy)
+        losses = {}
+        for name, term in self.terms.items():
+            term_ctx = ctx if term.views == "all" else first
+            value = term(term_ctx)
+            if value.ndim == 1:
+                if term.preview and weights is not None:
+                    value = value * weights.repeat_interleave(term_ctx.num_views)
+                value = value.mean()
+            losses[name] = value
+        return losses
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        ctx = self._context(batch)
+        losses = self.compute_losses(ctx)
+        total = sum(self.terms[name].weight * value for name, value in losses.items())
+        first = ctx.first_view()
+        self.train_top1(first.student.logits, first.labels)
+        batch_size = first.labels.shape[0]
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True, batch_size=batch_size)
+        self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        self.log("train/top1", self.train_top1, on_step=False, on_epoch=True, batch_size=batch_size)
+        return total
+
+    def on_fit_start(self) -> None:
+        if self.preview_terms and self.sample_weighting is None:
+            raise ConfigError(
+                f"loss terms {self.preview_terms} are marked preview: true, but no PreviewWeighting callback is "
+                "configured; set distill.preview (e.g. distill=pckd) or set preview: false on those terms"
+            )
+        if self.teacher is not None and self.measure_teacher and self.teacher_top1 is None:
+            self.teacher_top1 = self._teacher_accuracy()
+            log.info("teacher val top-1: %.2f%%", self.teacher_top1)
+
+    @torch.inference_mode()
+    def _teacher_accuracy(self) -> float | None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return None
+        correct = total = 0
+        for images, labels, *_ in datamodule.val_dataloader():
+            logits = self.teacher(images.to(self.device))
+            correct += (logits.argmax(1).cpu() == labels).sum().item()
+            total += labels.numel()
+        top1 = 100.0 * correct / max(total, 1)
+        for logger in self.loggers:
+            logger.log_metrics({"teacher/val_top1": top1}, step=0)
+        return top1
+
+    # -- validation ----------------------------------------------------------------------------------
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        images, labels, *_ = batch
+        logits = self.student(images)
+        self.val_top1(logits, labels)
+        self.val_top5(logits, labels)
+        self.log("val/top1", self.val_top1, on_epoch=True, prog_bar=True)
+        self.log("val/top5", self.val_top5, on_epoch=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_top1_best(self.val_top1.compute())
+        self.log("val/top1_best", self.val_top1_best.compute(), prog_bar=True)
+
+    # -- optimization and checkpoints ----------------------------------------------------------------
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The student's and the terms' heads' parameters; never the teacher's."""
+        return [*self.student.parameters(), *(p for p in self.terms.parameters() if p.requires_grad)]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(self.trainable_parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
+        if self.teacher is not None:
+            checkpoint["teacher"] = {
+                "path": getattr(self.teacher, "checkpoint_path", None),
+                "sha256": getattr(self.teacher, "checkpoint_sha256", None),
+                "val_top1": self.teacher_top1,
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.teacher is not None:
+            teacher_state = {f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}
+            checkpoint["state_dict"] = {**checkpoint["state_dict"], **teacher_state}
+            self.teacher_top1 = checkpoint.get("teacher", {}).get("val_top1")

@@ -1,0 +1,121 @@
+"""Distillation losses as plain functions, in the style of ``torch.nn.functional``.
+
+Every function takes tensors (no modules, no state), computes in float32 whatever the input dtype,
+and returns either a per-sample loss (so callers can weight samples, e.g. by preview weights) or a
+scalar. The loss-term modules in :mod:`pckd_lightning.losses.terms` are thin wrappers around these.
+Formulas follow ``docs/pckd-method.md`` §2–3.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pckd_lightning.errors import ConfigError
+
+__all__ = [
+    "category_contrast",
+    "center_align",
+    "feature_align",
+    "kd",
+    "preview_difficulty",
+    "preview_threshold",
+    "preview_weights",
+]
+
+
+def kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+    """Hinton KD per sample: ``T² · KL(softmax(z_t/T) ‖ softmax(z_s/T))``, shape [B]."""
+    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=1)
+    log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
+    return kl * temperature**2
+
+
+def category_contrast(
+    sim_student: torch.Tensor,
+    sim_teacher: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 4.0,
+    base_temperature: float = 0.07,
+) -> torch.Tensor:
+    """Supervised contrast over the similarity-to-centers anchors, per view-sample, shape [N].
+
+    ``sim_student`` = W_s·normalize(E_s h^s) and ``sim_teacher`` = W_t·normalize(E_t h^s), both [N, C].
+    The 2N anchors are contrasted with every other anchor; positives share the label. Returns
+    ``ℓ_j(a^s) + ℓ_j(a^t)``. An anchor without positives (impossible when both anchors of a sample
+    are present, since they share a label) contributes 0 rather than NaN.
+    """
+    if sim_student.shape != sim_teacher.shape or sim_student.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"category_contrast expects sim_student, sim_teacher of equal shape [N, C] and labels [N]; got "
+            f"{tuple(sim_student.shape)}, {tuple(sim_teacher.shape)}, {tuple(labels.shape)}"
+        )
+    n = labels.shape[0]
+    anchors = torch.cat([sim_student, sim_teacher]).float()
+    anchor_labels = torch.cat([labels, labels])
+    logits = anchors @ anchors.T / temperature
+    self_mask = torch.eye(2 * n, dtype=torch.bool, device=logits.device)
+    # log of the denominator Σ_{m≠k} exp(s_km), computed stably (equivalent to subtracting the row max)
+    log_denominator = torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), dim=1, keepdim=True)
+    log_prob = logits - log_denominator
+    positives = (anchor_labels[:, None] == anchor_labels[None, :]) & ~self_mask
+    num_positives = positives.sum(dim=1)
+    mean_log_prob = (log_prob * positives).sum(dim=1) / num_positives.clamp(min=1)
+    per_anchor = -(temperature / base_temperature) * mean_log_prob
+    return per_anchor.view(2, n).sum(dim=0)
+
+
+def _fc_matrix(layer: nn.Linear) -> torch.Tensor:
+    bias = layer.bias if layer.bias is not None else layer.weight.new_zeros(layer.out_features)
+    return torch.cat([layer.weight, bias[:, None]], dim=1)
+
+
+def center_align(student_fc: nn.Linear, teacher_fc: nn.Linear) -> torch.Tensor:
+    """MSE between the category centers ``[W_s | b_s]`` and ``[W_t | b_t]`` (a scalar)."""
+    student, teacher = _fc_matrix(student_fc), _fc_matrix(teacher_fc)
+    if student.shape != teacher.shape:
+        raise ConfigError(
+            f"center_align needs classifiers of equal shape, got student {tuple(student_fc.weight.shape)} and "
+            f"teacher {tuple(teacher_fc.weight.shape)} (weight [classes, feature dim]); the term is only defined "
+            "when d_s == d_t: remove it from distill.terms for this pair"
+        )
+    return F.mse_loss(student.float(), teacher.float().detach())
+
+
+def feature_align(projected_student: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
+    """``2 − 2 · mean cosine`` between projected student features and teacher features (a scalar)."""
+    if projected_student.shape != teacher_features.shape:
+        raise ValueError(
+            f"feature_align expects equal shapes, got {tuple(projected_student.shape)} and "
+            f"{tuple(teacher_features.shape)}"
+        )
+    u = F.normalize(projected_student.float(), dim=1)
+    h = F.normalize(teacher_features.float(), dim=1)
+    return 2 - 2 * (u * h).sum(dim=1).mean()
+
+
+def preview_threshold(epoch: int, base: float = 1.005) -> float:
+    """The easy/hard threshold ``t_e = base^e`` of epoch ``e`` (1-indexed)."""
+    if epoch < 1:
+        raise ValueError(f"preview epochs are 1-indexed, got epoch={epoch}")
+    return base**epoch
+
+
+@torch.no_grad()
+def preview_difficulty(ce_per_image: torch.Tensor, batch_mean: torch.Tensor | None = None) -> torch.Tensor:
+    """Difficulty ``γ_i = c_i / mean(c)``; ``batch_mean`` overrides the mean (e.g. a global-batch mean)."""
+    ce = ce_per_image.detach().float()
+    mean = ce.mean() if batch_mean is None else batch_mean.detach().float()
+    return ce / mean.clamp(min=torch.finfo(torch.float32).tiny)
+
+
+@torch.no_grad()
+def preview_weights(
+    ce_per_image: torch.Tensor, epoch: int, base: float = 1.005, batch_mean: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Preview weights ``v_i = 1`` if ``γ_i ≤ base^epoch`` else ``exp(−γ_i²)``; in (0, 1], no gradient."""
+    gamma = preview_difficulty(ce_per_image, batch_mean)
+    threshold = preview_threshold(epoch, base)
+    return torch.where(gamma <= threshold, torch.ones_like(gamma), torch.exp(-gamma.square()))

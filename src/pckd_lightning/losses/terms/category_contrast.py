@@ -1,0 +1,43 @@
+"""PCKD's category contrast: student features contrasted against both models' category centers."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pckd_lightning.losses.context import DistillContext
+from pckd_lightning.losses import functional as LF
+from pckd_lightning.losses.terms.base import LossTerm, PairInfo
+
+
+class CategoryContrastTerm(LossTerm):
+    """Owns the projections E_s (d_s→d_s) and E_t (d_s→d_t); reads every view (spec §2.3)."""
+
+    views = "all"
+
+    def __init__(
+        self,
+        temperature: float = 4.0,
+        base_temperature: float = 0.07,
+        weight: float = 0.05,
+        preview: bool = False,
+    ) -> None:
+        super().__init__(weight=weight, preview=preview)
+        self.temperature = temperature
+        self.base_temperature = base_temperature
+
+    def build(self, pair: PairInfo) -> None:
+        super().build(pair)
+        self.embed_student = nn.Linear(pair.student_dim, pair.student_dim)
+        self.embed_teacher = nn.Linear(pair.student_dim, pair.teacher_dim)
+
+    def forward(self, ctx: DistillContext) -> torch.Tensor:
+        h = ctx.student.pooled
+        e_s = F.normalize(self.embed_student(h), dim=1)
+        e_t = F.normalize(self.embed_teacher(h), dim=1)
+        sim_student = e_s @ ctx.student_model.classifier_layer.weight.T
+        sim_teacher = e_t @ ctx.teacher_model.classifier_layer.weight.T
+        return LF.category_contrast(
+            sim_student, sim_teacher, ctx.labels, self.temperature, self.base_temperature
+        )

@@ -1,0 +1,156 @@
+"""Turns a composed config into a finished run: data, models, loss terms, trainer, summary.
+
+Kept apart from the Hydra entry point so notebooks and tests can call :func:`fit` with a config
+composed by ``hydra.compose`` (or any DictConfig of the same shape).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.errors import ConfigError
+from pckd_lightning.losses import LossTerm
+
+log = logging.getLogger(__name__)
+
+
+def build_terms(distill_cfg: DictConfig) -> dict[str, LossTerm]:
+    """Instantiate ``distill.terms``; a term set to null is left out (that is how a term is removed)."""
+    terms = {}
+    for name, term_cfg in distill_cfg.terms.items():
+        if term_cfg is None:
+            continue
+        if "_target_" not in term_cfg:
+            raise ConfigError(f"distill.terms.{name} has no _target_; give the LossTerm class to build")
+        terms[name] = instantiate(term_cfg)
+    return terms
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if cfg.distill.get("preview") is not None:
+        callbacks.append(instantiate(cfg.distill.preview))
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+
+
+def build_module(cfg: DictConfig, num_classes: int) -> DistillationModule:
+    student = instantiate(cfg.model.student, num_classes=num_classes)
+    teacher = None
+    if cfg.model.get("teacher") is not None:
+        teacher = instantiate(cfg.model.teacher, num_classes=num_classes)
+    return DistillationModule(
+        student=student,
+        teacher=teacher,
+        terms=build_terms(cfg.distill),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") is not None else None,
+        num_classes=num_classes,
+    )
+
+
+def teacher_training_config(cfg: DictConfig) -> DictConfig:
+    """The config that trains ``model.teacher``'s architecture from scratch (used by the demo)."""
+    recipe = cfg.model.train_teacher_if_missing
+    teacher_cfg = cfg.copy()
+    with open_dict(teacher_cfg):
+        teacher_cfg.model.student = {"_target_": "pckd_lightning.models.create_model", "name": cfg.model.teacher.name}
+        teacher_cfg.model.teacher = None
+        teacher_cfg.model.train_teacher_if_missing = None
+        teacher_cfg.distill = {
+            "name": "ce",
+            "views": 1,
+            "preview": None,
+            "terms": {"ce": {"_target_": "pckd_lightning.losses.CrossEntropyTerm"}},
+        }
+        teacher_cfg.trainer.max_epochs = recipe.max_epochs
+        teacher_cfg.paths.output_dir = str(Path(cfg.paths.output_dir) / "teacher")
+        teacher_cfg.export_path = cfg.model.teacher.checkpoint
+    return teacher_cfg
+
+
+def ensure_teacher(cfg: DictConfig) -> dict[str, Any] | None:
+    """Train and cache the teacher when the config asks for it and its checkpoint does not exist yet."""
+    teacher = cfg.model.get("teacher")
+    if teacher is None or cfg.model.get("train_teacher_if_missing") is None:
+        return None
+    if Path(teacher.checkpoint).is_file():
+        log.info("teacher checkpoint found at %s: skipping teacher training", teacher.checkpoint)
+        return None
+    log.info("no teacher at %s: training %s from scratch first", teacher.checkpoint, teacher.name)
+    return fit(teacher_training_config(cfg))
+
+
+def export_student(module: DistillationModule, path: str | Path) -> Path:
+    """Write the student as ``{"model": state_dict}`` (the layout teachers are loaded from), atomically."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"model": module.student.state_dict()}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _percent(trainer: L.Trainer, name: str) -> float | None:
+    """A logged accuracy (a fraction) as a percentage, or None when it was never logged."""
+    value = trainer.callback_metrics.get(name)
+    return None if value is None else 100.0 * float(value)
+
+
+def summarize(cfg: DictConfig, trainer: L.Trainer, module: DistillationModule, student_path: Path) -> dict:
+    checkpoint = trainer.checkpoint_callback
+    summary = {
+        "method": cfg.distill.get("name"),
+        "student": cfg.model.student.get("name"),
+        "teacher": None if cfg.model.get("teacher") is None else cfg.model.teacher.name,
+        "seed": cfg.get("seed"),
+        "epochs": trainer.current_epoch,
+        "teacher_top1": module.teacher_top1,
+        "best_top1": _percent(trainer, "val/top1_best"),
+        "last_top1": _percent(trainer, "val/top1"),
+        "last_top5": _percent(trainer, "val/top5"),
+        "skipped_terms": module.skipped_terms,
+        "terms": {name: term.weight for name, term in module.terms.items()},
+        "output_dir": str(cfg.paths.output_dir),
+        "student_weights": str(student_path),
+        "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
+        "last_checkpoint": getattr(checkpoint, "last_model_path", None) or None,
+    }
+    for key in ("best_top1", "last_top1"):
+        if summary[key] is not None and not math.isfinite(summary[key]):
+            raise RuntimeError(f"{key} is not finite ({summary[key]}): the run diverged")
+    return summary
+
+
+def fit(cfg: DictConfig) -> dict[str, Any]:
+    """Run one training job described by ``cfg``; returns (and writes) its summary."""
+    L.seed_everything(cfg.seed, workers=True)
+    teacher_summary = ensure_teacher(cfg)
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg, num_classes=datamodule.num_classes)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    student_path = export_student(module, cfg.get("export_path") or output_dir / "student.pth")
+    summary = summarize(cfg, trainer, module, student_path)
+    if teacher_summary is not None:
+        summary["teacher_training"] = teacher_summary
+    if trainer.is_global_zero:
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
