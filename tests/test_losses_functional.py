@@ -19,7 +19,9 @@ def plain_kd(zs: torch.Tensor, zt: torch.Tensor, t: float) -> list[float]:
         zt_t = [v / t for v in t_row]
         norm_s = math.log(sum(math.exp(v) for v in zs_t))
         norm_t = math.log(sum(math.exp(v) for v in zt_t))
-        kl = sum(math.exp(b - norm_t) * ((b - norm_t) - (a - norm_s)) for a, b in zip(zs_t, zt_t, strict=True))
+        kl = sum(
+            math.exp(b - norm_t) * ((b - norm_t) - (a - norm_s)) for a, b in zip(zs_t, zt_t, strict=True)
+        )
         out.append(t * t * kl)
     return out
 
@@ -45,7 +47,10 @@ def plain_category_contrast(a_s, a_t, labels, tau, tau_base) -> list[float]:
 @pytest.mark.parametrize("temperature", [1.0, 4.0])
 def test_kd_matches_plain_computation(temperature):
     g = torch.Generator().manual_seed(0)
-    zs, zt = torch.randn(5, 7, generator=g, dtype=torch.float64), torch.randn(5, 7, generator=g, dtype=torch.float64)
+    zs, zt = (
+        torch.randn(5, 7, generator=g, dtype=torch.float64),
+        torch.randn(5, 7, generator=g, dtype=torch.float64),
+    )
     got = LF.kd(zs, zt, temperature)
     assert got.shape == (5,)
     assert got.tolist() == pytest.approx(plain_kd(zs, zt, temperature), rel=1e-5)

@@ -281,7 +281,30 @@ def fill_deterministically(model: nn.Module) -> None:
 # Logits (10 classes) of the reference definitions, in eval mode, for the weights of
 # `fill_deterministically` and the input `sin(0.05 * arange)` of shape [1, 3, 32, 32]: computed by
 # running the reference modules, so these pin the forward pass (block wiring, activations, pooling).
-REFERENCE_LOGITS: dict[str, list[float]] = {}
+REFERENCE_LOGITS: dict[str, list[float]] = {
+    "resnet8": [0.041741, 1.0912, 1.4386, 0.87415, -0.23445, -1.1795, -1.3638, -0.6783, 0.43264, 1.2573],
+    "resnet8x4": [-1.4896, -0.72095, 2.6015, -4.5857, 6.5865, -8.188, 10.003, -11.405, 12.643, -13.876],
+    "wrn_16_1": [2.1134, 11.855, 14.102, 7.4443, -3.9034, -12.77, -13.558, -5.7805, 5.6368, 13.475],
+    "wrn_16_2": [19.308, 115.86, -34.128, -111.29, 48.609, 105.02, -62.274, -97.142, 74.673, 87.44],
+    "vgg8": [2.0262, 3.5335, 4.84, 5.837, 6.4305, 6.5609, 6.2162, 5.4345, 4.2942, 2.8965],
+    "vgg11": [3.8383, 6.9562, 9.5753, 11.52, 12.676, 12.995, 12.481, 11.177, 9.164, 6.5513],
+    "MobileNetV2": [0.28939, -1.1359, 1.313, -0.97419, 0.43372, 0.58717, -1.095, 1.2786, -1.0439, 0.12263],
+    "ShuffleV1": [-1.4521, -1.7827, -1.9676, -2.0096, -1.9082, -1.6585, -1.258, -0.71857, -0.076846, 0.60365],
+    "ShuffleV2": [
+        0.17404,
+        0.46688,
+        0.65865,
+        0.6946,
+        0.55307,
+        0.25687,
+        -0.12598,
+        -0.49565,
+        -0.74646,
+        -0.79878,
+    ],
+    "ResNet18": [-165.96, 233.63, 617.68, 960.69, 1239.9, 1436.8, 1538.4, 1537.7, 1434.9, 1236.8],
+    "ResNet50": [-5.8895, 5.8442, 11.835, 6.2633, -5.3955, -11.735, -6.5665, 5.0347, 11.702, 6.896],
+}
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_LOGITS))
@@ -336,6 +359,16 @@ def test_vgg_pools_before_last_block_only_at_64() -> None:
         large = model(torch.randn(1, 3, 64, 64), with_features=True)
     assert [tuple(s.shape[-2:]) for s in small.stages] == [(32, 32), (16, 16), (8, 8), (4, 4), (4, 4)]
     assert [tuple(s.shape[-2:]) for s in large.stages] == [(64, 64), (32, 32), (16, 16), (8, 8), (4, 4)]
+
+
+@pytest.mark.parametrize("name", ["resnet8", "wrn_16_1", "MobileNetV2", "ShuffleV2"])
+def test_backward_through_features(name: str) -> None:
+    """Feature-based losses backpropagate through every stage (no in-place op breaks autograd)."""
+    model = create_model(name, num_classes=10).train()
+    out = model(torch.randn(2, 3, 32, 32), with_features=True)
+    loss = out.logits.sum() + out.pooled.mean() + sum(stage.mean() for stage in out.stages)
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
 
 
 def test_unknown_name_lists_valid_names() -> None:

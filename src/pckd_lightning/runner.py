@@ -10,19 +10,37 @@ import json
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pckd_lightning.distillation import DistillationModule
-from pckd_lightning.errors import ConfigError
+from pckd_lightning.errors import ConfigError, PCKDError
 from pckd_lightning.losses import LossTerm
 
 log = logging.getLogger(__name__)
+
+# The frozen teacher is in eval mode on purpose; Lightning would warn about it at every fit.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+
+
+def instantiate(cfg: Any, **kwargs: Any) -> Any:
+    """Hydra's instantiate, but our own errors (which name the problem and the fix) come out unwrapped."""
+    try:
+        return hydra_instantiate(cfg, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, PCKDError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def build_terms(distill_cfg: DictConfig) -> dict[str, LossTerm]:
@@ -68,7 +86,10 @@ def teacher_training_config(cfg: DictConfig) -> DictConfig:
     recipe = cfg.model.train_teacher_if_missing
     teacher_cfg = cfg.copy()
     with open_dict(teacher_cfg):
-        teacher_cfg.model.student = {"_target_": "pckd_lightning.models.create_model", "name": cfg.model.teacher.name}
+        teacher_cfg.model.student = {
+            "_target_": "pckd_lightning.models.create_model",
+            "name": cfg.model.teacher.name,
+        }
         teacher_cfg.model.teacher = None
         teacher_cfg.model.train_teacher_if_missing = None
         teacher_cfg.distill = {
@@ -145,7 +166,9 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False
+    )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     student_path = export_student(module, cfg.get("export_path") or output_dir / "student.pth")
     summary = summarize(cfg, trainer, module, student_path)

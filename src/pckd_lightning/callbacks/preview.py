@@ -42,7 +42,11 @@ class PreviewWeighting(L.Callback):
         gamma = LF.preview_difficulty(ce_per_image, batch_mean)
         weights = LF.preview_weights(ce_per_image, self.epoch, self.base, batch_mean)
         stats = torch.stack(
-            [(gamma > self.threshold).sum().float(), weights.sum(), weights.new_tensor(float(weights.numel()))]
+            [
+                (gamma > self.threshold).sum().float(),
+                weights.sum(),
+                weights.new_tensor(float(weights.numel())),
+            ]
         )
         self._stats = stats if self._stats is None else self._stats + stats.to(self._stats.device)
         return weights

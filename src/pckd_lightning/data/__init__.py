@@ -3,6 +3,7 @@
 from pckd_lightning.data.base import ClassificationDataModule
 from pckd_lightning.data.cifar100 import CIFAR100DataModule, read_cifar100
 from pckd_lightning.data.digits import DigitsDataModule
+from pckd_lightning.data.gpu_resident import GPUResidentCIFAR100DataModule
 from pckd_lightning.data.imagefolder import ImageFolderDataModule
 from pckd_lightning.data.sampling import per_class_subsample
 from pckd_lightning.data.transforms import (
@@ -23,6 +24,7 @@ __all__ = [
     "CIFAR100DataModule",
     "ClassificationDataModule",
     "DigitsDataModule",
+    "GPUResidentCIFAR100DataModule",
     "ImageFolderDataModule",
     "MultiViewRotation",
     "per_class_subsample",

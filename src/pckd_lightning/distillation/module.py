@@ -12,9 +12,9 @@ from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.distillation.teacher import freeze
 from pckd_lightning.errors import ConfigError
+from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms import LossTerm, PairInfo
 from pckd_lightning.models import ZooModel
 
@@ -98,7 +98,7 @@ class DistillationModule(L.LightningModule):
     def _context(self, batch: tuple[torch.Tensor, ...]) -> DistillContext:
         images, labels, indices = batch
         num_views = images.shape[1] if images.ndim == 5 else 1
-        if num_views > 1:
+        if images.ndim == 5:
             images = images.flatten(0, 1)  # image-major: image 0 views 0..V-1, image 1 ...
             labels = labels.repeat_interleave(num_views)
         student_out = self.student(images, with_features=True)
@@ -140,7 +140,9 @@ class DistillationModule(L.LightningModule):
         first = ctx.first_view()
         self.train_top1(first.student.logits, first.labels)
         batch_size = first.labels.shape[0]
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True, batch_size=batch_size)
+        self.log_dict(
+            {f"train/{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True, batch_size=batch_size
+        )
         self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
         self.log("train/top1", self.train_top1, on_step=False, on_epoch=True, batch_size=batch_size)
         return total
@@ -200,7 +202,9 @@ class DistillationModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")
+        }
         if self.teacher is not None:
             checkpoint["teacher"] = {
                 "path": getattr(self.teacher, "checkpoint_path", None),

@@ -15,7 +15,7 @@ from pckd_lightning.models import ZooModel, create_model
 log = logging.getLogger(__name__)
 
 HOW_TO_GET_A_TEACHER = (
-    "train one with `pckd-train experiment=cifar100/teacher/<arch>` (it writes teacher.pth in the run folder) "
+    "train one with `pckd-train experiment=cifar100/teacher/<arch>` (it writes student.pth in its run folder) "
     "or use a published CRD-benchmark teacher (`<arch>_vanilla/ckpt_epoch_240.pth`), then set "
     "model.teacher.checkpoint=/path/to/file"
 )
@@ -52,7 +52,9 @@ def load_teacher(name: str, checkpoint: str | None, num_classes: int = 100, **mo
     """Build ``name``, load ``checkpoint`` strictly, freeze it and put it in eval mode."""
     model = create_model(name, num_classes=num_classes, **model_kwargs)
     if checkpoint is None:
-        raise CheckpointError(f"model.teacher.checkpoint is not set for teacher {name!r}; {HOW_TO_GET_A_TEACHER}")
+        raise CheckpointError(
+            f"model.teacher.checkpoint is not set for teacher {name!r}; {HOW_TO_GET_A_TEACHER}"
+        )
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise CheckpointError(f"teacher checkpoint {str(path)!r} does not exist; {HOW_TO_GET_A_TEACHER}")

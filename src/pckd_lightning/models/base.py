@@ -12,7 +12,8 @@ from torch import nn
 class ModelOutput:
     """What a model exposes to distillation terms.
 
-    stages: feature maps, the stem's output first, then the output of each stage (post-activation).
+    stages: feature maps, the stem's output first, then each stage's output as the reference definition
+        exposes it (post-activation for most families; WRN and MobileNetV2 give their blocks' raw outputs).
     pooled: the classifier's input, shape [B, feature_dim].
     logits: the classifier's output, shape [B, num_classes].
     """

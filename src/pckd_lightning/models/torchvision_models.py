@@ -26,9 +26,7 @@ class TorchvisionResNet(ZooModel, resnet.ResNet):
         **kwargs,
     ) -> None:
         super().__init__(block, layers, num_classes=num_classes, **kwargs)
-        self.stage_channels = [self.conv1.out_channels] + [
-            64 * 2**i * block.expansion for i in range(len(layers))
-        ]
+        self.stage_channels = [self.conv1.out_channels, *(64 * 2**i * block.expansion for i in range(4))]
         self.feature_dim = self.fc.in_features
 
     def forward_features(self, x: torch.Tensor) -> ModelOutput:

@@ -1,18 +1,40 @@
 """Loss-term modules: each wraps one function of :mod:`pckd_lightning.losses.functional`."""
 
+from pckd_lightning.losses.terms.attention import ATTerm
 from pckd_lightning.losses.terms.base import LossTerm, PairInfo
 from pckd_lightning.losses.terms.category_contrast import CategoryContrastTerm
 from pckd_lightning.losses.terms.center_align import CenterAlignTerm
+from pckd_lightning.losses.terms.correlation import CCTerm
+from pckd_lightning.losses.terms.crd import CRDTerm
 from pckd_lightning.losses.terms.cross_entropy import CrossEntropyTerm
+from pckd_lightning.losses.terms.dkd import DKDTerm
 from pckd_lightning.losses.terms.feature_align import FeatureAlignTerm
+from pckd_lightning.losses.terms.fitnet import FitNetTerm
 from pckd_lightning.losses.terms.kd import KDTerm
+from pckd_lightning.losses.terms.nst import NSTTerm
+from pckd_lightning.losses.terms.pkt import PKTTerm
+from pckd_lightning.losses.terms.reviewkd import ReviewKDTerm
+from pckd_lightning.losses.terms.rkd import RKDTerm
+from pckd_lightning.losses.terms.similarity import SPTerm
+from pckd_lightning.losses.terms.vid import VIDTerm
 
 __all__ = [
+    "ATTerm",
+    "CCTerm",
+    "CRDTerm",
     "CategoryContrastTerm",
     "CenterAlignTerm",
     "CrossEntropyTerm",
+    "DKDTerm",
     "FeatureAlignTerm",
+    "FitNetTerm",
     "KDTerm",
     "LossTerm",
+    "NSTTerm",
+    "PKTTerm",
     "PairInfo",
+    "RKDTerm",
+    "ReviewKDTerm",
+    "SPTerm",
+    "VIDTerm",
 ]

@@ -9,8 +9,8 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.errors import ConfigError
+from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.models.base import ZooModel
 
 

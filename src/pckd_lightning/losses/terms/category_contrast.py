@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses import functional as LF
+from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms.base import LossTerm, PairInfo
 
 

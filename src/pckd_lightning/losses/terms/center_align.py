@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses import functional as LF
+from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms.base import LossTerm, PairInfo
 
 

@@ -1,0 +1,473 @@
+#!/usr/bin/env python
+"""Training-step throughput of a distillation method against the bare teacher + student step.
+
+Two steps are timed in the same process, on the same synthetic CIFAR-shaped batches (num_classes 100):
+
+* **bare**: the teacher's forward (no_grad) and the student's forward/backward with plain cross-entropy on
+  the same views (all V views of every image), then an SGD step: the floor any distillation method pays;
+* **full**: the method's step through a real :class:`DistillationModule` built from
+  ``conf/distill/<method>.yaml`` (``module._context`` + ``module.compute_losses`` + the weighted sum +
+  backward + SGD step), with ``module.sample_weighting = PreviewWeighting()`` when the method has one.
+
+Bare and full share the student and teacher modules (so a compiled graph serves both, and the memory they
+hold is the same); each has its own SGD optimizer. The two are interleaved in rounds whose order alternates
+(bare-full, full-bare, ...) after warm-up steps of each, so slow drift of the machine (clocks, other jobs)
+cancels in the ratio. Images/s counts images (64 per step), not views.
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` (reset before each timed block; ``peak`` is the
+absolute peak, ``step`` the peak minus what was allocated before the block). On CPU the kernel's peak RSS
+(``VmHWM``, reset per block by writing 5 to ``/proc/self/clear_refs``) minus the RSS at the block's start:
+coarse, since the allocator keeps freed memory. ``saved`` is device-independent: the bytes of the distinct
+tensors autograd saves for backward in one step, parameters excluded (measured in eager mode).
+
+Usage::
+
+    python benchmarks/step_throughput.py --pair resnet56:resnet20 --method kd --steps 5
+    python benchmarks/step_throughput.py --pair resnet32x4:resnet8x4 --method pckd --device cuda \
+        --precision bf16 --channels-last --compile --steps 30 --warmup 10
+
+The last line printed is one JSON object (``ratio`` = full step time / bare step time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+if str(REPO / "src") not in sys.path:  # a plain checkout without `pip install -e .`
+    sys.path.append(str(REPO / "src"))
+
+from pckd_lightning.callbacks import PreviewWeighting  # noqa: E402
+from pckd_lightning.distillation import DistillationModule  # noqa: E402
+from pckd_lightning.losses import LossTerm  # noqa: E402
+from pckd_lightning.models import create_model  # noqa: E402
+
+NUM_CLASSES = 100
+IMAGE_SIZE = 32
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+# ---------------------------------------------------------------------------------------------------
+# the method's loss terms, from the project's config
+# ---------------------------------------------------------------------------------------------------
+def _instantiate(node: Any) -> Any:
+    """A minimal ``hydra.utils.instantiate`` for plain YAML (used only when Hydra is not installed)."""
+    if isinstance(node, Mapping):
+        values = {k: _instantiate(v) for k, v in node.items() if k not in ("_target_", "_partial_")}
+        if "_target_" not in node:
+            return values
+        module_name, _, attr = node["_target_"].rpartition(".")
+        return getattr(importlib.import_module(module_name), attr)(**values)
+    if isinstance(node, list):
+        return [_instantiate(v) for v in node]
+    return node
+
+
+def load_method(method: str) -> tuple[dict[str, LossTerm], int, PreviewWeighting | None, str]:
+    """``(terms, views, preview callable or None, how the config was read)`` of ``conf/distill/<method>``."""
+    path = CONF / "distill" / f"{method}.yaml"
+    if not path.is_file():
+        choices = sorted(p.stem for p in (CONF / "distill").glob("*.yaml"))
+        raise SystemExit(f"unknown method {method!r}: no {path}; choose one of {choices}")
+    try:
+        from hydra import compose, initialize_config_dir
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.utils import instantiate
+
+        from pckd_lightning.runner import build_terms
+
+        if GlobalHydra.instance().is_initialized():
+            raise ImportError("Hydra is already initialized in this process")
+        with initialize_config_dir(config_dir=str(CONF), version_base=None):
+            cfg = compose(config_name="train", overrides=[f"distill={method}"])
+        distill = cfg.distill
+        terms = build_terms(distill)
+        preview = None if distill.get("preview") is None else instantiate(distill.preview)
+        return terms, int(distill.views), preview, "hydra"
+    except ImportError:
+        import yaml
+
+        distill = yaml.safe_load(path.read_text())
+        terms = {name: _instantiate(c) for name, c in distill["terms"].items() if c is not None}
+        preview = None if distill.get("preview") is None else _instantiate(distill["preview"])
+        return terms, int(distill.get("views", 1)), preview, "yaml"
+
+
+# ---------------------------------------------------------------------------------------------------
+# memory
+# ---------------------------------------------------------------------------------------------------
+def _proc_status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class MemoryMeter:
+    """Peak memory of a block of steps: CUDA allocator peak, or the process's peak RSS on CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        if device.type == "cuda":
+            self.method = "cuda max_memory_allocated"
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+                self.method = "cpu peak RSS (VmHWM reset per block via /proc/self/clear_refs)"
+                self._resettable = True
+            except OSError:
+                self.method = "cpu peak RSS (process lifetime: VmHWM not resettable)"
+                self._resettable = False
+        self._base = 0
+
+    @contextlib.contextmanager
+    def block(self, record: dict[str, float]) -> Iterator[None]:
+        mib = 1024**2
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+            yield
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+            record["peak_mb"] = max(record.get("peak_mb", 0.0), peak / mib)
+            record["step_mb"] = max(record.get("step_mb", 0.0), (peak - base) / mib)
+            return
+        if self._resettable:
+            Path("/proc/self/clear_refs").write_text("5")
+        base = _proc_status_kb("VmRSS") or 0
+        yield
+        peak = _proc_status_kb("VmHWM") or 0
+        record["peak_mb"] = max(record.get("peak_mb", 0.0), peak / 1024)
+        record["step_mb"] = max(record.get("step_mb", 0.0), (peak - base) / 1024)
+
+
+def saved_tensor_mb(step: Callable[[], None], exclude: list[torch.Tensor]) -> float:
+    """MiB of the distinct storages autograd saves for backward during ``step`` (``exclude``: parameters)."""
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        with contextlib.suppress(RuntimeError):  # e.g. tensors without storage
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in skip:
+                seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return sum(seen.values()) / 1024**2
+
+
+# ---------------------------------------------------------------------------------------------------
+# the benchmark
+# ---------------------------------------------------------------------------------------------------
+def synthetic_batches(
+    count: int, batch: int, views: int, device: torch.device, channels_last: bool, seed: int
+) -> list[Batch]:
+    """CIFAR-shaped batches ``(x, y, idx)`` in the data modules' format, already on the device.
+
+    With ``channels_last`` the views are laid out so that the flattened ``[B·V, C, H, W]`` batch the models
+    see is in ``torch.channels_last`` order (as the GPU-resident data path produces it).
+    """
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(count):
+        shape = (batch, views, IMAGE_SIZE, IMAGE_SIZE, 3) if views > 1 else (batch, IMAGE_SIZE, IMAGE_SIZE, 3)
+        x = torch.randn(shape, generator=g).to(device).movedim(-1, -3)
+        if not channels_last:
+            x = x.contiguous()
+        y = torch.randint(0, NUM_CLASSES, (batch,), generator=g).to(device)
+        idx = torch.arange(i * batch, (i + 1) * batch, device=device)
+        out.append((x, y, idx))
+    return out
+
+
+def cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StepBench:
+    """The module, the shared models, both optimizers and both step functions."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
+        self.device = device
+        teacher_name, _, student_name = args.pair.partition(":")
+        if not student_name:
+            raise SystemExit(f"--pair must be teacher:student, got {args.pair!r}")
+        torch.manual_seed(args.seed)
+        terms, self.views, preview, self.terms_from = load_method(args.method)
+        self.method = args.method
+        student = create_model(student_name, num_classes=NUM_CLASSES)
+        teacher = create_model(teacher_name, num_classes=NUM_CLASSES)
+        self.module = DistillationModule(
+            student=student,
+            teacher=teacher,
+            terms=terms,
+            optimizer=lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4),
+            num_classes=NUM_CLASSES,
+            measure_teacher=False,
+        )
+        if preview is not None:
+            self.module.sample_weighting = preview
+        self.module.to(device).train()
+        if args.channels_last:
+            self.module.to(memory_format=torch.channels_last)
+        self.student, self.teacher = self.module.student, self.module.teacher
+        self.opt_full = self.module.optimizer_factory(self.module.trainable_parameters())
+        self.opt_bare = torch.optim.SGD(self.student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+        self.precision = args.precision
+        self.batches = synthetic_batches(
+            args.batch_pool, args.batch_size, self.views, device, args.channels_last, args.seed
+        )
+        self._cursor = 0
+        self.saved_mb = {
+            "bare": saved_tensor_mb(lambda: self.bare_step(self.batches[0]), list(self.module.parameters())),
+            "full": saved_tensor_mb(lambda: self.full_step(self.batches[0]), list(self.module.parameters())),
+        }
+        if args.compile:
+            self.student.compile()
+            self.teacher.compile()
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def bare_step(self, batch: Batch) -> None:
+        x, y, _ = batch
+        if x.ndim == 5:
+            y = y.repeat_interleave(x.shape[1])
+            x = x.flatten(0, 1)
+        with self.autocast():
+            with torch.no_grad():
+                self.teacher(x, with_features=True)
+            logits = self.student(x, with_features=True).logits
+            loss = F.cross_entropy(logits.float(), y)
+        loss.backward()
+        self.opt_bare.step()
+        self.opt_bare.zero_grad(set_to_none=True)
+
+    def full_step(self, batch: Batch) -> None:
+        module = self.module
+        with self.autocast():
+            ctx = module._context(batch)
+            losses = module.compute_losses(ctx)
+            total = sum(module.terms[name].weight * value for name, value in losses.items())
+        total.backward()
+        self.opt_full.step()
+        self.opt_full.zero_grad(set_to_none=True)
+
+    def run(self, step: Callable[[Batch], None], n: int) -> float:
+        """Seconds for ``n`` steps (synchronized at both ends, not in between)."""
+        _sync(self.device)
+        start = time.perf_counter()
+        for _ in range(n):
+            step(self.batches[self._cursor % len(self.batches)])
+            self._cursor += 1
+        _sync(self.device)
+        return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def without_term(module: DistillationModule, name: str) -> Iterator[None]:
+    """Temporarily drop one loss term (or, for ``"preview"``, the preview weighting) from the module."""
+    if name == "preview":
+        saved_weighting, module.sample_weighting = module.sample_weighting, None
+        try:
+            yield
+        finally:
+            module.sample_weighting = saved_weighting
+        return
+    terms = module.terms
+    module.terms = torch.nn.ModuleDict({k: v for k, v in terms.items() if k != name})
+    try:
+        yield
+    finally:
+        module.terms = terms
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    bench = StepBench(args, device)
+    meter = MemoryMeter(device)
+
+    variants: dict[str, Callable[[Batch], None]] = {"bare": bench.bare_step, "full": bench.full_step}
+    if args.breakdown:
+        removable = [*bench.module.terms, *(["preview"] if bench.module.sample_weighting is not None else [])]
+        for name in removable:
+
+            def step(batch: Batch, name: str = name) -> None:
+                with without_term(bench.module, name):
+                    bench.full_step(batch)
+
+            variants[f"full-{name}"] = step
+
+    compile_start = time.perf_counter()
+    for _ in range(args.warmup):
+        for step in variants.values():
+            bench.run(step, 1)
+    warmup_s = time.perf_counter() - compile_start
+
+    rounds = max(1, min(args.rounds, args.steps))
+    per_round = math.ceil(args.steps / rounds)
+    seconds = {name: [] for name in variants}
+    memory: dict[str, dict[str, float]] = {name: {} for name in variants}
+    names = list(variants)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            with meter.block(memory[name]):
+                seconds[name].append(bench.run(variants[name], per_round))
+
+    steps = rounds * per_round
+    images = args.batch_size * steps
+    ms = {name: 1e3 * sum(s) / steps for name, s in seconds.items()}
+    round_ratios = [f / b for f, b in zip(seconds["full"], seconds["bare"], strict=True)]
+    module = bench.module
+    result: dict[str, Any] = {
+        "pair": args.pair,
+        "method": args.method,
+        "device": device.type,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "precision": args.precision,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+        "batch_images": args.batch_size,
+        "views": bench.views,
+        "steps": steps,
+        "rounds": rounds,
+        "warmup": args.warmup,
+        "warmup_s": round(warmup_s, 2),
+        "threads": torch.get_num_threads(),
+        "bare_img_s": images / sum(seconds["bare"]),
+        "full_img_s": images / sum(seconds["full"]),
+        "bare_ms": ms["bare"],
+        "full_ms": ms["full"],
+        "ratio": sum(seconds["full"]) / sum(seconds["bare"]),
+        "ratio_median_round": statistics.median(round_ratios),
+        "bare_peak_mb": memory["bare"].get("peak_mb"),
+        "full_peak_mb": memory["full"].get("peak_mb"),
+        "bare_step_mb": memory["bare"].get("step_mb"),
+        "full_step_mb": memory["full"].get("step_mb"),
+        "mem_method": meter.method,
+        "bare_saved_mb": bench.saved_mb["bare"],
+        "full_saved_mb": bench.saved_mb["full"],
+        "terms": {name: term.weight for name, term in module.terms.items()},
+        "skipped_terms": sorted(module.skipped_terms),
+        "preview": module.sample_weighting is not None,
+        "terms_from": bench.terms_from,
+        "torch": torch.__version__,
+        "cudnn_benchmark": bool(device.type == "cuda" and torch.backends.cudnn.benchmark),
+        "loadavg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    if args.breakdown:
+        result["term_ms"] = {
+            name.removeprefix("full-"): ms["full"] - ms[name] for name in variants if name.startswith("full-")
+        }
+        result["variant_ms"] = ms
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    def fmt(value: float | None, spec: str = ".1f") -> str:
+        return "-" if value is None else format(value, spec)
+
+    head = (
+        f"{result['method']} {result['pair']} on {result['device']} ({result['device_name'] or '?'}), "
+        f"{result['precision']}{' channels_last' if result['channels_last'] else ''}"
+        f"{' compiled' if result['compile'] else ''}; {result['batch_images']} images x {result['views']} views, "
+        f"{result['steps']} timed steps in {result['rounds']} interleaved rounds, threads {result['threads']}"
+    )
+    rows = [f"{'step':<6}{'img/s':>10}{'ms/step':>10}{'peak MiB':>10}{'step MiB':>10}{'saved MiB':>11}"]
+    for name in ("bare", "full"):
+        rows.append(
+            f"{name:<6}{fmt(result[f'{name}_img_s']):>10}{fmt(result[f'{name}_ms']):>10}"
+            f"{fmt(result[f'{name}_peak_mb']):>10}{fmt(result[f'{name}_step_mb']):>10}"
+            f"{fmt(result[f'{name}_saved_mb']):>11}"
+        )
+    rows.append(
+        f"ratio full/bare (time): {result['ratio']:.3f}  (median of rounds {result['ratio_median_round']:.3f})"
+    )
+    if "term_ms" in result:
+        parts = ", ".join(
+            f"{k} {v:+.1f} ms" for k, v in sorted(result["term_ms"].items(), key=lambda kv: -kv[1])
+        )
+        rows.append(f"cost of each term (full minus full-without-it): {parts}")
+    rows.append(f"memory: {result['mem_method']}; saved = autograd-saved activations (eager)")
+    return "\n".join([head, *rows])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument("--pair", default="resnet32x4:resnet8x4", help="teacher:student, e.g. resnet56:resnet20")
+    p.add_argument("--method", default="pckd", help="a file of conf/distill/ (pckd, kd, ...)")
+    p.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"]
+    )
+    p.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16"], help="bf16 = autocast to bfloat16"
+    )
+    p.add_argument("--channels-last", action="store_true", help="models and inputs in channels_last")
+    p.add_argument("--compile", action="store_true", help="torch.compile the student and the teacher")
+    p.add_argument("--steps", type=int, default=20, help="timed steps of each of bare and full")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps of each before timing")
+    p.add_argument("--rounds", type=int, default=6, help="interleaved rounds the timed steps are split into")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument(
+        "--batch-size", type=int, default=64, help="images per step (x views for multi-view methods)"
+    )
+    p.add_argument("--batch-pool", type=int, default=4, help="distinct synthetic batches cycled through")
+    p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
+    p.add_argument("--breakdown", action="store_true", help="also time the full step without each term")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0 or args.batch_size < 1 or args.batch_pool < 1:
+        p.error("--steps, --batch-size and --batch-pool must be >= 1 and --warmup >= 0")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda, but CUDA is not available")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    result = measure(parse_args(argv))
+    print(format_table(result))
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

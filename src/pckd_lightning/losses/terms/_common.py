@@ -1,0 +1,128 @@
+"""Helpers shared by the baseline loss terms: feature shapes, spatial matching, option checks, warm-up."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from pckd_lightning.errors import ConfigError
+from pckd_lightning.losses.terms.base import LossTerm
+from pckd_lightning.models.base import ZooModel
+
+
+@dataclass(frozen=True)
+class FeatureShapes:
+    """Per-sample shapes of a model's features: ``stages`` as (C, H, W), then the pooled size."""
+
+    stages: list[tuple[int, int, int]]
+    pooled: int
+
+
+@torch.no_grad()
+def probe_shapes(model: ZooModel, input_size: int) -> FeatureShapes:
+    """Run ``model`` once on a zero image of ``input_size``² to read its feature shapes.
+
+    Every submodule's train/eval flag is restored afterwards (BatchNorm statistics are not touched:
+    the probe runs in eval mode).
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        out = model(torch.zeros(1, 3, input_size, input_size, device=device, dtype=dtype), with_features=True)
+    finally:
+        for module, mode in modes:
+            module.training = mode
+    return FeatureShapes(
+        stages=[(s.shape[1], s.shape[2], s.shape[3]) for s in out.stages],
+        pooled=out.pooled.shape[1],
+    )
+
+
+def check_input_size(term: str, input_size: object) -> int:
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
+        raise ConfigError(
+            f"{term}: input_size must be a positive int (the training image side, 32 for CIFAR), "
+            f"got {input_size!r}; set distill.terms.<name>.input_size"
+        )
+    return input_size
+
+
+def check_positive(term: str, option: str, value: object, allow_zero: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{term}: {option} must be a number {bound}, got {value!r}")
+    return float(value)
+
+
+def check_count(term: str, option: str, value: object, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{term}: {option} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def match_spatial(f_s: torch.Tensor, f_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average-pool the larger of two feature maps to the other's spatial size (CRD-benchmark rule)."""
+    (hs, ws), (ht, wt) = f_s.shape[2:], f_t.shape[2:]
+    if (hs, ws) == (ht, wt):
+        return f_s, f_t
+    size = (min(hs, ht), min(ws, wt))
+    if (hs, ws) != size:
+        f_s = F.adaptive_avg_pool2d(f_s, size)
+    if (ht, wt) != size:
+        f_t = F.adaptive_avg_pool2d(f_t, size)
+    return f_s, f_t
+
+
+def per_sample_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean over every dimension but the first: [B, ...] -> [B]."""
+    return x.flatten(1).mean(dim=1)
+
+
+def stage_pairs(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]) -> list[tuple]:
+    """Pair the stage outputs (the stem excluded) in order, as the CRD benchmark's ``feat[1:-1]``.
+
+    When the two models have different numbers of stages, the first ``min`` stages are paired
+    (Python ``zip``, as the reference code does).
+    """
+    return list(zip(student[1:], teacher[1:], strict=False))
+
+
+class EpochAwareTerm(LossTerm):
+    """A term whose value depends on the (1-indexed) training epoch, e.g. through a linear warm-up.
+
+    The DistillationModule tells it the epoch by calling :meth:`on_train_epoch_start` at the start of
+    every training epoch; until then :attr:`epoch` is None and a term that needs it raises.
+    """
+
+    def __init__(self, warmup_epochs: int = 0, weight: float = 1.0, preview: bool = False) -> None:
+        super().__init__(weight=weight, preview=preview)
+        self.warmup_epochs = check_count(type(self).__name__, "warmup_epochs", warmup_epochs)
+        #: the current 1-indexed training epoch, set by :meth:`on_train_epoch_start`
+        self.epoch: int | None = None
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        """Called with the 1-indexed epoch (``trainer.current_epoch + 1``) before it starts."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise ValueError(f"{type(self).__name__}: epochs are 1-indexed ints, got {epoch!r}")
+        self.epoch = epoch
+
+    def warmup_factor(self) -> float:
+        """``min(epoch / warmup_epochs, 1)``: 1/warmup_epochs in epoch 1, 1 from epoch ``warmup_epochs``."""
+        if self.warmup_epochs == 0:
+            return 1.0
+        if self.epoch is None:
+            raise RuntimeError(
+                f"{type(self).__name__} has a {self.warmup_epochs}-epoch warm-up but was never told the "
+                "epoch: the DistillationModule must call term.on_train_epoch_start(self.current_epoch + 1) "
+                "at the start of each training epoch (or set warmup_epochs: 0)"
+            )
+        return min(self.epoch / self.warmup_epochs, 1.0)

@@ -1,0 +1,35 @@
+"""Shared fixtures: config composition against the repository's conf/ and the real-data location."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def compose_config(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
+    """Compose ``train.yaml`` like the CLI would; ``output_dir`` stands in for Hydra's run folder."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=False)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+            cfg.paths.cache_dir = str(output_dir / "cache")
+    return cfg
+
+
+@pytest.fixture
+def cifar_root() -> Path:
+    if not (SHARED_DATA / "cifar-100-python").is_dir():
+        pytest.skip(f"real CIFAR-100 not found at {SHARED_DATA}/cifar-100-python (../shared/data)")
+    return SHARED_DATA

@@ -1,0 +1,99 @@
+"""End to end through the Hydra app: teacher training, KD, PCKD on real CIFAR-100, and the demo."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, compose_config
+from pckd_lightning.models import create_model
+from pckd_lightning.runner import fit
+
+QUIET = ["logger=csv", "callbacks.progress_bar=null", "data.num_workers=0"]
+
+
+def save_teacher(path: Path, name: str, num_classes: int) -> Path:
+    torch.manual_seed(0)
+    torch.save({"model": create_model(name, num_classes=num_classes).state_dict()}, path)
+    return path
+
+
+@pytest.mark.slow
+def test_teacher_training_fast_dev_run(tmp_path):
+    cfg = compose_config(
+        ["model=digits/scratch_resnet8", "distill=ce", "+trainer.fast_dev_run=2", *QUIET], output_dir=tmp_path
+    )
+    summary = fit(cfg)
+    weights = torch.load(summary["student_weights"], weights_only=True)["model"]
+    model = create_model("resnet8", num_classes=10)
+    model.load_state_dict(weights, strict=True)
+    assert summary["teacher"] is None and summary["method"] == "ce"
+
+
+@pytest.mark.slow
+def test_kd_fast_dev_run_with_a_given_teacher(tmp_path):
+    teacher = save_teacher(tmp_path / "teacher.pth", "resnet20", 10)
+    cfg = compose_config(
+        ["distill=kd", f"model.teacher.checkpoint={teacher}", "+trainer.fast_dev_run=2", *QUIET],
+        output_dir=tmp_path,
+    )
+    summary = fit(cfg)
+    assert summary["method"] == "kd" and summary["teacher"] == "resnet20"
+    assert summary["teacher_top1"] is not None and 0 <= summary["teacher_top1"] <= 100
+    assert "teacher_training" not in summary  # the checkpoint existed, so no teacher was trained
+
+
+@pytest.mark.slow
+@pytest.mark.cifar
+def test_pckd_end_to_end_on_real_cifar100(tmp_path, cifar_root):
+    teacher = save_teacher(tmp_path / "resnet56.pth", "resnet56", 100)
+    cfg = compose_config(
+        [
+            "experiment=cifar100/pckd/resnet56_resnet20",
+            f"data.root={cifar_root}",
+            "data.train_per_class=2",
+            "data.val_per_class=1",
+            f"model.teacher.checkpoint={teacher}",
+            "trainer.max_epochs=2",
+            "+trainer.limit_train_batches=2",
+            *QUIET,
+        ],
+        output_dir=tmp_path / "run",
+    )
+    summary = fit(cfg)
+    assert summary["epochs"] == 2 and 0.0 <= summary["best_top1"] <= 100.0
+    assert set(summary["terms"]) == {"ce", "kd", "category_contrast", "center_align", "feature_align"}
+    with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    thresholds = [float(r["preview/threshold"]) for r in rows if r.get("preview/threshold")]
+    assert thresholds == pytest.approx([1.005, 1.005**2])
+    for term in summary["terms"]:
+        values = [float(r[f"train/{term}"]) for r in rows if r.get(f"train/{term}")]
+        assert len(values) == 2 and all(torch.isfinite(torch.tensor(values)))
+    assert (tmp_path / "run" / "summary.json").is_file()
+    assert Path(summary["last_checkpoint"]).is_file()
+
+
+@pytest.mark.slow
+def test_the_demo_trains_and_caches_a_teacher_then_distills(tmp_path):
+    args = [
+        str(Path(sys.executable).with_name("pckd-train")),
+        "trainer.max_epochs=1",
+        "model.train_teacher_if_missing.max_epochs=1",
+        f"paths.log_dir={tmp_path / 'outputs'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "callbacks.progress_bar=null",
+    ]
+    first = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "student best val top-1" in first.stdout and "teacher trained now" in first.stdout
+    assert (tmp_path / "cache" / "teachers" / "digits_resnet20_seed0.pth").is_file()
+    second = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "teacher trained now" not in second.stdout
+    assert "skipping teacher training" in second.stdout + second.stderr

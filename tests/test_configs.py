@@ -1,0 +1,88 @@
+"""Every config composes, every published pair builds, and a missing teacher fails with a clear message."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import CONF_DIR, compose_config
+from pckd_lightning.errors import CheckpointError
+from pckd_lightning.models import list_models
+from pckd_lightning.runner import build_terms, instantiate
+
+DISTILLS = sorted(p.stem for p in (CONF_DIR / "distill").glob("*.yaml"))
+PAIRS = sorted(p.stem for p in (CONF_DIR / "model" / "cifar100").glob("*.yaml") if p.stem != "scratch")
+EXPERIMENTS = sorted(
+    str(p.relative_to(CONF_DIR / "experiment").with_suffix(""))
+    for p in (CONF_DIR / "experiment").rglob("*.yaml")
+)
+PUBLISHED_PAIRS = {
+    "wrn_40_2_wrn_16_2",
+    "wrn_40_2_wrn_40_1",
+    "resnet56_resnet20",
+    "resnet110_resnet20",
+    "resnet110_resnet32",
+    "resnet32x4_resnet8x4",
+    "vgg13_vgg8",
+    "resnet32x4_ShuffleV1",
+    "resnet32x4_ShuffleV2",
+    "wrn_40_2_ShuffleV1",
+    "vgg13_MobileNetV2",
+    "ResNet50_MobileNetV2",
+    "ResNet50_vgg8",
+}
+
+
+def test_every_published_pair_has_a_model_config_and_a_pckd_experiment():
+    assert set(PAIRS) == PUBLISHED_PAIRS
+    assert {e.split("/")[-1] for e in EXPERIMENTS if e.startswith("cifar100/pckd/")} == PUBLISHED_PAIRS
+
+
+def test_the_default_config_is_the_digits_pckd_demo():
+    cfg = compose_config([])
+    assert cfg.data._target_.endswith("DigitsDataModule")
+    assert cfg.distill.name == "pckd" and cfg.data.views == 4
+
+
+@pytest.mark.parametrize("distill", DISTILLS)
+@pytest.mark.parametrize("pair", PAIRS)
+def test_every_distill_composes_with_every_pair(distill, pair):
+    cfg = compose_config([f"model=cifar100/{pair}", f"distill={distill}", "data=cifar100"])
+    assert cfg.data.views == cfg.distill.views
+    assert cfg.trainer.max_epochs == 240 and list(cfg.scheduler.milestones) == [150, 180, 210]
+    assert build_terms(cfg.distill)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes(experiment):
+    cfg = compose_config([f"experiment={experiment}"])
+    assert cfg.model.student.name in list_models()
+    if cfg.model.teacher is not None:
+        assert cfg.model.teacher.name in list_models()
+
+
+@pytest.mark.parametrize("pair", sorted(PUBLISHED_PAIRS))
+def test_published_students_build_and_use_the_published_lr(pair):
+    cfg = compose_config([f"experiment=cifar100/pckd/{pair}"])
+    student = instantiate(cfg.model.student, num_classes=100)
+    assert student.classifier_layer.out_features == 100
+    small_lr_students = {"MobileNetV2", "ShuffleV1", "ShuffleV2"}
+    assert cfg.optimizer.lr == (0.01 if cfg.model.student.name in small_lr_students else 0.05)
+
+
+def test_pckd_published_defaults():
+    terms = compose_config(["distill=pckd"]).distill.terms
+    assert terms.ce.weight == 1.0 and terms.kd.weight == 1.0 and terms.kd.temperature == 4.0
+    assert terms.category_contrast.weight == 0.05 and terms.category_contrast.temperature == 4.0
+    assert terms.category_contrast.base_temperature == 0.07
+    assert terms.center_align.weight == 1.0 and terms.feature_align.weight == 20.0
+    assert terms.feature_align.hidden_factor == 16
+    assert terms.kd.preview and terms.category_contrast.preview
+    assert compose_config(["distill=pckd_wo_kd"]).distill.terms.kd.weight == 0.0
+
+
+def test_missing_teacher_checkpoint_says_how_to_get_one(tmp_path):
+    cfg = compose_config(
+        ["experiment=cifar100/pckd/resnet56_resnet20", f"model.teacher.checkpoint={tmp_path}/x.pth"]
+    )
+    with pytest.raises(CheckpointError, match=r"experiment=cifar100/teacher/<arch>"):
+        instantiate(cfg.model.teacher, num_classes=100)

@@ -1,0 +1,227 @@
+"""DistillationModule: frozen teacher, trainable heads, preview weighting, vectorized step."""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from pckd_lightning.callbacks import PreviewWeighting
+from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.losses import (
+    CategoryContrastTerm,
+    CenterAlignTerm,
+    CrossEntropyTerm,
+    FeatureAlignTerm,
+    KDTerm,
+)
+from pckd_lightning.losses import functional as LF
+from pckd_lightning.models import create_model
+
+NUM_CLASSES = 5
+
+
+def pckd_terms(preview: bool = True) -> dict:
+    return {
+        "ce": CrossEntropyTerm(),
+        "kd": KDTerm(preview=preview),
+        "category_contrast": CategoryContrastTerm(preview=preview),
+        "center_align": CenterAlignTerm(),
+        "feature_align": FeatureAlignTerm(hidden_factor=2),
+    }
+
+
+def make_module(student="resnet8", teacher="resnet8", terms=None, seed=0) -> DistillationModule:
+    torch.manual_seed(seed)
+    return DistillationModule(
+        student=create_model(student, num_classes=NUM_CLASSES),
+        teacher=None if teacher is None else create_model(teacher, num_classes=NUM_CLASSES),
+        terms=pckd_terms() if terms is None else terms,
+        optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9),
+        num_classes=NUM_CLASSES,
+        measure_teacher=False,
+    )
+
+
+def batch(num_images=4, views=4, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(num_images, views, 3, size, size, generator=g)
+    y = torch.arange(num_images) % NUM_CLASSES
+    return x, y, torch.arange(num_images)
+
+
+def total_loss(module, b):
+    losses = module.compute_losses(module._context(b))
+    return sum(module.terms[k].weight * v for k, v in losses.items()), losses
+
+
+def test_a_few_steps_lower_the_loss_and_leave_the_teacher_untouched():
+    module = make_module()
+    module.sample_weighting = PreviewWeighting()
+    teacher_before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+    optimizer = module.configure_optimizers()["optimizer"]
+    b = batch()
+    module.train()
+    first = None
+    for _ in range(8):
+        optimizer.zero_grad()
+        loss, _ = total_loss(module, b)
+        first = first if first is not None else loss.item()
+        loss.backward()
+        assert all(p.grad is None for p in module.teacher.parameters())
+        optimizer.step()
+    assert loss.item() < first
+    assert not module.teacher.training
+    for k, v in module.teacher.state_dict().items():
+        assert torch.equal(v, teacher_before[k]), k
+
+
+def test_heads_get_gradients_and_are_optimized_but_the_teacher_is_not():
+    module = make_module()
+    module.sample_weighting = PreviewWeighting()
+    loss, _ = total_loss(module, batch())
+    loss.backward()
+    heads = module.terms["category_contrast"], module.terms["feature_align"]
+    for head in heads:
+        for name, p in head.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert module.teacher.classifier_layer.weight.grad is None
+    optimized = {id(p) for g in module.configure_optimizers()["optimizer"].param_groups for p in g["params"]}
+    assert all(id(p) in optimized for h in heads for p in h.parameters())
+    assert all(id(p) in optimized for p in module.student.parameters())
+    assert not any(id(p) in optimized for p in module.teacher.parameters())
+
+
+def test_teacher_stays_in_eval_mode_and_is_not_checkpointed():
+    module = make_module()
+    module.train()
+    assert module.student.training and not module.teacher.training
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    assert not any(k.startswith("teacher.") for k in checkpoint["state_dict"])
+    module.on_load_checkpoint(checkpoint)  # the teacher comes back from the module itself
+    assert set(checkpoint["state_dict"]) == set(module.state_dict())
+
+
+def test_preview_weights_multiply_the_marked_terms_only():
+    module = make_module()
+    module.eval()  # deterministic BatchNorm, so both calls see identical features
+    b = batch()
+    weights = torch.tensor([1.0, 0.5, 0.25, 0.0])
+    module.sample_weighting = lambda ce: weights
+    ctx = module._context(b)
+    weighted = module.compute_losses(ctx)
+    first = ctx.first_view()
+    kd_plain = LF.kd(first.student.logits, first.teacher.logits)
+    assert weighted["kd"].item() == pytest.approx((kd_plain * weights).mean().item(), rel=1e-5)
+    cc = module.terms["category_contrast"](ctx)  # per view-sample, image-major
+    assert weighted["category_contrast"].item() == pytest.approx(
+        (cc * weights.repeat_interleave(4)).mean().item(), rel=1e-5
+    )
+    assert weighted["ce"].item() == pytest.approx(first.cross_entropy.mean().item(), rel=1e-5)
+
+
+def test_views_are_flattened_image_major_and_ce_reads_view_zero():
+    module = make_module()
+    module.eval()
+    x, y, idx = batch(num_images=3)
+    ctx = module._context((x, y, idx))
+    assert ctx.labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
+    first = ctx.first_view()
+    expected = module.student(x[:, 0])
+    assert torch.allclose(first.student.logits, expected, atol=1e-5)
+
+
+def test_center_align_is_skipped_when_feature_sizes_differ():
+    module = make_module(student="resnet8", teacher="resnet8x4")
+    assert "center_align" not in module.terms
+    assert "d_s" in module.skipped_terms["center_align"] or "256" in module.skipped_terms["center_align"]
+
+
+def test_zero_weight_terms_are_dropped():
+    terms = pckd_terms()
+    terms["kd"] = KDTerm(weight=0.0)
+    assert "kd" not in make_module(terms=terms).terms
+
+
+def test_training_from_scratch_needs_no_teacher():
+    module = make_module(teacher=None, terms={"ce": CrossEntropyTerm()})
+    loss, losses = total_loss(module, batch(views=1))
+    assert set(losses) == {"ce"} and loss.requires_grad
+
+
+def _python_calls(fn) -> int:
+    calls = 0
+
+    def tracer(frame, event, arg):
+        nonlocal calls
+        if event == "call":
+            calls += 1
+
+    sys.setprofile(tracer)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_step_has_no_python_loop_or_host_sync_per_sample(monkeypatch):
+    module = make_module()
+    module.sample_weighting = PreviewWeighting()
+
+    def step(n):
+        return lambda: total_loss(module, batch(num_images=n))[0].backward()
+
+    step(2)()  # warm caches
+    assert _python_calls(step(2)) == _python_calls(step(8))
+
+    def no_sync(*_):
+        raise AssertionError("host sync in the training step")
+
+    monkeypatch.setattr(torch.Tensor, "item", no_sync)
+    monkeypatch.setattr(torch.Tensor, "tolist", no_sync)
+    step(4)()
+
+
+def test_preview_callback_threshold_advances_per_epoch_and_survives_a_checkpoint(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 4, 3, 16, 16, generator=g)
+    y = torch.arange(8) % NUM_CLASSES
+    data = DataLoader(TensorDataset(x, y, torch.arange(8)), batch_size=4)
+    val = DataLoader(TensorDataset(x[:, 0], y, torch.arange(8)), batch_size=4)
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, *args):
+            seen.append(preview.threshold)
+
+    preview = PreviewWeighting(base=1.5)
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[preview, Record()],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(make_module(), train_dataloaders=data, val_dataloaders=val)
+    assert seen == pytest.approx([1.5, 1.5, 2.25, 2.25])
+    assert trainer.callback_metrics["preview/threshold"].item() == pytest.approx(2.25)
+    hard = trainer.callback_metrics["preview/hard_fraction"].item()
+    mean_weight = trainer.callback_metrics["preview/mean_weight"].item()
+    assert 0.0 <= hard <= 1.0 and 0.0 < mean_weight <= 1.0
+    restored = PreviewWeighting(base=1.5)
+    restored.load_state_dict(preview.state_dict())
+    assert restored.epoch == 2 and restored.threshold == pytest.approx(2.25)
+
+
+def test_preview_terms_without_the_callback_are_refused():
+    module = make_module()
+    with pytest.raises(Exception, match="PreviewWeighting"):
+        module.on_fit_start()
