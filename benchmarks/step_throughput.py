@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import importlib
 import json
 import math
@@ -161,6 +162,22 @@ class MemoryMeter:
         record["step_mb"] = max(record.get("step_mb", 0.0), (peak - base) / 1024)
 
 
+def tune_malloc() -> bool:
+    """glibc only: serve every allocation from the heap and never trim it, so that freed activations are
+    reused instead of being unmapped and faulted in again (page faults otherwise cost ~10% of a CPU step and
+    depend on the order of allocations). Returns whether it took effect."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4
+    return bool(
+        libc.mallopt(m_mmap_max, 0)
+        and libc.mallopt(m_trim_threshold, 2**31 - 1)
+        and libc.mallopt(m_top_pad, 1 << 28)
+    )
+
+
 def saved_tensor_mb(step: Callable[[], None], exclude: list[torch.Tensor]) -> float:
     """MiB of the distinct storages autograd saves for backward during ``step`` (``exclude``: parameters)."""
     skip = {t.untyped_storage().data_ptr() for t in exclude}
@@ -245,6 +262,7 @@ class StepBench:
         self.opt_full = self.module.optimizer_factory(self.module.trainable_parameters())
         self.opt_bare = torch.optim.SGD(self.student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
         self.precision = args.precision
+        self.bare_student_first = args.bare_order == "student-first"
         self.batches = synthetic_batches(
             args.batch_pool, args.batch_size, self.views, device, args.channels_last, args.seed
         )
@@ -262,15 +280,25 @@ class StepBench:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def bare_step(self, batch: Batch) -> None:
+    def bare_step(self, batch: Batch, student_first: bool | None = None) -> None:
+        """Teacher forward (no_grad), student forward + CE on all views, backward, SGD step.
+
+        ``student_first`` runs the student before the teacher, the order of ``DistillationModule._context``
+        (default: ``--bare-order``).
+        """
+        student_first = self.bare_student_first if student_first is None else student_first
         x, y, _ = batch
         if x.ndim == 5:
             y = y.repeat_interleave(x.shape[1])
             x = x.flatten(0, 1)
         with self.autocast():
-            with torch.no_grad():
-                self.teacher(x, with_features=True)
+            if not student_first:
+                with torch.no_grad():
+                    self.teacher(x, with_features=True)
             logits = self.student(x, with_features=True).logits
+            if student_first:
+                with torch.no_grad():
+                    self.teacher(x, with_features=True)
             loss = F.cross_entropy(logits.float(), y)
         loss.backward()
         self.opt_bare.step()
@@ -286,15 +314,15 @@ class StepBench:
         self.opt_full.step()
         self.opt_full.zero_grad(set_to_none=True)
 
-    def run(self, step: Callable[[Batch], None], n: int) -> float:
-        """Seconds for ``n`` steps (synchronized at both ends, not in between)."""
+    def run(self, step: Callable[[Batch], None], n: int) -> tuple[float, float]:
+        """Wall-clock and process CPU seconds of ``n`` steps (synchronized at both ends, not in between)."""
         _sync(self.device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(n):
             step(self.batches[self._cursor % len(self.batches)])
             self._cursor += 1
         _sync(self.device)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 @contextlib.contextmanager
@@ -318,6 +346,7 @@ def without_term(module: DistillationModule, name: str) -> Iterator[None]:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
+    malloc_tuned = args.malloc == "tuned" and tune_malloc()
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = args.cudnn_benchmark
@@ -326,6 +355,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     variants: dict[str, Callable[[Batch], None]] = {"bare": bench.bare_step, "full": bench.full_step}
     if args.breakdown:
+        other = "teacher-first" if bench.bare_student_first else "student-first"
+        variants[f"bare-{other}"] = lambda batch: bench.bare_step(batch, not bench.bare_student_first)
         removable = [*bench.module.terms, *(["preview"] if bench.module.sample_weighting is not None else [])]
         for name in removable:
 
@@ -341,15 +372,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             bench.run(step, 1)
     warmup_s = time.perf_counter() - compile_start
 
-    rounds = max(1, min(args.rounds, args.steps))
-    per_round = math.ceil(args.steps / rounds)
-    seconds = {name: [] for name in variants}
+    per_round = math.ceil(args.steps / max(1, min(args.rounds, args.steps)))
+    rounds = math.ceil(args.steps / per_round)
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    cpu_seconds: dict[str, list[float]] = {name: [] for name in variants}
     memory: dict[str, dict[str, float]] = {name: {} for name in variants}
     names = list(variants)
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             with meter.block(memory[name]):
-                seconds[name].append(bench.run(variants[name], per_round))
+                wall, cpu = bench.run(variants[name], per_round)
+            seconds[name].append(wall)
+            cpu_seconds[name].append(cpu)
 
     steps = rounds * per_round
     images = args.batch_size * steps
@@ -371,12 +405,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "warmup": args.warmup,
         "warmup_s": round(warmup_s, 2),
         "threads": torch.get_num_threads(),
+        "bare_order": args.bare_order,
+        "malloc": "tuned" if malloc_tuned else "default",
         "bare_img_s": images / sum(seconds["bare"]),
         "full_img_s": images / sum(seconds["full"]),
         "bare_ms": ms["bare"],
         "full_ms": ms["full"],
         "ratio": sum(seconds["full"]) / sum(seconds["bare"]),
         "ratio_median_round": statistics.median(round_ratios),
+        # process CPU time (all threads): on a shared CPU it is not inflated by other jobs as wall time is
+        "bare_cpu_ms": 1e3 * sum(cpu_seconds["bare"]) / steps,
+        "full_cpu_ms": 1e3 * sum(cpu_seconds["full"]) / steps,
+        "cpu_time_ratio": sum(cpu_seconds["full"]) / max(sum(cpu_seconds["bare"]), 1e-9),
         "bare_peak_mb": memory["bare"].get("peak_mb"),
         "full_peak_mb": memory["full"].get("peak_mb"),
         "bare_step_mb": memory["bare"].get("step_mb"),
@@ -397,6 +437,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             name.removeprefix("full-"): ms["full"] - ms[name] for name in variants if name.startswith("full-")
         }
         result["variant_ms"] = ms
+        cpu_ms = {name: 1e3 * sum(c) / steps for name, c in cpu_seconds.items()}
+        result["variant_cpu_ms"] = cpu_ms
+        result["term_cpu_ms"] = {
+            name.removeprefix("full-"): cpu_ms["full"] - cpu_ms[name]
+            for name in variants
+            if name.startswith("full-")
+        }
     return result
 
 
@@ -407,7 +454,8 @@ def format_table(result: dict[str, Any]) -> str:
     head = (
         f"{result['method']} {result['pair']} on {result['device']} ({result['device_name'] or '?'}), "
         f"{result['precision']}{' channels_last' if result['channels_last'] else ''}"
-        f"{' compiled' if result['compile'] else ''}; {result['batch_images']} images x {result['views']} views, "
+        f"{' compiled' if result['compile'] else ''}; "
+        f"{result['batch_images']} images x {result['views']} views, "
         f"{result['steps']} timed steps in {result['rounds']} interleaved rounds, threads {result['threads']}"
     )
     rows = [f"{'step':<6}{'img/s':>10}{'ms/step':>10}{'peak MiB':>10}{'step MiB':>10}{'saved MiB':>11}"]
@@ -418,13 +466,23 @@ def format_table(result: dict[str, Any]) -> str:
             f"{fmt(result[f'{name}_saved_mb']):>11}"
         )
     rows.append(
-        f"ratio full/bare (time): {result['ratio']:.3f}  (median of rounds {result['ratio_median_round']:.3f})"
+        f"ratio full/bare (time): {result['ratio']:.3f}  "
+        f"(median of rounds {result['ratio_median_round']:.3f}); "
+        f"process CPU time ratio {result['cpu_time_ratio']:.3f}"
     )
     if "term_ms" in result:
         parts = ", ".join(
             f"{k} {v:+.1f} ms" for k, v in sorted(result["term_ms"].items(), key=lambda kv: -kv[1])
         )
-        rows.append(f"cost of each term (full minus full-without-it): {parts}")
+        rows.append(f"cost of each term (full minus full-without-it), wall: {parts}")
+        parts = ", ".join(
+            f"{k} {v:+.1f} ms" for k, v in sorted(result["term_cpu_ms"].items(), key=lambda kv: -kv[1])
+        )
+        rows.append(f"cost of each term, process CPU time: {parts}")
+        variants = ", ".join(
+            f"{k} {v:.1f}/{result['variant_cpu_ms'][k]:.1f}" for k, v in result["variant_ms"].items()
+        )
+        rows.append(f"wall/CPU ms per step of every variant: {variants}")
     rows.append(f"memory: {result['mem_method']}; saved = autograd-saved activations (eager)")
     return "\n".join([head, *rows])
 
@@ -452,6 +510,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--batch-pool", type=int, default=4, help="distinct synthetic batches cycled through")
     p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
+    p.add_argument(
+        "--bare-order",
+        default="teacher-first",
+        choices=["teacher-first", "student-first"],
+        help="forward order of the bare step (student-first is DistillationModule._context's order)",
+    )
+    p.add_argument(
+        "--malloc",
+        default="default",
+        choices=["default", "tuned"],
+        help="tuned: glibc mallopt so that freed CPU memory is reused, not unmapped (see tune_malloc)",
+    )
     p.add_argument("--breakdown", action="store_true", help="also time the full step without each term")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

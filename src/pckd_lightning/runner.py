@@ -63,7 +63,28 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
-    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    """The configured loggers, each given the resolved config as its hyper-parameters."""
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return loggers
+
+
+def close_loggers(loggers: list[Any], summary: dict[str, Any]) -> None:
+    """Put the run's results in each logger's summary and close W&B runs (one run per job of a multirun)."""
+    results = {
+        k: summary[k]
+        for k in ("best_top1", "last_top1", "last_top5", "teacher_top1")
+        if summary[k] is not None
+    }
+    for logger in loggers:
+        experiment = getattr(logger, "experiment", None)
+        if hasattr(experiment, "summary") and hasattr(experiment, "finish"):  # a wandb run
+            experiment.summary.update(results)
+            experiment.finish()
+        else:
+            logger.log_metrics({f"summary/{k}": v for k, v in results.items()})
+            logger.save()
 
 
 def build_module(cfg: DictConfig, num_classes: int) -> DistillationModule:
@@ -101,6 +122,7 @@ def teacher_training_config(cfg: DictConfig) -> DictConfig:
         teacher_cfg.trainer.max_epochs = recipe.max_epochs
         teacher_cfg.paths.output_dir = str(Path(cfg.paths.output_dir) / "teacher")
         teacher_cfg.export_path = cfg.model.teacher.checkpoint
+        teacher_cfg.ckpt_path = None  # a resume refers to the distillation run, not to the teacher's
     return teacher_cfg
 
 
@@ -159,16 +181,16 @@ def summarize(cfg: DictConfig, trainer: L.Trainer, module: DistillationModule, s
 
 def fit(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job described by ``cfg``; returns (and writes) its summary."""
-    L.seed_everything(cfg.seed, workers=True)
     teacher_summary = ensure_teacher(cfg)
+    # seeded after the (optional) teacher training, so a run does not depend on whether it was cached
+    L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, num_classes=datamodule.num_classes)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False
-    )
+    loggers = build_loggers(cfg)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     student_path = export_student(module, cfg.get("export_path") or output_dir / "student.pth")
     summary = summarize(cfg, trainer, module, student_path)
@@ -176,4 +198,5 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
         summary["teacher_training"] = teacher_summary
     if trainer.is_global_zero:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    close_loggers(loggers, summary)
     return summary

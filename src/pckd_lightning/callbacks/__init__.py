@@ -1,5 +1,6 @@
 """Lightning callbacks of pckd-lightning."""
 
 from pckd_lightning.callbacks.preview import PreviewWeighting
+from pckd_lightning.callbacks.rng_state import RNGStateCheckpoint
 
-__all__ = ["PreviewWeighting"]
+__all__ = ["PreviewWeighting", "RNGStateCheckpoint"]

@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from pckd_lightning.data.datasets import ImageSource, IndexedDataset
-from pckd_lightning.data.sampling import per_class_subsample
+from pckd_lightning.data.sampling import EpochShuffleSampler, per_class_subsample
 from pckd_lightning.data.transforms import Crop, MultiViewRotation, train_transform, val_transform
 from pckd_lightning.errors import ConfigError
 
@@ -139,8 +139,9 @@ class ClassificationDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
-            # a private generator makes the order (and the workers' augmentation seeds) follow `seed`
+            # the order is a function of (seed, epoch), so a resumed run continues the same sequence
+            sampler=EpochShuffleSampler(len(dataset), self.seed) if shuffle else None,
+            # a private generator makes the workers' augmentation seeds follow `seed` too
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

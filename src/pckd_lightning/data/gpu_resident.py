@@ -56,7 +56,8 @@ def rotation_index_maps(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Source row/column of every output pixel of view ``k`` = ``rot90(crop, k)`` (counter-clockwise).
 
-    Returns ``rows, cols`` of shape ``[views, size, size]``: ``view_k[i, j] = crop[rows[k, i, j], cols[k, i, j]]``.
+    Returns ``rows, cols`` of shape ``[views, size, size]``:
+    ``view_k[i, j] = crop[rows[k, i, j], cols[k, i, j]]``.
     """
     i = torch.arange(size, device=device).view(size, 1).expand(size, size)
     j = torch.arange(size, device=device).view(1, size).expand(size, size)

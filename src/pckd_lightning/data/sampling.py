@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
+import torch
 
 from pckd_lightning.errors import DataError
 
@@ -46,3 +47,26 @@ def per_class_subsample(
     if not chosen:
         raise DataError(f"{option}={per_class}: the split holds no samples at all.")
     return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+class EpochShuffleSampler(torch.utils.data.Sampler[int]):
+    """A shuffle whose order is a function of ``(seed, epoch)`` alone.
+
+    Lightning calls :meth:`set_epoch` before every epoch, so a run resumed at epoch k sees the same
+    order in epoch k+1 as an uninterrupted run (a single generator would restart from epoch 1's order).
+    """
+
+    def __init__(self, num_samples: int, seed: int = 0) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())

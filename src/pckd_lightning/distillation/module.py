@@ -60,6 +60,7 @@ class DistillationModule(L.LightningModule):
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
         self.val_top1_best = MaxMetric()
+        self.val_top1_best.persistent(True)  # the best epoch survives a resume
 
     def _build_terms(self, terms: Mapping[str, LossTerm]) -> dict[str, LossTerm]:
         if not terms:

@@ -82,6 +82,12 @@ def match_spatial(f_s: torch.Tensor, f_t: torch.Tensor) -> tuple[torch.Tensor, t
     return f_s, f_t
 
 
+def full_precision(x: torch.Tensor) -> torch.autocast:
+    """Autocast switched off on ``x``'s device: for the pairwise products of a loss formula, whose small
+    differences bfloat16 would wipe out (the heads' own layers still run under autocast)."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
 def per_sample_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean over every dimension but the first: [B, ...] -> [B]."""
     return x.flatten(1).mean(dim=1)

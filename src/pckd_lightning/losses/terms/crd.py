@@ -10,7 +10,7 @@ from torch import nn
 
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses.context import DistillContext
-from pckd_lightning.losses.terms._common import check_count, check_positive
+from pckd_lightning.losses.terms._common import check_count, check_positive, full_precision
 from pckd_lightning.losses.terms.base import LossTerm, PairInfo
 
 MODES = ("exact",)
@@ -44,12 +44,14 @@ class CRDTerm(LossTerm):
     batch, as in the reference.
 
     Published (CRD benchmark, mdistiller): feat_dim 128, nce_k 16384, nce_t 0.07, nce_m 0.5, exact mode,
-    weight 0.8, CE weight 1. ``num_data`` is the number of training images (50000 for CIFAR-100).
+    weight 0.8, CE weight 1. ``num_data`` is the number of training images (50000 for CIFAR-100); it
+    may be left None at construction and set (``term.num_data = n``) before :meth:`build`, which
+    creates the banks.
     """
 
     def __init__(
         self,
-        num_data: int,
+        num_data: int | None = None,
         feat_dim: int = 128,
         nce_k: int = 16384,
         nce_t: float = 0.07,
@@ -62,7 +64,8 @@ class CRDTerm(LossTerm):
     ) -> None:
         super().__init__(weight=weight, preview=preview)
         name = type(self).__name__
-        self.num_data = check_count(name, "num_data (the number of training images)", num_data, minimum=2)
+        #: the number of training images (the bank size); None until the runner or the config sets it
+        self.num_data = None if num_data is None else check_count(name, "num_data", num_data, minimum=2)
         self.feat_dim = check_count(name, "feat_dim", feat_dim, minimum=1)
         self.nce_k = check_count(name, "nce_k", nce_k, minimum=1)
         self.nce_t = check_positive(name, "nce_t", nce_t)
@@ -78,6 +81,16 @@ class CRDTerm(LossTerm):
         self.mode = mode
         self.negatives = negatives
         self.max_redraws = check_count(name, "max_redraws", max_redraws)
+        self._normalizers_set = False  # a host-side flag, so that later steps need not read the buffer
+
+    def build(self, pair: PairInfo) -> None:
+        super().build(pair)
+        if self.num_data is None:
+            raise ConfigError(
+                "CRDTerm: num_data (the number of training images, the size of its memory bank) is not set; "
+                "set distill.terms.<name>.num_data (50000 for CIFAR-100) or let the runner fill it"
+            )
+        self.num_data = check_count("CRDTerm", "num_data", self.num_data, minimum=2)
         bound = 1.0 / math.sqrt(self.feat_dim / 3)
         for bank in ("memory_student", "memory_teacher"):
             self.register_buffer(bank, torch.empty(self.num_data, self.feat_dim).uniform_(-bound, bound))
@@ -85,10 +98,6 @@ class CRDTerm(LossTerm):
         self.register_buffer("normalizers", torch.full((2,), -1.0))
         #: the class of each bank entry, -1 while unknown
         self.register_buffer("bank_labels", torch.full((self.num_data,), -1, dtype=torch.long))
-        self._normalizers_set = False  # a host-side flag, so that later steps need not read the buffer
-
-    def build(self, pair: PairInfo) -> None:
-        super().build(pair)
         self.embed_student = nn.Linear(pair.student_dim, self.feat_dim)
         self.embed_teacher = nn.Linear(pair.teacher_dim, self.feat_dim)
 
@@ -140,12 +149,13 @@ class CRDTerm(LossTerm):
         v_t = F.normalize(self.embed_teacher(ctx.teacher.pooled.detach()).float(), dim=1)
         sample = self.sample_contrast(indices, labels)
         # student anchors against the teacher bank, teacher anchors against the student bank
-        scores_s = torch.exp(
-            torch.einsum("bkd,bd->bk", self.memory_teacher[sample].float(), v_s) / self.nce_t
-        )
-        scores_t = torch.exp(
-            torch.einsum("bkd,bd->bk", self.memory_student[sample].float(), v_t) / self.nce_t
-        )
+        with full_precision(v_s):
+            scores_s = torch.exp(
+                torch.einsum("bkd,bd->bk", self.memory_teacher[sample].float(), v_s) / self.nce_t
+            )
+            scores_t = torch.exp(
+                torch.einsum("bkd,bd->bk", self.memory_student[sample].float(), v_t) / self.nce_t
+            )
         if not self._normalizers_set:
             with torch.no_grad():
                 unset = self.normalizers < 0

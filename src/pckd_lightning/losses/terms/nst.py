@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from pckd_lightning.losses.context import DistillContext
-from pckd_lightning.losses.terms._common import match_spatial, stage_pairs
+from pckd_lightning.losses.terms._common import full_precision, match_spatial, stage_pairs
 from pckd_lightning.losses.terms.base import LossTerm
 
 
@@ -19,9 +19,10 @@ def nst(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
     """Per-sample squared MMD between the L2-normalized channel maps of two equal-size feature maps, [B]."""
     s = F.normalize(f_s.float().flatten(2), dim=2)
     t = F.normalize(f_t.float().flatten(2), dim=2)
-    k_tt = _poly_kernel(t, t).flatten(1).mean(dim=1).detach()
-    k_ss = _poly_kernel(s, s).flatten(1).mean(dim=1)
-    k_st = _poly_kernel(s, t).flatten(1).mean(dim=1)
+    with full_precision(s):
+        k_tt = _poly_kernel(t, t).flatten(1).mean(dim=1).detach()
+        k_ss = _poly_kernel(s, s).flatten(1).mean(dim=1)
+        k_st = _poly_kernel(s, t).flatten(1).mean(dim=1)
     return k_tt + k_ss - 2 * k_st
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from pckd_lightning.losses.context import DistillContext
-from pckd_lightning.losses.terms._common import check_positive
+from pckd_lightning.losses.terms._common import check_positive, full_precision
 from pckd_lightning.losses.terms.base import LossTerm
 
 
@@ -18,7 +18,8 @@ def _conditional_probs(f: torch.Tensor, eps: float) -> torch.Tensor:
 
 def pkt(f_s: torch.Tensor, f_t: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Mean over the B×B entries of ``p_t · log((p_t + ε) / (p_s + ε))`` (a scalar)."""
-    p_s, p_t = _conditional_probs(f_s, eps), _conditional_probs(f_t, eps)
+    with full_precision(f_s):
+        p_s, p_t = _conditional_probs(f_s, eps), _conditional_probs(f_t, eps)
     return (p_t * torch.log((p_t + eps) / (p_s + eps))).mean()
 
 

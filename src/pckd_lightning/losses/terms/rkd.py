@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from pckd_lightning.losses.context import DistillContext
-from pckd_lightning.losses.terms._common import check_positive
+from pckd_lightning.losses.terms._common import check_positive, full_precision
 from pckd_lightning.losses.terms.base import LossTerm
 
 
@@ -40,8 +40,11 @@ def rkd(
 ) -> torch.Tensor:
     """``w_d · smoothL1(ψ_D) + w_a · smoothL1(ψ_A)`` over the batch (a scalar); no gradient to the teacher."""
     s, t = f_s.float().flatten(1), f_t.float().detach().flatten(1)
-    loss_d = F.smooth_l1_loss(_normalized_distances(s, squared, eps), _normalized_distances(t, squared, eps))
-    loss_a = F.smooth_l1_loss(_angles(s), _angles(t))
+    with full_precision(s):
+        loss_d = F.smooth_l1_loss(
+            _normalized_distances(s, squared, eps), _normalized_distances(t, squared, eps)
+        )
+        loss_a = F.smooth_l1_loss(_angles(s), _angles(t))
     return distance_weight * loss_d + angle_weight * loss_a
 
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from pckd_lightning.losses.context import DistillContext
+from pckd_lightning.losses.terms._common import full_precision
 from pckd_lightning.losses.terms.base import LossTerm
 
 
@@ -13,8 +14,9 @@ def similarity_preserving(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
     """``‖G_t − G_s‖²_F / B²`` with G = row-normalized (f fᵀ) over the flattened features (a scalar)."""
     b = f_s.shape[0]
     fs, ft = f_s.float().reshape(b, -1), f_t.float().reshape(b, -1)
-    g_s = F.normalize(fs @ fs.T, dim=1)
-    g_t = F.normalize(ft @ ft.T, dim=1)
+    with full_precision(fs):
+        g_s = F.normalize(fs @ fs.T, dim=1)
+        g_t = F.normalize(ft @ ft.T, dim=1)
     return (g_t - g_s).square().sum() / (b * b)
 
 

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# GPU benchmark suite for a fresh machine with one CUDA GPU and this repo checked out (no .venv).
+#
+#   bash benchmarks/gpu_suite.sh            # results: $OUT/bench.jsonl (+ $OUT/suite.log)
+#
+# 1. installs the package into the machine's python (`pip install -e . --no-deps --no-build-isolation`, which
+#    works offline with the preinstalled setuptools), then only the dependencies that are missing: from
+#    $WHEELS (default .whl/) when that folder exists, else from the index if one is reachable. Without Hydra
+#    the benchmark reads conf/distill/*.yaml with PyYAML instead (the JSON says "terms_from": "yaml").
+# 2. step throughput of resnet32x4 -> resnet8x4, PCKD and KD, in fp32, bf16, bf16 + channels_last,
+#    bf16 + channels_last + torch.compile ($STEPS timed steps, interleaved bare/full);
+# 3. the CIFAR-100 train loader (4 views): DataLoader per worker count vs the GPU-resident path, on the data in
+#    .device_data/cifar-100-python (skipped when absent).
+# Every JSON line goes to $OUT/bench.jsonl. The whole suite stops starting runs once $BUDGET_S seconds
+# (default 330) have passed and kills a run at that point, so it stays under 6 minutes; compiled runs go
+# last. Overridable: PYTHON, OUT, BUDGET_S, STEPS, WARMUP, PAIR, DEVICE, DATA_ROOT, WHEELS, WORKERS,
+# SKIP_COMPILE=1, SKIP_INSTALL=1.
+set -uo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+PY="${PYTHON:-python3}"
+OUT="${OUT:-$REPO/benchmarks/out}"
+BUDGET_S="${BUDGET_S:-330}"
+STEPS="${STEPS:-30}"
+WARMUP="${WARMUP:-5}"
+PAIR="${PAIR:-resnet32x4:resnet8x4}"
+DEVICE="${DEVICE:-cuda}"
+DATA_ROOT="${DATA_ROOT:-$REPO/.device_data}"
+WHEELS="${WHEELS:-$REPO/.whl}"
+WORKERS="${WORKERS:-0 2 4 8}"
+mkdir -p "$OUT"
+JSONL="$OUT/bench.jsonl"
+LOG="$OUT/suite.log"
+TMP="$(mktemp -d)"
+: >"$JSONL"
+: >"$LOG"
+export PYTHONUNBUFFERED=1 WANDB_MODE=offline WANDB_SILENT=true
+# the scripts also find src/ by themselves; this keeps everything working if the editable install fails
+export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
+export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-$TMP/inductor}"
+
+log() { echo "[$(date +%H:%M:%S) +${SECONDS}s] $*" | tee -a "$LOG" >&2; }
+
+# ---- 1. environment and install -------------------------------------------------------------------------
+log "repo $REPO, python $(command -v "$PY") ($("$PY" -c 'import sys; print(sys.version.split()[0])'))"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$LOG"
+if [ "$DEVICE" = cuda ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    log "ERROR: torch cannot see a CUDA device"
+    exit 1
+fi
+if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+    if "$PY" -m pip install --no-deps --no-build-isolation -e . >>"$LOG" 2>&1; then
+        log "installed pckd-lightning (editable, --no-deps)"
+    else
+        log "editable install failed (see log); using PYTHONPATH=src"
+    fi
+    missing=$("$PY" - <<'EOF'
+import importlib.util as u
+need = {"torch": "torch", "torchvision": "torchvision", "lightning": "lightning", "torchmetrics": "torchmetrics",
+        "yaml": "pyyaml", "numpy": "numpy", "PIL": "pillow", "hydra": "hydra-core", "omegaconf": "omegaconf"}
+print(" ".join(pkg for mod, pkg in need.items() if u.find_spec(mod) is None))
+EOF
+    )
+    if [ -n "$missing" ]; then
+        log "missing: $missing"
+        if [ -d "$WHEELS" ]; then
+            "$PY" -m pip install --no-index --find-links "$WHEELS" $missing >>"$LOG" 2>&1 || log "could not install from $WHEELS"
+        else
+            timeout 60 "$PY" -m pip install --timeout 5 --retries 0 $missing >>"$LOG" 2>&1 \
+                || log "could not install $missing (no index reachable?); Hydra-less fallbacks are used"
+        fi
+    fi
+fi
+"$PY" - >>"$JSONL" 2>>"$LOG" <<'EOF'
+import importlib.util as u, json, platform, torch
+print(json.dumps({
+    "bench": "env", "python": platform.python_version(), "torch": torch.__version__,
+    "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    "cpu_count": __import__("os").cpu_count(), "hydra": u.find_spec("hydra") is not None,
+}))
+EOF
+tail -n 1 "$JSONL" | tee -a "$LOG"
+
+# ---- runs -------------------------------------------------------------------------------------------------
+# run NAME MIN_SECONDS_LEFT script args...: skipped when less time is left, killed when the budget runs out
+run() {
+    local name=$1 need=$2
+    shift 2
+    local left=$((BUDGET_S - SECONDS))
+    if ((left < need)); then
+        log "SKIP $name: ${left}s of the budget left, needs ~${need}s"
+        echo "{\"bench\": \"skipped\", \"name\": \"$name\", \"seconds_left\": $left}" >>"$JSONL"
+        return
+    fi
+    log "RUN $name (at most ${left}s): $*"
+    timeout -k 5 "$left" "$PY" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err"
+    local rc=$?
+    grep -v '^{' "$TMP/$name.out" | tee -a "$LOG" >&2
+    grep '^{' "$TMP/$name.out" >>"$JSONL"
+    if ((rc != 0)); then
+        log "FAILED $name (exit $rc); last lines of its stderr:"
+        tail -n 15 "$TMP/$name.err" | tee -a "$LOG" >&2
+        echo "{\"bench\": \"failed\", \"name\": \"$name\", \"exit\": $rc}" >>"$JSONL"
+    fi
+}
+
+STEP=(benchmarks/step_throughput.py --pair "$PAIR" --device "$DEVICE" --steps "$STEPS" --warmup "$WARMUP")
+[ "$DEVICE" = cuda ] && STEP+=(--cudnn-benchmark)
+for config in "fp32" "bf16" "bf16 cl"; do
+    for method in pckd kd; do
+        args=(--method "$method" --precision "${config%% *}")
+        [[ $config == *cl* ]] && args+=(--channels-last)
+        run "step_${method}_${config// /_}" 20 "${STEP[@]}" "${args[@]}"
+    done
+done
+
+if [ -d "$DATA_ROOT/cifar-100-python" ]; then
+    # shellcheck disable=SC2086  # WORKERS is a list
+    run loader 25 benchmarks/loader_throughput.py --root "$DATA_ROOT" --device "$DEVICE" --batches 50 \
+        --workers $WORKERS
+else
+    log "SKIP loader: no $DATA_ROOT/cifar-100-python"
+    echo "{\"bench\": \"skipped\", \"name\": \"loader\", \"reason\": \"no data\"}" >>"$JSONL"
+fi
+
+if [ "${SKIP_COMPILE:-0}" != 1 ]; then
+    for method in pckd kd; do
+        run "step_${method}_bf16_cl_compile" 60 "${STEP[@]}" --method "$method" --precision bf16 \
+            --channels-last --compile
+    done
+fi
+
+log "done: $(grep -c '"ratio"' "$JSONL") step results, $(grep -c '"bench": "loader"' "$JSONL") loader results in $JSONL"
+"$PY" - "$JSONL" <<'EOF' | tee -a "$LOG"
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
+print(f"{'method':<6}{'precision':<10}{'cl':<4}{'compile':<9}{'bare img/s':>11}{'full img/s':>11}{'ratio':>7}{'full peak MiB':>15}")
+for r in rows:
+    if "ratio" in r:
+        print(f"{r['method']:<6}{r['precision']:<10}{'y' if r['channels_last'] else 'n':<4}"
+              f"{'y' if r['compile'] else 'n':<9}{r['bare_img_s']:>11.0f}{r['full_img_s']:>11.0f}{r['ratio']:>7.3f}"
+              f"{r['full_peak_mb'] or 0:>15.0f}")
+for r in rows:
+    if r.get("bench") == "loader":
+        print(f"loader {r['path']:<13} workers {r['workers']:>2}: {r['img_s']:>9.0f} img/s")
+EOF
+rm -rf "$TMP"

@@ -1,0 +1,282 @@
+"""Finding run folders below a directory and reading what ``pckd-train`` wrote into them.
+
+A *run folder* is any folder (searched recursively, hidden folders such as ``.hydra`` skipped) that holds a
+``summary.json``, or a ``config.yaml`` shaped like a resolved training config (it has ``trainer``,
+``model`` and ``distill`` sections) but no ``summary.json``: the latter is a run that is still going,
+crashed or was killed. Only local files are read.
+
+A run is *complete* when its summary is readable, its best and last top-1 are finite numbers, it trained
+for ``trainer.max_epochs`` epochs (from the run's ``config.yaml``) and it is not a ``fast_dev_run`` smoke
+test. Every other run is kept with ``status="incomplete"`` and the reason, so that the report can list it
+without averaging it in.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SUMMARY = "summary.json"
+CONFIG = "config.yaml"
+METRICS = Path("csv") / "metrics.csv"
+#: the method name of plain supervised training; such runs fill the "student (scratch)" row
+SCRATCH_METHOD = "ce"
+
+COMPLETE = "complete"
+INCOMPLETE = "incomplete"
+SUPERSEDED = "superseded"
+
+
+@dataclass
+class RunRecord:
+    """One run folder: what its summary and config say, and whether it counts."""
+
+    run_dir: Path
+    status: str = COMPLETE
+    reason: str = ""
+    method: str | None = None
+    student: str | None = None
+    teacher: str | None = None
+    dataset: str = "unknown"
+    seed: int | None = None
+    epochs: int | None = None
+    max_epochs: int | None = None
+    teacher_top1: float | None = None
+    best_top1: float | None = None
+    last_top1: float | None = None
+    last_top5: float | None = None
+    terms: dict[str, float] = field(default_factory=dict)
+    #: the distillation settings that tell variants of one method apart (see :func:`distill_settings`)
+    settings: dict[str, Any] = field(default_factory=dict)
+    teacher_checkpoint: str | None = None
+    #: validation top-1 in percent per epoch, from csv/metrics.csv (empty when there is no CSV log)
+    curve: dict[int, float] = field(default_factory=dict)
+    mtime: float = 0.0
+    #: the row label in the report; set by :func:`pckd_lightning.report.aggregate.label_variants`
+    label: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status == COMPLETE
+
+    @property
+    def is_scratch(self) -> bool:
+        return self.method == SCRATCH_METHOD
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if SUMMARY in filenames or CONFIG in filenames:
+            yield Path(dirpath)
+
+
+def _read_config(path: Path) -> dict[str, Any] | None:
+    """A resolved run config as a dict, or None when the file is missing, unreadable or not a run config."""
+    if not path.is_file():
+        return None
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(cfg, dict) or not all(isinstance(cfg.get(k), dict) for k in ("trainer", "model")):
+        return None
+    return cfg
+
+
+def dataset_name(cfg: dict[str, Any] | None) -> str:
+    """A short data set name from the run config's ``data._target_`` (``digits``, ``cifar100``, ...)."""
+    data = (cfg or {}).get("data") or {}
+    target = str(data.get("_target_") or "")
+    if not target:
+        return "unknown"
+    name = target.rsplit(".", 1)[-1].removesuffix("DataModule").removeprefix("GPUResident").lower()
+    if name == "imagefolder" and data.get("root"):
+        return f"imagefolder:{Path(str(data['root'])).name}"
+    return name
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
+    elif isinstance(value, list):
+        out[prefix] = tuple(value)
+    else:
+        out[prefix] = value
+
+
+def distill_settings(cfg: dict[str, Any] | None, summary: dict[str, Any]) -> dict[str, Any]:
+    """The run's ``distill`` section flattened (``terms.kd.weight`` -> 0.9, ``views`` -> 1, ...).
+
+    Terms set to null or to weight 0 are left out (the runner drops them), as are ``name`` and the
+    ``_target_`` class paths. Without a config, the summary's active terms and weights stand in (terms the
+    runner skipped for the pair are kept, as configured terms).
+    """
+    out: dict[str, Any] = {}
+    distill = (cfg or {}).get("distill")
+    if isinstance(distill, dict):
+        distill = dict(distill)
+        distill.pop("name", None)
+        terms = distill.pop("terms", None) or {}
+        _flatten(distill, "", out)
+        for name, term in terms.items():
+            if not isinstance(term, dict) or term.get("weight", 1.0) == 0:
+                continue
+            _flatten({"weight": 1.0, **term}, f"terms.{name}", out)
+        return {k: v for k, v in out.items() if not k.endswith("_target_")}
+    for name, weight in (summary.get("terms") or {}).items():
+        out[f"terms.{name}.weight"] = weight
+    for name in summary.get("skipped_terms") or {}:
+        out.setdefault(f"terms.{name}.weight", "skipped")
+    return out
+
+
+def _number(value: Any) -> float | None:
+    """A float, or None for null; NaN for anything that is not a number (so it counts as non-finite)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def read_curve(run_dir: Path) -> dict[int, float]:
+    """``val/top1`` per epoch in percent from the run's CSV log; the last value logged for an epoch wins."""
+    path = run_dir / METRICS
+    curve: dict[int, float] = {}
+    if not path.is_file():
+        return curve
+    try:
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                value, epoch = row.get("val/top1"), row.get("epoch")
+                if not value or not epoch:
+                    continue
+                try:
+                    top1, ep = 100.0 * float(value), int(float(epoch))
+                except ValueError:
+                    continue
+                if math.isfinite(top1):
+                    curve[ep] = top1
+    except (OSError, csv.Error):
+        return {}
+    return dict(sorted(curve.items()))
+
+
+def read_run(run_dir: Path) -> RunRecord | None:
+    """Read one folder; None when it is neither a run with a summary nor a run config."""
+    cfg = _read_config(run_dir / CONFIG)
+    summary_path = run_dir / SUMMARY
+    record = RunRecord(run_dir=run_dir, dataset=dataset_name(cfg))
+    if cfg is not None:
+        trainer = cfg.get("trainer") or {}
+        max_epochs = trainer.get("max_epochs")
+        record.max_epochs = int(max_epochs) if isinstance(max_epochs, int) and max_epochs > 0 else None
+        model = cfg.get("model") or {}
+        record.student = (model.get("student") or {}).get("name")
+        teacher = model.get("teacher") or {}
+        record.teacher = teacher.get("name")
+        record.teacher_checkpoint = teacher.get("checkpoint")
+        record.method = (cfg.get("distill") or {}).get("name")
+        record.seed = cfg.get("seed")
+    if not summary_path.is_file():
+        if cfg is None or not isinstance(cfg.get("distill"), dict):
+            return None  # some other config.yaml (e.g. a logger's), not a run folder
+        record.status, record.reason = INCOMPLETE, "no summary.json (still running, crashed or killed)"
+        return record
+    record.mtime = summary_path.stat().st_mtime
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, ValueError) as err:
+        record.status, record.reason = INCOMPLETE, f"summary.json unreadable ({type(err).__name__})"
+        return record
+    if not isinstance(summary, dict):
+        record.status, record.reason = INCOMPLETE, "summary.json is not a JSON object"
+        return record
+
+    record.method = summary.get("method", record.method) or "unknown"
+    record.student = summary.get("student", record.student)
+    record.teacher = summary.get("teacher", record.teacher)
+    record.seed = summary.get("seed", record.seed)
+    epochs = summary.get("epochs")
+    record.epochs = epochs if isinstance(epochs, int) else None
+    record.terms = {str(k): float(v) for k, v in (summary.get("terms") or {}).items() if _finite_or_none(v)}
+    record.settings = distill_settings(cfg, summary)
+    if record.max_epochs is not None:  # a 10-epoch and a 240-epoch schedule are not the same experiment
+        record.settings["trainer.max_epochs"] = record.max_epochs
+    for key in ("teacher_top1", "best_top1", "last_top1", "last_top5"):
+        setattr(record, key, _number(summary.get(key)))
+    record.curve = read_curve(run_dir)
+
+    problems = []
+    for key in ("best_top1", "last_top1"):
+        value = getattr(record, key)
+        if value is None:
+            problems.append(f"{key} missing")
+        elif not math.isfinite(value):
+            problems.append(f"{key} is not finite ({summary.get(key)!r})")
+    for key in ("teacher_top1", "last_top5"):
+        value = getattr(record, key)
+        if value is not None and not math.isfinite(value):
+            problems.append(f"{key} is not finite ({summary.get(key)!r})")
+    if cfg is not None and (cfg.get("trainer") or {}).get("fast_dev_run"):
+        problems.append("fast_dev_run (a smoke test, not a result)")
+    if record.epochs is None:
+        problems.append("epochs missing from summary.json")
+    elif record.max_epochs is not None and record.epochs < record.max_epochs:
+        problems.append(f"stopped after {record.epochs} of {record.max_epochs} epochs")
+    if problems:
+        record.status, record.reason = INCOMPLETE, "; ".join(problems)
+    elif cfg is None:
+        record.reason = "no config.yaml: epoch count and data set not checked"
+    return record
+
+
+def _finite_or_none(value: Any) -> bool:
+    number = _number(value)
+    return number is not None and math.isfinite(number)
+
+
+def settings_key(settings: dict[str, Any]) -> tuple:
+    """A hashable, sortable form of :attr:`RunRecord.settings`."""
+    return tuple(sorted((k, repr(v)) for k, v in settings.items()))
+
+
+def collect_runs(root: str | Path) -> list[RunRecord]:
+    """Every run folder below ``root`` (``root`` itself included), sorted by path.
+
+    Complete runs that repeat another complete run's (data set, teacher, student, method, distillation
+    settings, seed) are marked ``superseded``, except the newest (by ``summary.json``'s modification time),
+    so that a rerun of a seed is not averaged in twice.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no such folder: {root}")
+    records = [r for d in _walk(root) if (r := read_run(d)) is not None]
+    newest: dict[tuple, RunRecord] = {}
+    for record in sorted((r for r in records if r.complete), key=lambda r: r.mtime):
+        key = (
+            record.dataset,
+            record.teacher,
+            record.student,
+            record.method,
+            settings_key(record.settings),
+            record.seed,
+        )
+        if key in newest:
+            old = newest[key]
+            old.status, old.reason = SUPERSEDED, f"same setting and seed as the newer run {record.run_dir}"
+        newest[key] = record
+    return sorted(records, key=lambda r: str(r.run_dir))

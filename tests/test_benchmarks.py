@@ -1,0 +1,98 @@
+"""Smoke tests of the benchmark scripts (tiny models, one or two steps, CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pickle
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def step_throughput() -> ModuleType:
+    return _load("step_throughput")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _json_line(out: str) -> dict:
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    assert lines, f"no JSON line in the output:\n{out}"
+    return json.loads(lines[-1])
+
+
+@pytest.mark.parametrize(
+    ("method", "views", "extra"),
+    [("kd", 1, []), ("pckd", 4, ["--breakdown"])],
+)
+def test_step_throughput_prints_a_parsable_json_line(step_throughput, capsys, method, views, extra):
+    argv = ["--pair", "resnet20:resnet8", "--method", method, "--device", "cpu", "--steps", "2"]
+    argv += ["--warmup", "1", "--batch-size", "8", "--threads", "1", *extra]
+    returned = step_throughput.main(argv)
+    out = capsys.readouterr().out
+    result = _json_line(out)
+    assert result == json.loads(json.dumps(returned))
+    assert "ratio full/bare" in out
+    assert (result["pair"], result["method"], result["device"]) == ("resnet20:resnet8", method, "cpu")
+    assert result["views"] == views and result["steps"] == 2 and result["batch_images"] == 8
+    assert result["ratio"] > 0 and result["bare_img_s"] > 0 and result["full_img_s"] > 0
+    assert result["bare_saved_mb"] > 0 and result["full_saved_mb"] > 0
+    if method == "pckd":
+        assert result["preview"] is True
+        assert set(result["terms"]) == {"ce", "kd", "category_contrast", "center_align", "feature_align"}
+        assert set(result["term_ms"]) == {*result["terms"], "preview"}
+    else:
+        assert result["terms"] == {"ce": 0.1, "kd": 0.9} and result["preview"] is False
+
+
+def test_step_throughput_yaml_fallback_builds_the_same_terms(step_throughput, monkeypatch):
+    hydra_terms, hydra_views, hydra_preview, source = step_throughput.load_method("pckd")
+    assert source == "hydra"
+    monkeypatch.setitem(sys.modules, "hydra", None)  # as on a machine without Hydra
+    yaml_terms, yaml_views, yaml_preview, source = step_throughput.load_method("pckd")
+    assert source == "yaml" and yaml_views == hydra_views == 4
+    assert {k: (type(v), v.weight, v.preview) for k, v in yaml_terms.items()} == {
+        k: (type(v), v.weight, v.preview) for k, v in hydra_terms.items()
+    }
+    assert type(yaml_preview) is type(hydra_preview) and yaml_preview.base == hydra_preview.base
+
+
+def test_loader_throughput_on_a_tiny_fake_cifar(tmp_path: Path, capsys):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        data = rng.integers(0, 256, size=(200, 3072), dtype=np.uint8)
+        with (folder / split).open("wb") as f:
+            pickle.dump({"data": data, "fine_labels": [i % 100 for i in range(200)]}, f)
+    with (folder / "meta").open("wb") as f:
+        pickle.dump({"fine_label_names": [f"c{i}" for i in range(100)]}, f)
+    loader_throughput = _load("loader_throughput")
+    argv = ["--root", str(tmp_path), "--partial", "--workers", "0", "--batches", "3", "--device", "cpu"]
+    results = loader_throughput.main([*argv, "--batch-size", "50", "--threads", "1"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [r["path"] for r in lines] == ["dataloader", "gpu_resident"] == [r["path"] for r in results]
+    assert all(r["img_s"] > 0 and r["images"] == 3 * 50 for r in lines)

@@ -1,0 +1,142 @@
+"""pckd-eval (top-1/top-5 of a checkpoint) and the exporters (state dict, TorchScript, ONNX)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import compose_config
+from pckd_lightning.evaluate import evaluate, find_run_config, load_for_eval
+from pckd_lightning.evaluate import main as eval_main
+from pckd_lightning.export import export_onnx, export_state_dict, export_torchscript, onnx_exporter_available
+from pckd_lightning.models import create_model
+from pckd_lightning.runner import fit
+
+QUIET = ["logger=csv", "callbacks.progress_bar=null", "data.num_workers=0"]
+
+
+class FixedLogits(nn.Module):
+    """Returns the logits stored for each sample index (x carries the index)."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("table", logits)
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.table[x.long()]
+
+
+def test_evaluate_counts_top1_and_top5_exactly():
+    # 7 classes; sample i's label ranks 1st, 1st, 2nd, 5th, 6th, 7th among its logits
+    ranks = [0, 0, 1, 4, 5, 6]
+    logits, labels = [], []
+    for i, rank in enumerate(ranks):
+        order = torch.arange(7).roll(i)  # classes from the highest logit down
+        row = torch.empty(7)
+        row[order] = torch.arange(7, 0, -1, dtype=torch.float)
+        logits.append(row)
+        labels.append(int(order[rank]))
+    model = FixedLogits(torch.stack(logits)).train()
+    x, y = torch.arange(6), torch.tensor(labels)
+    batches = [(x[:4], y[:4], x[:4]), (x[4:], y[4:], x[4:])]  # (x, y, idx) like the data modules
+    result = evaluate(model, batches)
+    assert result == {"top1": pytest.approx(100 * 2 / 6), "top5": pytest.approx(100 * 4 / 6)}
+    assert model.training  # the mode is restored
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[Path, dict]:
+    """A real (tiny) run on the digits: one epoch, two training batches, the whole validation split."""
+    folder = tmp_path_factory.mktemp("eval") / "run"
+    overrides = ["model=digits/scratch_resnet8", "distill=ce", "trainer.max_epochs=1"]
+    summary = fit(compose_config([*overrides, "+trainer.limit_train_batches=2", *QUIET], output_dir=folder))
+    return folder, summary
+
+
+@pytest.mark.slow
+def test_pckd_eval_reproduces_the_runs_validation_accuracy(run, capsys):
+    folder, summary = run
+    assert find_run_config(folder / "checkpoints" / "last.ckpt") == folder / "config.yaml"
+    for checkpoint in (folder / "student.pth", folder / "checkpoints" / "last.ckpt"):
+        assert eval_main(["--checkpoint", str(checkpoint), "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["arch"] == "resnet8" and result["config"] == str(folder / "config.yaml")
+        assert result["top1"] == pytest.approx(summary["last_top1"], abs=1e-4)
+        assert result["top5"] == pytest.approx(summary["last_top5"], abs=1e-4)
+        assert result["num_images"] == 360
+
+    # a bare {"model": sd} far from its run: architecture and data given on the command line
+    teacher_like = export_state_dict(load_for_eval(folder / "student.pth").model, folder.parent / "w.pth")
+    argv = ["--checkpoint", str(teacher_like), "--arch", "resnet8", "--data", "digits", "--seed", "0"]
+    assert eval_main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"top-1:      {summary['last_top1']:.2f}%" in out and "DigitsDataModule" in out
+
+    assert eval_main(["--checkpoint", str(teacher_like)]) == 2  # no config, no --arch
+    assert "--arch" in capsys.readouterr().err
+    assert eval_main(["--checkpoint", str(teacher_like), "--arch", "resnet20", "--data", "digits"]) == 2
+    assert "does not match architecture 'resnet20'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_pckd_eval_exports_the_runs_student(run, tmp_path, capsys):
+    folder, _ = run
+    out = tmp_path / "student.pt"
+    argv = ["--checkpoint", str(folder / "student.pth"), "--export", "torchscript", "--out", str(out)]
+    assert eval_main([*argv, "--no-eval"]) == 0
+    assert "exported:" in capsys.readouterr().out
+    loaded = load_for_eval(folder / "student.pth")
+    scripted = _jit_load(out)
+    x = torch.randn(3, 3, 16, 16)
+    torch.testing.assert_close(scripted(x), loaded.model(x), atol=1e-5, rtol=0)
+
+
+def _jit_load(path: Path) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is marked deprecated
+        return torch.jit.load(str(path))
+
+
+def _model_with_running_stats(name: str) -> nn.Module:
+    """A zoo model whose batch-norm statistics are not the defaults, so eval-mode export matters."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return model.train()  # the exporters must switch to eval mode themselves
+
+
+@pytest.mark.parametrize("name", ["resnet8", "vgg8"])
+def test_exports_give_the_eager_logits(name, tmp_path):
+    model = _model_with_running_stats(name)
+    example = torch.randn(1, 3, 32, 32)
+    x = torch.randn(4, 3, 32, 32)  # another batch size than the example: the batch dimension is dynamic
+    with torch.no_grad():
+        expected = model.eval()(x)
+    model.train()
+
+    state = torch.load(export_state_dict(model, tmp_path / "m.pth"), weights_only=True)["model"]
+    fresh = create_model(name, num_classes=10)
+    fresh.load_state_dict(state, strict=True)
+    torch.testing.assert_close(fresh.eval()(x), expected, atol=1e-5, rtol=0)
+
+    scripted = _jit_load(export_torchscript(model, tmp_path / "m.pt", example))
+    assert model.training  # the caller's mode is restored
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), expected, atol=1e-5, rtol=0)
+
+    if onnx_exporter_available() is None:
+        pytest.skip("ONNX export is not available in this PyTorch (install the export extra)")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install .[export])")
+    path = export_onnx(model, tmp_path / "m.onnx", example)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"input": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-5, rtol=0)

@@ -1,0 +1,300 @@
+"""pckd-report: finding run folders, mean ± sample std (ddof=1) over seeds, Δ vs KD, incomplete runs, outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import compose_config
+from pckd_lightning.report import build_report, collect_runs
+from pckd_lightning.report.cli import main as report_main
+from pckd_lightning.runner import fit
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MAX_EPOCHS = 10
+P1 = ("resnet56", "resnet20")
+P2 = ("resnet32x4", "resnet8x4")
+TERMS = {
+    "ce": {"ce": 1.0},
+    "kd": {"ce": 0.1, "kd": 0.9},
+    "pckd": {"ce": 1.0, "kd": 1.0, "category_contrast": 0.05, "feature_align": 20.0},
+    "crd": {"ce": 1.0, "kd": 0.8, "crd": 0.8},
+}
+# best-epoch top-1 (%) of seeds 0, 1, 2; the last-epoch top-1 is 0.3 lower in every run
+BEST = {
+    (P1, "ce"): [69.0, 69.5, 70.1],
+    (P1, "kd"): [70.6, 70.9, 71.2],
+    (P1, "pckd"): [72.0, 71.5, 72.4],
+    (P2, "ce"): [72.3, 72.6, 72.1],
+    (P2, "kd"): [73.2, 73.6, 73.4],
+    (P2, "pckd"): [76.1, 76.4, 75.9],
+}
+# P1 is distilled from one teacher checkpoint (counted once); P2 from one teacher per seed
+TEACHER_TOP1 = {P1: [72.34, 72.34, 72.34], P2: [79.0, 79.4, 79.6]}
+
+
+def write_run(
+    folder: Path,
+    pair: tuple[str, str],
+    method: str,
+    seed: int,
+    best: float,
+    last: float,
+    epochs: int = MAX_EPOCHS,
+    teacher_top1: float | None = None,
+    summary: bool = True,
+) -> Path:
+    """A run folder as `fit` writes it: config.yaml, summary.json, csv/metrics.csv."""
+    teacher_arch, student = pair
+    scratch = method == "ce"
+    teacher_ckpt = f"/teachers/{teacher_arch}_seed{seed if pair == P2 else 0}.pth"
+    folder.mkdir(parents=True)
+    terms = {name: {"_target_": "x.Term", "weight": w} for name, w in TERMS[method].items()}
+    config = {
+        "data": {"_target_": "pckd_lightning.data.CIFAR100DataModule", "root": "/data", "views": 1},
+        "model": {
+            "student": {"_target_": "pckd_lightning.models.create_model", "name": student},
+            "teacher": None if scratch else {"name": teacher_arch, "checkpoint": teacher_ckpt},
+        },
+        "distill": {"name": method, "views": 1, "preview": None, "terms": terms},
+        "trainer": {"_target_": "lightning.Trainer", "max_epochs": MAX_EPOCHS},
+        "seed": seed,
+    }
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    if not summary:
+        return folder
+    record = {
+        "method": method,
+        "student": student,
+        "teacher": None if scratch else teacher_arch,
+        "seed": seed,
+        "epochs": epochs,
+        "teacher_top1": None if scratch else teacher_top1,
+        "best_top1": best,
+        "last_top1": last,
+        "last_top5": 95.0,
+        "skipped_terms": {},
+        "terms": TERMS[method],
+        "output_dir": str(folder),
+    }
+    (folder / "summary.json").write_text(json.dumps(record))  # NaN is written as NaN, like json.dumps does
+    (folder / "csv").mkdir()
+    with (folder / "csv" / "metrics.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", "step", "train/loss_epoch", "val/top1", "val/top1_best", "val/top5"])
+        for epoch in range(epochs):
+            writer.writerow([epoch, 10 * epoch + 9, 1.0, "", "", ""])
+            val = (last - (epochs - 1 - epoch)) / 100.0
+            writer.writerow([epoch, 10 * epoch + 9, "", val, val, 0.9])
+    return folder
+
+
+@pytest.fixture
+def runs(tmp_path) -> Path:
+    root = tmp_path / "outputs"
+    for (pair, method), values in BEST.items():
+        for seed, best in enumerate(values):
+            write_run(
+                root / f"{pair[1]}_{method}" / f"seed{seed}",
+                pair,
+                method,
+                seed,
+                best,
+                best - 0.3,
+                teacher_top1=TEACHER_TOP1[pair][seed],
+            )
+    # a single-seed method: its cells show "± n/a" and (n=1)
+    write_run(root / "crd" / "seed0", P1, "crd", 0, 71.7, 71.4, teacher_top1=72.34)
+    # listed, never averaged in: no summary (killed), a NaN accuracy (diverged), a short run
+    write_run(root / "killed", P1, "pckd", 3, 0.0, 0.0, summary=False)
+    write_run(root / "nan", P1, "kd", 4, math.nan, math.nan, teacher_top1=72.34)
+    write_run(root / "short", P2, "kd", 5, 99.0, 99.0, epochs=4, teacher_top1=79.0)
+    (root / "killed" / ".hydra").mkdir()
+    (root / "killed" / ".hydra" / "config.yaml").write_text("hydra: {}\n")  # not a run folder
+    return root
+
+
+def parse_table(markdown: str, heading: str) -> dict[str, list[str]]:
+    """``{row label: cells}`` of the first table under ``heading``; key "" holds the header cells."""
+    lines = markdown.splitlines()
+    start = lines.index(heading)
+    table = {}
+    for line in lines[start + 1 :]:
+        if line.startswith("#"):
+            break
+        if not line.startswith("| ") or line.startswith("|---"):
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        table["" if not table else cells[0]] = cells[1:]
+    return table
+
+
+def cell(mean: float, std: float | None) -> str:
+    return f"{mean:.2f} ± " + ("n/a" if std is None else f"{std:.2f}")
+
+
+def test_table_numbers_against_hand_computed_mean_and_sample_std(runs, tmp_path):
+    report, markdown = build_report(runs, tmp_path / "report")
+    best = parse_table(markdown, "## Best-epoch top-1 (%)")
+    last = parse_table(markdown, "## Last-epoch top-1 (%)")
+    # pairs are sorted (teacher, student): P2 (resnet32x4) comes first
+    assert best[""] == ["resnet32x4 → resnet8x4", "resnet56 → resnet20"]
+    assert list(best)[1:] == ["teacher", "student (scratch)", "kd", "crd", "pckd"]
+    # hand-computed, sample std (ddof=1): P1 kd 70.6/70.9/71.2 -> 70.90 ± 0.30; P2 kd -> 73.40 ± 0.20
+    assert best["kd"] == ["73.40 ± 0.20", "70.90 ± 0.30"]
+    # P1 pckd 72.0/71.5/72.4: mean 71.9667, var (0.0011+0.2178+0.1878)/2 = 0.2033 -> std 0.4509
+    # P2 pckd 76.1/76.4/75.9: mean 76.1333, var (0.0011+0.0711+0.0544)/2 = 0.0633 -> std 0.2517
+    assert best["pckd"] == ["76.13 ± 0.25", "71.97 ± 0.45"]
+    assert last["pckd"] == ["75.83 ± 0.25", "71.67 ± 0.45"]
+    assert best["student (scratch)"] == ["72.33 ± 0.25", "69.53 ± 0.55"]
+    assert best["crd"] == ["—", "71.70 ± n/a (n=1)"]
+    # the teacher: P1 one checkpoint (once, no std); P2 79.0/79.4/79.6 -> 79.33 ± 0.31
+    assert best["teacher"] == ["79.33 ± 0.31", "72.34 ± n/a"]
+    for (pair, method), values in BEST.items():
+        row = "student (scratch)" if method == "ce" else method
+        column = 0 if pair == P2 else 1
+        assert best[row][column] == cell(statistics.mean(values), statistics.stdev(values))
+        lasts = [v - 0.3 for v in values]
+        assert last[row][column] == cell(statistics.mean(lasts), statistics.stdev(lasts))
+    assert "sample standard deviation (ddof=1)" in markdown
+
+    delta = parse_table(markdown, "### Δ vs KD, best-epoch top-1 (%)")
+    # P1 71.9667 - 70.90 = +1.07; P2 76.1333 - 73.40 = +2.73; average +1.90
+    assert delta["pckd"] == ["+2.73", "+1.07", "+1.90"]
+    assert delta["crd"] == ["—", "+0.80", "+0.80"]
+    assert "kd" not in delta and "student (scratch)" not in delta
+    expected = statistics.mean(BEST[(P1, "pckd")]) - statistics.mean(BEST[(P1, "kd")])
+    assert report.delta[("pckd", report.pairs[1], "best")] == pytest.approx(expected)
+
+
+def test_incomplete_runs_are_listed_and_never_averaged(runs, tmp_path):
+    records = {str(r.run_dir.relative_to(runs)): r for r in collect_runs(runs)}
+    assert len(records) == 18 + 1 + 3 and not any(".hydra" in name for name in records)
+    assert records["killed"].status == "incomplete" and "no summary.json" in records["killed"].reason
+    assert records["nan"].status == "incomplete" and "best_top1 is not finite" in records["nan"].reason
+    assert records["short"].status == "incomplete" and "4 of 10 epochs" in records["short"].reason
+
+    report, markdown = build_report(runs, tmp_path / "report")
+    incomplete = parse_table(markdown, "## Incomplete runs (not averaged in)")
+    assert incomplete[""] == ["method", "pair", "seed", "epochs", "reason"]
+    listed = {Path(run).name: cells for run, cells in incomplete.items() if run}
+    assert set(listed) == {"killed", "nan", "short"}
+    assert listed["short"][3] == "4/10"
+    # the kd cells hold exactly the three complete seeds (the NaN run and the 99 % short run are out)
+    p2, p1 = report.pairs
+    assert (p1.teacher, p1.student, p1.dataset) == (*P1, "cifar100")
+    assert report.cells[("kd", p1, "best")].values == tuple(BEST[(P1, "kd")])
+    assert report.cells[("kd", p2, "best")].seeds == (0, 1, 2)
+
+
+def test_csv_outputs(runs, tmp_path):
+    out = tmp_path / "report"
+    build_report(runs, out)
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    assert len(rows) == 22
+    statuses = {Path(r["run_dir"]).name: r["status"] for r in rows}
+    assert statuses["killed"] == statuses["nan"] == statuses["short"] == "incomplete"
+    assert sum(r["status"] == "complete" for r in rows) == 19
+    nan = next(r for r in rows if r["run_dir"].endswith("nan"))
+    assert nan["best_top1"] == "nan" and "not finite" in nan["reason"]
+    seed1 = next(r for r in rows if r["run_dir"].endswith("resnet20_pckd/seed1"))
+    assert (seed1["method"], seed1["teacher"], seed1["student"], seed1["seed"]) == ("pckd", *P1, "1")
+    assert float(seed1["best_top1"]) == 71.5 and float(seed1["last_top1"]) == pytest.approx(71.2)
+    assert seed1["dataset"] == "cifar100" and seed1["epochs"] == "10"
+
+    agg = list(csv.DictReader((out / "aggregate.csv").open()))
+    key = {(r["student"], r["row"], r["metric"]): r for r in agg}
+    kd = key[("resnet20", "kd", "best")]
+    assert int(kd["n"]) == 3 and float(kd["mean"]) == pytest.approx(70.9)
+    assert float(kd["std"]) == pytest.approx(statistics.stdev([70.6, 70.9, 71.2])) and kd["delta_vs_kd"] == ""
+    pckd = key[("resnet8x4", "pckd", "last")]
+    assert float(pckd["mean"]) == pytest.approx(statistics.mean([75.8, 76.1, 75.6]))
+    assert float(pckd["delta_vs_kd"]) == pytest.approx(statistics.mean([75.8, 76.1, 75.6]) - 73.1)
+    assert key[("resnet20", "crd", "best")]["std"] == ""  # a single seed has no std
+    assert float(key[("resnet8x4", "teacher", "teacher")]["std"]) == pytest.approx(
+        statistics.stdev([79.0, 79.4, 79.6])
+    )
+
+
+def test_png_and_cli(runs, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert report_main([str(runs), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "## Best-epoch top-1 (%)" in printed and "| pckd | 76.13 ± 0.25 | 71.97 ± 0.45 |" in printed
+    assert (out / "report.md").read_text().strip() in printed
+    png = (out / "curves.png").read_bytes()
+    assert png[:8] == PNG_MAGIC and len(png) > 1000
+    report = build_report(runs, tmp_path / "again", plot=False)[0]
+    # curve: mean over seeds of the last-epoch values, per epoch
+    curve = report.curves[("pckd", report.pairs[1])]
+    assert list(curve) == list(range(MAX_EPOCHS))
+    assert curve[MAX_EPOCHS - 1] == pytest.approx(statistics.mean(v - 0.3 for v in BEST[(P1, "pckd")]))
+    assert not (tmp_path / "again" / "curves.png").exists()
+
+
+def test_ablations_and_reruns_are_not_mixed(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(3):
+        write_run(root / f"full{seed}", P1, "pckd", seed, 72.0 + seed, 71.0)
+    for seed in range(2):
+        ablation = write_run(root / f"wo_fa{seed}", P1, "pckd", seed, 60.0 + seed, 59.0)
+        cfg = yaml.safe_load((ablation / "config.yaml").read_text())
+        del cfg["distill"]["terms"]["feature_align"]
+        (ablation / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rerun = write_run(root / "full0_rerun", P1, "pckd", 0, 80.0, 79.0)
+    os.utime(rerun / "summary.json", (2e9, 2e9))  # newer than the first seed-0 run
+    report, markdown = build_report(root, tmp_path / "out", plot=False)
+    assert report.rows == ["pckd", "pckd (without feature_align)"]
+    pair = report.pairs[0]
+    assert sorted(report.cells[("pckd", pair, "best")].values) == [73.0, 74.0, 80.0]  # newest seed 0 only
+    assert report.cells[("pckd (without feature_align)", pair, "best")].values == (60.0, 61.0)
+    assert "## Superseded reruns (not averaged in)" in markdown
+
+
+@pytest.mark.slow
+def test_reads_what_fit_really_writes(tmp_path):
+    quiet = [
+        "logger=csv",
+        "callbacks.progress_bar=null",
+        "data.num_workers=0",
+        "model=digits/scratch_resnet8",
+    ]
+    complete = fit(
+        compose_config(
+            ["distill=ce", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", *quiet],
+            output_dir=tmp_path / "runs" / "scratch",
+        )
+    )
+    fit(
+        compose_config(
+            ["distill=ce", "+trainer.fast_dev_run=1", *quiet], output_dir=tmp_path / "runs" / "smoke"
+        )
+    )
+    records = {r.run_dir.name: r for r in collect_runs(tmp_path / "runs")}
+    assert set(records) == {"scratch", "smoke"}
+    run = records["scratch"]
+    assert run.status == "complete", run.reason
+    assert (run.method, run.student, run.dataset, run.seed, run.epochs) == ("ce", "resnet8", "digits", 0, 1)
+    assert run.best_top1 == pytest.approx(complete["best_top1"])
+    assert list(run.curve) == [0] and run.curve[0] == pytest.approx(complete["last_top1"], abs=1e-4)
+    assert records["smoke"].status == "incomplete" and "fast_dev_run" in records["smoke"].reason
+
+    script = Path(sys.executable).with_name("pckd-report")
+    result = subprocess.run(
+        [str(script), str(tmp_path / "runs"), "--out", str(tmp_path / "report")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "resnet8 | digits" in result.stdout and "Incomplete runs" in result.stdout
+    assert (tmp_path / "report" / "curves.png").read_bytes()[:8] == PNG_MAGIC
