@@ -135,12 +135,14 @@ log "done: $(grep -c '"ratio"' "$JSONL") step results, $(grep -c '"bench": "load
 "$PY" - "$JSONL" <<'EOF' | tee -a "$LOG"
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
-print(f"{'method':<6}{'precision':<10}{'cl':<4}{'compile':<9}{'bare img/s':>11}{'full img/s':>11}{'ratio':>7}{'full peak MiB':>15}")
+print(f"{'method':<8}{'precision':<10}{'cl':<4}{'compile':<9}{'bare img/s':>11}{'full img/s':>11}{'ratio':>7}"
+      f"{'bare/full peak MiB':>20}")
 for r in rows:
     if "ratio" in r:
-        print(f"{r['method']:<6}{r['precision']:<10}{'y' if r['channels_last'] else 'n':<4}"
+        peaks = f"{r['bare_peak_mb'] or 0:.0f}/{r['full_peak_mb'] or 0:.0f}"
+        print(f"{r['method']:<8}{r['precision']:<10}{'y' if r['channels_last'] else 'n':<4}"
               f"{'y' if r['compile'] else 'n':<9}{r['bare_img_s']:>11.0f}{r['full_img_s']:>11.0f}{r['ratio']:>7.3f}"
-              f"{r['full_peak_mb'] or 0:>15.0f}")
+              f"{peaks:>20}")
 for r in rows:
     if r.get("bench") == "loader":
         print(f"loader {r['path']:<13} workers {r['workers']:>2}: {r['img_s']:>9.0f} img/s")

@@ -304,12 +304,17 @@ class StepBench:
         self.opt_bare.step()
         self.opt_bare.zero_grad(set_to_none=True)
 
-    def full_step(self, batch: Batch) -> None:
+    def full_loss(self, batch: Batch) -> torch.Tensor:
+        """``training_step``'s loss (without its metric and logging calls)."""
         module = self.module
         with self.autocast():
             ctx = module._context(batch)
             losses = module.compute_losses(ctx)
-            total = sum(module.terms[name].weight * value for name, value in losses.items())
+            return sum(module.terms[name].weight * value for name, value in losses.items())
+
+    def full_step(self, batch: Batch) -> None:
+        # the context (teacher outputs included) is released before backward, as after training_step
+        total = self.full_loss(batch)
         total.backward()
         self.opt_full.step()
         self.opt_full.zero_grad(set_to_none=True)

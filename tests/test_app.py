@@ -97,3 +97,25 @@ def test_the_demo_trains_and_caches_a_teacher_then_distills(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert "teacher trained now" not in second.stdout
     assert "skipping teacher training" in second.stdout + second.stderr
+
+
+METHODS = sorted(p.stem for p in (REPO / "conf" / "distill").glob("*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_through_the_app(tmp_path, method):
+    """A fast_dev_run on the digits pair resnet20 -> resnet8 (8x8 images), for every distill config."""
+    teacher = save_teacher(tmp_path / "teacher.pth", "resnet20", 10)
+    cfg = compose_config(
+        [
+            f"distill={method}",
+            f"model.teacher.checkpoint={teacher}",
+            "data.image_size=8",
+            "+trainer.fast_dev_run=1",
+            *QUIET,
+        ],
+        output_dir=tmp_path,
+    )
+    summary = fit(cfg)
+    assert summary["method"] == method and summary["terms"]

@@ -412,6 +412,18 @@ def test_reviewkd_hcl_matches_plain_computation():
         assert hcl(fs, ft).tolist() == pytest.approx(expected, rel=REL)
 
 
+@pytest.mark.parametrize("make", [SPTerm, PKTTerm, RKDTerm, NSTTerm], ids=["sp", "pkt", "rkd", "nst"])
+def test_pairwise_formulas_ignore_bfloat16_autocast(make):
+    fs, ft = 5 * randn(6, 4, 3, 3, seed=30).float(), 5 * randn(6, 5, 3, 3, seed=31).float()
+    ctx = context(output([None, fs], fs.mean((2, 3))), output([None, ft], ft.mean((2, 3))))
+    term = make()
+    exact = term(ctx)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = term(ctx)
+    assert under_autocast.dtype == torch.float32
+    assert under_autocast.tolist() == pytest.approx(exact.tolist(), rel=1e-5)
+
+
 # -- pairs: shapes and gradients ------------------------------------------------------------------------
 
 PAIRS = [("resnet56", "resnet20"), ("vgg13", "MobileNetV2")]

@@ -276,3 +276,34 @@ def test_real_cifar_statistics_match_the_ordinary_path():
     xv = torch.cat([b[0] for b in itertools.islice(dm.val_dataloader(), 4)])
     assert xv.mean((0, 2, 3)).abs().max() < 0.1
     assert (xv.std((0, 2, 3)) - 1).abs().max() < 0.1
+
+
+def test_data_module_trains_a_distillation_module_with_lightning(tmp_path: Path):
+    import lightning as L
+
+    from pckd_lightning.distillation import DistillationModule
+    from pckd_lightning.losses import CrossEntropyTerm, KDTerm
+    from pckd_lightning.models import create_model
+
+    root = _write_fake_cifar(tmp_path)
+    dm = GPUResidentCIFAR100DataModule(root, device=None, check_sizes=False, batch_size=32, views=4)
+    module = DistillationModule(
+        student=create_model("resnet8"),
+        teacher=create_model("resnet8"),
+        terms={"ce": CrossEntropyTerm(), "kd": KDTerm()},
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.01),
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=dm)
+    assert trainer.global_step == 2
+    assert dm.resident_device == torch.device("cpu")
+    assert torch.isfinite(trainer.callback_metrics["val/top1"])

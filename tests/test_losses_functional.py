@@ -142,3 +142,20 @@ def test_preview_weights_below_and_above_threshold():
 
 def test_preview_weights_with_zero_loss_batch_are_ones():
     assert LF.preview_weights(torch.zeros(3), epoch=1).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_category_contrast_over_a_wider_contrast_set_matches_the_full_computation():
+    """Rows offset..offset+n of a larger set, contrasted against all of it, give the full loss's rows."""
+    g = torch.Generator().manual_seed(3)
+    a_s, a_t = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 3, 3])
+    full = LF.category_contrast(a_s, a_t, y)
+    for offset in (0, 4):
+        part = LF.category_contrast(
+            a_s[offset : offset + 4],
+            a_t[offset : offset + 4],
+            y[offset : offset + 4],
+            contrast=(a_s, a_t, y),
+            offset=offset,
+        )
+        assert torch.allclose(part, full[offset : offset + 4], atol=1e-5)

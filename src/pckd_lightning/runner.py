@@ -6,6 +6,7 @@ composed by ``hydra.compose`` (or any DictConfig of the same shape).
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -17,7 +18,10 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
+from hydra.utils import get_class
 from hydra.utils import instantiate as hydra_instantiate
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pckd_lightning.distillation import DistillationModule
@@ -43,6 +47,18 @@ def instantiate(cfg: Any, **kwargs: Any) -> Any:
         raise
 
 
+def _check_options(path: str, cfg: DictConfig) -> None:
+    """Name a misspelt option and list the valid ones (Hydra would only report a TypeError)."""
+    target = get_class(cfg._target_) if isinstance(cfg._target_, str) else cfg._target_
+    parameters = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    valid = [name for name in parameters if name != "self"]
+    unknown = [key for key in cfg if not key.startswith("_") and key not in valid]
+    if unknown:
+        raise ConfigError(f"{path}: unknown option(s) {unknown} for {cfg._target_}; valid options: {valid}")
+
+
 def build_terms(distill_cfg: DictConfig) -> dict[str, LossTerm]:
     """Instantiate ``distill.terms``; a term set to null is left out (that is how a term is removed)."""
     terms = {}
@@ -51,8 +67,19 @@ def build_terms(distill_cfg: DictConfig) -> dict[str, LossTerm]:
             continue
         if "_target_" not in term_cfg:
             raise ConfigError(f"distill.terms.{name} has no _target_; give the LossTerm class to build")
+        _check_options(f"distill.terms.{name}", term_cfg)
         terms[name] = instantiate(term_cfg)
     return terms
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Cross-group consistency that no single group can check by itself."""
+    data_views, method_views = cfg.data.get("views"), cfg.distill.get("views")
+    if data_views is not None and method_views is not None and data_views != method_views:
+        raise ConfigError(
+            f"data.views={data_views} but distill={cfg.distill.get('name')} expects views={method_views}; "
+            "leave data.views at its default (${distill.views}) or set both to the same value"
+        )
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
@@ -72,22 +99,24 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
 
 def close_loggers(loggers: list[Any], summary: dict[str, Any]) -> None:
     """Put the run's results in each logger's summary and close W&B runs (one run per job of a multirun)."""
+    if rank_zero_only.rank != 0:
+        return
     results = {
         k: summary[k]
         for k in ("best_top1", "last_top1", "last_top5", "teacher_top1")
         if summary[k] is not None
     }
     for logger in loggers:
-        experiment = getattr(logger, "experiment", None)
-        if hasattr(experiment, "summary") and hasattr(experiment, "finish"):  # a wandb run
-            experiment.summary.update(results)
-            experiment.finish()
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(results)
+            logger.experiment.finish()
         else:
             logger.log_metrics({f"summary/{k}": v for k, v in results.items()})
             logger.save()
 
 
-def build_module(cfg: DictConfig, num_classes: int) -> DistillationModule:
+def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> DistillationModule:
+    num_classes = datamodule.num_classes
     student = instantiate(cfg.model.student, num_classes=num_classes)
     teacher = None
     if cfg.model.get("teacher") is not None:
@@ -99,6 +128,10 @@ def build_module(cfg: DictConfig, num_classes: int) -> DistillationModule:
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") is not None else None,
         num_classes=num_classes,
+        teacher_min_accuracy=cfg.get("teacher", {}).get("min_accuracy"),
+        train_labels=torch.as_tensor(datamodule.train_labels),
+        # done by the module (on CPU too), not by Lightning, whose SyncBatchNorm needs CUDA
+        sync_batchnorm=cfg.trainer.get("sync_batchnorm", False),
     )
 
 
@@ -120,6 +153,10 @@ def teacher_training_config(cfg: DictConfig) -> DictConfig:
             "terms": {"ce": {"_target_": "pckd_lightning.losses.CrossEntropyTerm"}},
         }
         teacher_cfg.trainer.max_epochs = recipe.max_epochs
+        # one process: DDP workers re-run the script and must find the teacher already written
+        teacher_cfg.trainer.update(
+            {"devices": 1, "num_nodes": 1, "strategy": "auto", "sync_batchnorm": False}
+        )
         teacher_cfg.paths.output_dir = str(Path(cfg.paths.output_dir) / "teacher")
         teacher_cfg.export_path = cfg.model.teacher.checkpoint
         teacher_cfg.ckpt_path = None  # a resume refers to the distillation run, not to the teacher's
@@ -154,8 +191,19 @@ def _percent(trainer: L.Trainer, name: str) -> float | None:
     return None if value is None else 100.0 * float(value)
 
 
+def checkpoint_paths(trainer: L.Trainer) -> tuple[str | None, str | None]:
+    """The best (monitored) and the last (latest epoch) checkpoint files of the run."""
+    best = last = None
+    for callback in trainer.checkpoint_callbacks:
+        if callback.monitor is not None:
+            best = callback.best_model_path or best
+        else:
+            last = callback.last_model_path or callback.best_model_path or last
+    return best, last
+
+
 def summarize(cfg: DictConfig, trainer: L.Trainer, module: DistillationModule, student_path: Path) -> dict:
-    checkpoint = trainer.checkpoint_callback
+    best_checkpoint, last_checkpoint = checkpoint_paths(trainer)
     summary = {
         "method": cfg.distill.get("name"),
         "student": cfg.model.student.get("name"),
@@ -170,8 +218,8 @@ def summarize(cfg: DictConfig, trainer: L.Trainer, module: DistillationModule, s
         "terms": {name: term.weight for name, term in module.terms.items()},
         "output_dir": str(cfg.paths.output_dir),
         "student_weights": str(student_path),
-        "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
-        "last_checkpoint": getattr(checkpoint, "last_model_path", None) or None,
+        "best_checkpoint": best_checkpoint,
+        "last_checkpoint": last_checkpoint,
     }
     for key in ("best_top1", "last_top1"):
         if summary[key] is not None and not math.isfinite(summary[key]):
@@ -181,22 +229,27 @@ def summarize(cfg: DictConfig, trainer: L.Trainer, module: DistillationModule, s
 
 def fit(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job described by ``cfg``; returns (and writes) its summary."""
+    check_config(cfg)
     teacher_summary = ensure_teacher(cfg)
     # seeded after the (optional) teacher training, so a run does not depend on whether it was cached
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
-    module = build_module(cfg, num_classes=datamodule.num_classes)
+    module = build_module(cfg, datamodule)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    if rank_zero_only.rank == 0:
+        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     loggers = build_loggers(cfg)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False, sync_batchnorm=False
+    )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    student_path = export_student(module, cfg.get("export_path") or output_dir / "student.pth")
+    student_path = Path(cfg.get("export_path") or output_dir / "student.pth")
     summary = summarize(cfg, trainer, module, student_path)
     if teacher_summary is not None:
         summary["teacher_training"] = teacher_summary
-    if trainer.is_global_zero:
+    if trainer.is_global_zero:  # one writer under DDP
+        export_student(module, student_path)
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     close_loggers(loggers, summary)
     return summary

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import hydra
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from pckd_lightning.reporting import print_summary
@@ -18,7 +19,8 @@ CONFIG_DIR = Path(os.environ.get("PCKD_CONFIG_DIR", Path(__file__).resolve().par
 def main(cfg: DictConfig) -> float | None:
     """Train (or distill) as the config says, print the summary; returns best top-1 for sweepers."""
     summary = fit(cfg)
-    print_summary(summary)
+    if rank_zero_only.rank == 0:
+        print_summary(summary)
     return summary["best_top1"]
 
 

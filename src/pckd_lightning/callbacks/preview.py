@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from pckd_lightning.distributed import global_mean, world_size
 from pckd_lightning.losses import functional as LF
 
 
@@ -38,7 +39,9 @@ class PreviewWeighting(L.Callback):
         self.epoch = trainer.current_epoch + 1
         self._stats = None
 
-    def __call__(self, ce_per_image: torch.Tensor, batch_mean: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, ce_per_image: torch.Tensor) -> torch.Tensor:
+        # the difficulty normalizer is the mean over the global batch (all ranks under DDP)
+        batch_mean = global_mean(ce_per_image) if world_size() > 1 else None
         gamma = LF.preview_difficulty(ce_per_image, batch_mean)
         weights = LF.preview_weights(ce_per_image, self.epoch, self.base, batch_mean)
         stats = torch.stack(

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -134,6 +135,13 @@ class ClassificationDataModule(L.LightningDataModule):
         self.setup("fit")
         assert self.train_set is not None
         return len(self.train_set)
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        """Labels of the (subsampled) training set in dataset-index order; loads the data if needed."""
+        self.setup("fit")
+        assert self.train_set is not None
+        return self.train_set.labels
 
     def _loader(self, dataset: IndexedDataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(

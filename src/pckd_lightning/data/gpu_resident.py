@@ -42,12 +42,14 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None``/``"auto"``: CUDA when available, else CPU; anything else as given."""
     if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             f"GPU-resident data: device {device} requested but CUDA is not available; use device=cpu"
         )
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # compare equal to tensors' devices
     return device
 
 

@@ -12,8 +12,10 @@ from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from pckd_lightning.distillation.numerics import NonFiniteMonitor
 from pckd_lightning.distillation.teacher import freeze
-from pckd_lightning.errors import ConfigError
+from pckd_lightning.distributed import convert_batchnorm, world_size
+from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms import LossTerm, PairInfo
 from pckd_lightning.models import ZooModel
@@ -44,6 +46,10 @@ class DistillationModule(L.LightningModule):
         teacher: ZooModel | None = None,
         num_classes: int = 100,
         measure_teacher: bool = True,
+        finite_check_every_n_steps: int = 25,
+        teacher_min_accuracy: float | None = None,
+        train_labels: torch.Tensor | None = None,
+        sync_batchnorm: bool = False,
     ) -> None:
         super().__init__()
         self.student = student
@@ -52,8 +58,13 @@ class DistillationModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.num_classes = num_classes
         self.measure_teacher = measure_teacher
+        self.finite_check_every_n_steps = finite_check_every_n_steps
+        self.teacher_min_accuracy = teacher_min_accuracy
+        self.sync_batchnorm = sync_batchnorm
+        self._batchnorm_synced = False
+        self.nonfinite = NonFiniteMonitor()
         self.sample_weighting: SampleWeighting | None = None
-        self.terms = nn.ModuleDict(self._build_terms(terms))
+        self.terms = nn.ModuleDict(self._build_terms(terms, train_labels))
         self.skipped_terms = {name: t.skip_reason for name, t in terms.items() if t.skip_reason}
         self.teacher_top1: float | None = None
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
@@ -62,10 +73,12 @@ class DistillationModule(L.LightningModule):
         self.val_top1_best = MaxMetric()
         self.val_top1_best.persistent(True)  # the best epoch survives a resume
 
-    def _build_terms(self, terms: Mapping[str, LossTerm]) -> dict[str, LossTerm]:
+    def _build_terms(
+        self, terms: Mapping[str, LossTerm], train_labels: torch.Tensor | None
+    ) -> dict[str, LossTerm]:
         if not terms:
             raise ConfigError("distill.terms is empty: a run needs at least one loss term (e.g. ce)")
-        pair = PairInfo(student=self.student, teacher=self.teacher, num_classes=self.num_classes)
+        pair = PairInfo(self.student, self.teacher, self.num_classes, train_labels)
         active = {}
         for name, term in terms.items():
             if not isinstance(term, LossTerm):
@@ -83,6 +96,17 @@ class DistillationModule(L.LightningModule):
     @property
     def preview_terms(self) -> list[str]:
         return [name for name, term in self.terms.items() if term.preview]
+
+    def setup(self, stage: str) -> None:
+        """Under DDP, make the student's and the heads' BatchNorm use the global batch if asked."""
+        if self.sync_batchnorm and world_size() > 1 and not self._batchnorm_synced:
+            if self.device.type == "cuda":
+                self.student = nn.SyncBatchNorm.convert_sync_batchnorm(self.student)
+                self.terms = nn.SyncBatchNorm.convert_sync_batchnorm(self.terms)
+            else:  # torch's SyncBatchNorm is CUDA-only
+                self.student = convert_batchnorm(self.student)
+                self.terms = convert_batchnorm(self.terms)
+            self._batchnorm_synced = True
 
     # -- training ------------------------------------------------------------------------------------
 
@@ -141,12 +165,26 @@ class DistillationModule(L.LightningModule):
         first = ctx.first_view()
         self.train_top1(first.student.logits, first.labels)
         batch_size = first.labels.shape[0]
-        self.log_dict(
-            {f"train/{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True, batch_size=batch_size
-        )
-        self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        # epoch values are averaged over ranks under DDP; the step value only feeds the progress bar
+        epoch_metrics = {f"train/{k}": v for k, v in losses.items()} | {"train/loss": total}
+        self.log_dict(epoch_metrics, on_step=False, on_epoch=True, sync_dist=True, batch_size=batch_size)
+        self.log("loss", total, on_step=True, on_epoch=False, prog_bar=True, logger=False)
         self.log("train/top1", self.train_top1, on_step=False, on_epoch=True, batch_size=batch_size)
+        self.nonfinite.update(losses, self.global_step)
+        if (self.global_step + 1) % self.finite_check_every_n_steps == 0:
+            self.nonfinite.check(self.current_epoch)
         return total
+
+    def on_train_epoch_start(self) -> None:
+        for term in self.terms.values():
+            term.on_train_epoch_start(self.current_epoch + 1)
+
+    def on_validation_start(self) -> None:
+        # before validation, hence before ModelCheckpoint can save weights a non-finite step broke
+        self.nonfinite.check(self.current_epoch)
+
+    def on_train_epoch_end(self) -> None:
+        self.nonfinite.check(self.current_epoch)
 
     def on_fit_start(self) -> None:
         if self.preview_terms and self.sample_weighting is None:
@@ -156,7 +194,25 @@ class DistillationModule(L.LightningModule):
             )
         if self.teacher is not None and self.measure_teacher and self.teacher_top1 is None:
             self.teacher_top1 = self._teacher_accuracy()
-            log.info("teacher val top-1: %.2f%%", self.teacher_top1)
+            if self.teacher_top1 is not None:
+                self._check_teacher_accuracy(self.teacher_top1)
+
+    def _check_teacher_accuracy(self, top1: float) -> None:
+        """A teacher near chance level is almost always a wrong or untrained checkpoint: say so loudly."""
+        log.info("teacher val top-1: %.2f%%", top1)
+        chance = 100.0 / self.num_classes
+        if self.teacher_min_accuracy is not None and top1 < self.teacher_min_accuracy:
+            raise CheckpointError(
+                f"the teacher's val top-1 is {top1:.2f}%, below teacher.min_accuracy={self.teacher_min_accuracy}; "
+                "check model.teacher.checkpoint (right file? trained on this data set and class order?)"
+            )
+        if top1 < 2 * chance:
+            log.warning(
+                "THE TEACHER IS AT CHANCE LEVEL: val top-1 %.2f%% (chance %.2f%%). Distilling from it is "
+                "pointless: check model.teacher.checkpoint, or set teacher.min_accuracy to make this an error.",
+                top1,
+                chance,
+            )
 
     @torch.inference_mode()
     def _teacher_accuracy(self) -> float | None:
@@ -214,7 +270,22 @@ class DistillationModule(L.LightningModule):
             }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._check_compatible(checkpoint["state_dict"])
         if self.teacher is not None:
             teacher_state = {f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}
             checkpoint["state_dict"] = {**checkpoint["state_dict"], **teacher_state}
             self.teacher_top1 = checkpoint.get("teacher", {}).get("val_top1")
+
+    def _check_compatible(self, saved: Mapping[str, torch.Tensor]) -> None:
+        """Refuse a resume whose student or heads differ from this run's, naming the difference."""
+        current = {k: v.shape for k, v in self.state_dict().items() if not k.startswith("teacher.")}
+        missing = sorted(set(current) - set(saved))
+        unexpected = sorted(set(saved) - set(current))
+        reshaped = sorted(k for k in set(current) & set(saved) if tuple(saved[k].shape) != tuple(current[k]))
+        if missing or unexpected or reshaped:
+            raise ConfigError(
+                "the checkpoint does not fit this run's model: it was saved with another student "
+                f"architecture or other loss-term heads (missing {missing[:5]}, unexpected {unexpected[:5]}, "
+                f"other shapes {reshaped[:5]}). Resume with the config the checkpoint was trained with "
+                "(its run folder has config.yaml), or drop ckpt_path to start a new run."
+            )

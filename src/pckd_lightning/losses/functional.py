@@ -39,6 +39,9 @@ def category_contrast(
     labels: torch.Tensor,
     temperature: float = 4.0,
     base_temperature: float = 0.07,
+    *,
+    contrast: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    offset: int = 0,
 ) -> torch.Tensor:
     """Supervised contrast over the similarity-to-centers anchors, per view-sample, shape [N].
 
@@ -46,6 +49,9 @@ def category_contrast(
     The 2N anchors are contrasted with every other anchor; positives share the label. Returns
     ``ℓ_j(a^s) + ℓ_j(a^t)``. An anchor without positives (impossible when both anchors of a sample
     are present, since they share a label) contributes 0 rather than NaN.
+
+    ``contrast = (all_sim_student, all_sim_teacher, all_labels)`` widens the set contrasted against
+    (e.g. every rank's anchors, [M, C]), of which the N given anchors are rows ``offset:offset+N``.
     """
     if sim_student.shape != sim_teacher.shape or sim_student.shape[0] != labels.shape[0]:
         raise ValueError(
@@ -53,14 +59,21 @@ def category_contrast(
             f"{tuple(sim_student.shape)}, {tuple(sim_teacher.shape)}, {tuple(labels.shape)}"
         )
     n = labels.shape[0]
+    all_student, all_teacher, all_labels = contrast or (sim_student, sim_teacher, labels)
+    m = all_labels.shape[0]
     anchors = torch.cat([sim_student, sim_teacher]).float()
     anchor_labels = torch.cat([labels, labels])
-    logits = anchors @ anchors.T / temperature
-    self_mask = torch.eye(2 * n, dtype=torch.bool, device=logits.device)
+    others = torch.cat([all_student, all_teacher]).float()
+    other_labels = torch.cat([all_labels, all_labels])
+    logits = anchors @ others.T / temperature
+    rows = torch.arange(2 * n, device=logits.device)
+    self_column = torch.where(rows < n, rows + offset, rows - n + m + offset)
+    self_mask = torch.zeros_like(logits, dtype=torch.bool)
+    self_mask[rows, self_column] = True
     # log of the denominator Σ_{m≠k} exp(s_km), computed stably (equivalent to subtracting the row max)
     log_denominator = torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), dim=1, keepdim=True)
     log_prob = logits - log_denominator
-    positives = (anchor_labels[:, None] == anchor_labels[None, :]) & ~self_mask
+    positives = (anchor_labels[:, None] == other_labels[None, :]) & ~self_mask
     num_positives = positives.sum(dim=1)
     mean_log_prob = (log_prob * positives).sum(dim=1) / num_positives.clamp(min=1)
     per_anchor = -(temperature / base_temperature) * mean_log_prob

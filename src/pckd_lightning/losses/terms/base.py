@@ -21,6 +21,8 @@ class PairInfo:
     student: ZooModel
     teacher: ZooModel | None
     num_classes: int
+    #: labels of the training set in dataset-index order (for terms with per-sample memory, e.g. CRD)
+    train_labels: torch.Tensor | None = None
 
     @property
     def student_dim(self) -> int:
@@ -71,6 +73,9 @@ class LossTerm(nn.Module):
                 f"loss term {type(self).__name__} needs a teacher, but model.teacher is null; "
                 "set model.teacher or remove the term from distill.terms"
             )
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        """Called with the 1-indexed epoch before it starts (for schedules such as warm-ups)."""
 
     def forward(self, ctx: DistillContext) -> torch.Tensor:
         raise NotImplementedError

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pckd_lightning.distributed import gather, global_mean
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms._common import check_count, check_positive, full_precision
@@ -39,9 +40,10 @@ class CRDTerm(LossTerm):
     uniformly from the bank and, with "other_class" (as the benchmark's sampler), redrawn
     ``max_redraws`` times where they hit an image of the anchor's class or the image itself (labels
     are learnt as images are seen, or given at once with :meth:`set_dataset_labels`); "uniform" keeps
-    the first draw. The banks are updated with momentum ``nce_m`` after
-    the loss is computed, in training mode only. The normalization constants Z are fixed from the first
-    batch, as in the reference.
+    the first draw. The banks are updated with momentum ``nce_m`` after the loss is computed, in
+    training mode only. The normalization constants Z are fixed from the first batch, as in the
+    reference. The updates are not gathered across processes: under DDP (whose default buffer
+    broadcast makes rank 0's banks win) only rank 0's images would refresh the banks.
 
     Published (CRD benchmark, mdistiller): feat_dim 128, nce_k 16384, nce_t 0.07, nce_m 0.5, exact mode,
     weight 0.8, CE weight 1. ``num_data`` is the number of training images (50000 for CIFAR-100); it
@@ -85,10 +87,12 @@ class CRDTerm(LossTerm):
 
     def build(self, pair: PairInfo) -> None:
         super().build(pair)
+        if self.num_data is None and pair.train_labels is not None:
+            self.num_data = len(pair.train_labels)
         if self.num_data is None:
             raise ConfigError(
                 "CRDTerm: num_data (the number of training images, the size of its memory bank) is not set; "
-                "set distill.terms.<name>.num_data (50000 for CIFAR-100) or let the runner fill it"
+                "set distill.terms.<name>.num_data (50000 for CIFAR-100) or build the module with train_labels"
             )
         self.num_data = check_count("CRDTerm", "num_data", self.num_data, minimum=2)
         bound = 1.0 / math.sqrt(self.feat_dim / 3)
@@ -100,6 +104,8 @@ class CRDTerm(LossTerm):
         self.register_buffer("bank_labels", torch.full((self.num_data,), -1, dtype=torch.long))
         self.embed_student = nn.Linear(pair.student_dim, self.feat_dim)
         self.embed_teacher = nn.Linear(pair.teacher_dim, self.feat_dim)
+        if pair.train_labels is not None:
+            self.set_dataset_labels(pair.train_labels)
 
     @torch.no_grad()
     def set_dataset_labels(self, labels: torch.Tensor) -> None:
@@ -142,9 +148,9 @@ class CRDTerm(LossTerm):
                 "set distill.terms.<name>.num_data to the number of training images"
             )
         labels = ctx.labels.to(indices.device).view(-1)
-        if self.training:
+        if self.training:  # every rank writes every rank's samples, so the banks stay identical under DDP
             with torch.no_grad():
-                self.bank_labels[indices] = labels
+                self.bank_labels[gather(indices)] = gather(labels)
         v_s = F.normalize(self.embed_student(ctx.student.pooled).float(), dim=1)
         v_t = F.normalize(self.embed_teacher(ctx.teacher.pooled.detach()).float(), dim=1)
         sample = self.sample_contrast(indices, labels)
@@ -159,12 +165,12 @@ class CRDTerm(LossTerm):
         if not self._normalizers_set:
             with torch.no_grad():
                 unset = self.normalizers < 0
-                first = torch.stack([scores_s.mean(), scores_t.mean()]) * self.num_data
+                first = torch.stack([global_mean(scores_s), global_mean(scores_t)]) * self.num_data
                 self.normalizers.copy_(torch.where(unset, first, self.normalizers))
             self._normalizers_set = True
         loss = nce_loss(scores_s / self.normalizers[0], self.num_data) + nce_loss(
             scores_t / self.normalizers[1], self.num_data
         )
         if self.training:
-            self._update_memory(indices, v_s, v_t)
+            self._update_memory(gather(indices), gather(v_s.detach()), gather(v_t.detach()))
         return loss

@@ -1,0 +1,111 @@
+"""Collectives that make a k-process run compute what one process computes on the k-times batch."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+from torch import nn
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class _GatherWithGradient(torch.autograd.Function):
+    """All-gather whose backward sums every rank's gradient of this rank's slice.
+
+    Unlike a gather that keeps only the local gradient, each rank's slice then receives the gradient
+    of every rank's loss, so after DDP's gradient averaging the result equals the single-process one.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        ctx.batch = tensor.shape[0]
+        ctx.rank = dist.get_rank()
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.batch : (ctx.rank + 1) * ctx.batch]
+
+
+def gather_with_gradient(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All ranks' rows in rank order, and the offset of this rank's rows (equal sizes on every rank)."""
+    if world_size() == 1:
+        return tensor, 0
+    return _GatherWithGradient.apply(tensor), dist.get_rank() * tensor.shape[0]
+
+
+@torch.no_grad()
+def gather(tensor: torch.Tensor) -> torch.Tensor:
+    """All ranks' rows in rank order, without gradient (equal sizes on every rank)."""
+    if world_size() == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def global_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean over every rank's elements (the single-process mean of the k-times batch)."""
+    total = torch.stack([tensor.float().sum(), torch.tensor(float(tensor.numel()), device=tensor.device)])
+    if world_size() > 1:
+        dist.all_reduce(total)
+    return total[0] / total[1]
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are taken over every rank's batch, on any device and backend.
+
+    torch's SyncBatchNorm needs CUDA; this one runs on CPU/gloo too (exact two-pass mean and variance,
+    differentiable all-reduces), so k CPU processes normalize like one process on the k-times batch.
+    """
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"GlobalBatchNorm expects at least 2-D input, got {x.dim()}-D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or world_size() == 1:
+            return super().forward(x)
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        count = x.new_tensor(float(x.numel() // x.shape[1]))
+        totals = dist_nn.all_reduce(torch.cat([x.sum(dims), count[None]]))
+        n = totals[-1]
+        mean = totals[:-1] / n
+        var = dist_nn.all_reduce((x - mean.view(shape)).square().sum(dims)) / n
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                momentum = (
+                    self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                )
+                self.running_mean.lerp_(mean.detach(), momentum)
+                self.running_var.lerp_(var.detach() * n / (n - 1), momentum)
+        out = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        return out * self.weight.view(shape) + self.bias.view(shape) if self.affine else out
+
+
+def convert_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm of ``module`` by :class:`GlobalBatchNorm`, keeping parameters and state."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
+        synced = GlobalBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
+        if module.affine:
+            synced.weight, synced.bias = module.weight, module.bias
+        if module.track_running_stats:
+            synced.running_mean, synced.running_var = module.running_mean, module.running_var
+            synced.num_batches_tracked = module.num_batches_tracked
+        synced.train(module.training)
+        return synced
+    for name, child in module.named_children():
+        module.add_module(name, convert_batchnorm(child))
+    return module

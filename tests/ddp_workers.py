@@ -1,0 +1,129 @@
+"""Process bodies for the DDP tests (a module of its own so that spawned processes can import them)."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from pckd_lightning.callbacks import PreviewWeighting
+from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.losses import (
+    CategoryContrastTerm,
+    CenterAlignTerm,
+    CrossEntropyTerm,
+    FeatureAlignTerm,
+    KDTerm,
+)
+from pckd_lightning.losses.terms.crd import CRDTerm
+from pckd_lightning.models import create_model
+
+NUM_CLASSES = 4
+
+
+def pckd_module(world: int) -> DistillationModule:
+    torch.manual_seed(0)
+    module = DistillationModule(
+        student=create_model("resnet8", num_classes=NUM_CLASSES),
+        teacher=create_model("resnet8", num_classes=NUM_CLASSES),
+        terms={
+            "ce": CrossEntropyTerm(),
+            "kd": KDTerm(preview=True),
+            "category_contrast": CategoryContrastTerm(preview=True),
+            "center_align": CenterAlignTerm(),
+            "feature_align": FeatureAlignTerm(hidden_factor=2),
+        },
+        optimizer=partial(torch.optim.SGD, lr=0.1),
+        num_classes=NUM_CLASSES,
+        sync_batchnorm=True,
+    )
+    module.sample_weighting = PreviewWeighting()
+    module.setup("fit")  # converts BatchNorm to global statistics when world > 1
+    return module
+
+
+def fixed_batch(num_images: int = 16, views: int = 4):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(num_images, views, 3, 16, 16, generator=g)
+    y = torch.randint(0, NUM_CLASSES, (num_images,), generator=g)
+    return x, y, torch.arange(num_images)
+
+
+class TotalLoss(nn.Module):
+    """What the training step optimizes, as a forward DDP can wrap."""
+
+    def __init__(self, module: DistillationModule) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, batch):
+        losses = self.module.compute_losses(self.module._context(batch))
+        return sum(self.module.terms[k].weight * v for k, v in losses.items())
+
+
+def gradients(module: DistillationModule) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+def first_step_gradients(rank: int, world: int, init: str, out: str) -> None:
+    """Rank r of ``world`` takes images [r·B/world, (r+1)·B/world) of the fixed batch; saves rank 0's grads."""
+    if world > 1:
+        dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    module = pckd_module(world)
+    x, y, idx = fixed_batch()
+    share = slice(rank * len(x) // world, (rank + 1) * len(x) // world)
+    model = TotalLoss(module)
+    if world > 1:
+        model = DistributedDataParallel(model)
+    model((x[share], y[share], idx[share])).backward()
+    if rank == 0:
+        torch.save(gradients(module), Path(out))
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def crd_banks(rank: int, world: int, init: str, out: str) -> None:
+    """A few CRD steps on different images per rank; each rank saves its banks."""
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    torch.manual_seed(0)  # the same initial weights and banks on every rank
+    module = DistillationModule(
+        student=create_model("resnet8", num_classes=NUM_CLASSES),
+        teacher=create_model("resnet8", num_classes=NUM_CLASSES),
+        terms={"ce": CrossEntropyTerm(), "crd": CRDTerm(num_data=64, nce_k=16)},
+        optimizer=partial(torch.optim.SGD, lr=0.1),
+        num_classes=NUM_CLASSES,
+        train_labels=torch.arange(64) % NUM_CLASSES,
+    )
+    torch.manual_seed(rank)  # different negatives per rank, as in a real run
+    # no buffer broadcast: the banks must stay identical through the gathered updates alone
+    model = DistributedDataParallel(TotalLoss(module), broadcast_buffers=False)
+    optimizer = torch.optim.SGD(module.trainable_parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(100 + rank)
+    for _ in range(3):
+        idx = torch.randperm(64, generator=g)[:4]
+        x = torch.randn(4, 3, 16, 16, generator=g)
+        optimizer.zero_grad()
+        model((x, idx % NUM_CLASSES, idx)).backward()
+        optimizer.step()
+    crd = module.terms["crd"]
+    torch.save({"student": crd.memory_student, "teacher": crd.memory_teacher}, Path(out) / f"banks{rank}.pt")
+    dist.destroy_process_group()
+
+
+def crd_fresh_banks() -> dict[str, torch.Tensor]:
+    """The banks ``crd_banks`` starts from, before any step."""
+    torch.manual_seed(0)
+    module = DistillationModule(
+        student=create_model("resnet8", num_classes=NUM_CLASSES),
+        teacher=create_model("resnet8", num_classes=NUM_CLASSES),
+        terms={"ce": CrossEntropyTerm(), "crd": CRDTerm(num_data=64, nce_k=16)},
+        optimizer=partial(torch.optim.SGD, lr=0.1),
+        num_classes=NUM_CLASSES,
+        train_labels=torch.arange(64) % NUM_CLASSES,
+    )
+    crd = module.terms["crd"]
+    return {"student": crd.memory_student.clone(), "teacher": crd.memory_teacher.clone()}

@@ -1,0 +1,85 @@
+"""DDP on CPU (gloo): k processes compute what one process computes on the k-times batch."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import ddp_workers
+from conftest import REPO, compose_config
+
+
+def free_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.mark.slow
+def test_first_step_gradients_of_2x8_equal_1x16_with_sync_bn_and_gathered_contrast(tmp_path):
+    mp.spawn(ddp_workers.first_step_gradients, args=(2, free_port(), str(tmp_path / "ddp.pt")), nprocs=2)
+    ddp_workers.first_step_gradients(0, 1, "", str(tmp_path / "single.pt"))
+    ddp, single = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "single.pt")
+    assert ddp.keys() == single.keys()
+    assert any(k.startswith("terms.category_contrast") for k in ddp)
+    assert any(k.startswith("terms.feature_align") for k in ddp)
+    for name in single:
+        assert torch.allclose(ddp[name], single[name], atol=1e-5, rtol=0), (
+            name,
+            (ddp[name] - single[name]).abs().max().item(),
+        )
+
+
+@pytest.mark.slow
+def test_crd_memory_bank_is_identical_across_ranks(tmp_path):
+    mp.spawn(ddp_workers.crd_banks, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    rank0, rank1 = torch.load(tmp_path / "banks0.pt"), torch.load(tmp_path / "banks1.pt")
+    for bank in ("student", "teacher"):
+        assert torch.equal(rank0[bank], rank1[bank]), bank
+    # and the steps did write into them (both ranks' images)
+    fresh = ddp_workers.crd_fresh_banks()
+    assert not torch.equal(rank0["student"], fresh["student"])
+
+
+@pytest.mark.slow
+def test_two_process_pckd_run_through_the_app(tmp_path):
+    teacher = tmp_path / "teacher.pth"
+    torch.manual_seed(0)
+    torch.save({"model": ddp_workers.create_model("resnet20", num_classes=10).state_dict()}, teacher)
+    out = tmp_path / "outputs"
+    args = [
+        str(Path(sys.executable).with_name("pckd-train")),
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        "data.image_size=8",
+        f"model.teacher.checkpoint={teacher}",
+        f"paths.log_dir={out}",
+        "callbacks.progress_bar=null",
+    ]
+    run = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    runs = [p.parent for p in out.rglob("summary.json")]
+    assert len(runs) == 1, runs  # one output folder for the run, not one per rank
+    assert (runs[0] / "train_ddp_process_1.log").exists()  # the second rank ran, and logged there
+    # the synchronized val top-1 is the single-process accuracy of the same weights on the whole val set
+    import json
+
+    from pckd_lightning.evaluate import evaluate
+    from pckd_lightning.runner import instantiate
+
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    student = ddp_workers.create_model("resnet8", num_classes=10)
+    student.load_state_dict(torch.load(runs[0] / "student.pth")["model"])
+    cfg = compose_config(["data.image_size=8", "data.views=1", "distill=ce"])
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("validate")
+    assert len(datamodule.val_set) % 2 == 0  # no padding by the distributed sampler
+    single = evaluate(student, datamodule.val_dataloader())
+    assert single["top1"] == pytest.approx(summary["last_top1"], abs=1e-4)
