@@ -83,7 +83,9 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    """The run's callbacks plus the method's own (its preview weighting and any ``distill.callbacks``)."""
+    configured = [*(cfg.get("callbacks") or {}).values(), *(cfg.distill.get("callbacks") or {}).values()]
+    callbacks = [instantiate(c) for c in configured if c is not None]
     if cfg.distill.get("preview") is not None:
         callbacks.append(instantiate(cfg.distill.preview))
     return callbacks

@@ -6,6 +6,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import WandbLogger
 
 from pckd_lightning.distributed import global_mean, world_size
 from pckd_lightning.losses import functional as LF
@@ -16,9 +17,13 @@ class PreviewWeighting(L.Callback):
 
     The DistillationModule calls the callback with the per-image cross-entropy of view 0; it returns
     the weights ``v_i`` (no gradient) that the module applies to every term marked ``preview: true``.
-    Per epoch it logs ``preview/threshold``, ``preview/hard_fraction`` and ``preview/mean_weight``.
+    Per epoch it logs ``preview/threshold``, ``preview/hard_fraction`` and ``preview/mean_weight``, and
+    to W&B a histogram of the difficulties (``preview/difficulty``, γ clipped at 5).
     Statistics are accumulated on the device and read once per epoch, so the step never syncs.
     """
+
+    #: the difficulty histogram (logged to W&B per epoch) covers γ in [0, HISTOGRAM_MAX] in HISTOGRAM_BINS bins
+    HISTOGRAM_BINS, HISTOGRAM_MAX = 50, 5.0
 
     def __init__(self, base: float = 1.005) -> None:
         if base <= 0:
@@ -27,6 +32,7 @@ class PreviewWeighting(L.Callback):
         #: the 1-indexed epoch whose threshold is in force
         self.epoch = 1
         self._stats: torch.Tensor | None = None  # [hard count, weight sum, sample count]
+        self._histogram: torch.Tensor | None = None
 
     @property
     def threshold(self) -> float:
@@ -37,7 +43,7 @@ class PreviewWeighting(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch = trainer.current_epoch + 1
-        self._stats = None
+        self._stats = self._histogram = None
 
     def __call__(self, ce_per_image: torch.Tensor) -> torch.Tensor:
         # the difficulty normalizer is the mean over the global batch (all ranks under DDP)
@@ -51,15 +57,29 @@ class PreviewWeighting(L.Callback):
                 weights.new_tensor(float(weights.numel())),
             ]
         )
-        self._stats = stats if self._stats is None else self._stats + stats.to(self._stats.device)
+        histogram = torch.histc(
+            gamma.clamp(max=self.HISTOGRAM_MAX), self.HISTOGRAM_BINS, 0.0, self.HISTOGRAM_MAX
+        )
+        if self._stats is None:
+            self._stats, self._histogram = stats, histogram
+        else:
+            self._stats, self._histogram = self._stats + stats, self._histogram + histogram
         return weights
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.log("preview/threshold", self.threshold)
-        if self._stats is not None:
-            hard, weight_sum, count = self._stats.tolist()
-            pl_module.log("preview/hard_fraction", hard / count)
-            pl_module.log("preview/mean_weight", weight_sum / count)
+        if self._stats is None:
+            return
+        hard, weight_sum, count = self._stats.tolist()
+        pl_module.log("preview/hard_fraction", hard / count)
+        pl_module.log("preview/mean_weight", weight_sum / count)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                edges = torch.linspace(0.0, self.HISTOGRAM_MAX, self.HISTOGRAM_BINS + 1).tolist()
+                histogram = wandb.Histogram(np_histogram=(self._histogram.tolist(), edges))
+                logger.log_metrics({"preview/difficulty": histogram}, step=trainer.global_step)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "base": self.base}
