@@ -86,3 +86,27 @@ def test_missing_teacher_checkpoint_says_how_to_get_one(tmp_path):
     )
     with pytest.raises(CheckpointError, match=r"experiment=cifar100/teacher/<arch>"):
         instantiate(cfg.model.teacher, num_classes=100)
+
+
+@pytest.mark.parametrize(
+    ("pair", "beta"),
+    [("resnet56_resnet20", 2), ("vgg13_vgg8", 6), ("wrn_40_2_wrn_16_2", 6), ("resnet32x4_resnet8x4", 8)],
+)
+def test_dkd_uses_the_published_per_pair_beta(pair, beta):
+    cfg = compose_config([f"experiment=cifar100/pckd/{pair}", "distill=dkd"])
+    assert cfg.distill.terms.dkd.beta == beta
+    assert build_terms(cfg.distill)["dkd"].beta == beta
+
+
+@pytest.mark.parametrize("method", ["dkd", "kd", "crd"])
+def test_the_preview_switch_weights_any_per_sample_method(method, tmp_path):
+    from pckd_lightning.callbacks import PreviewWeighting
+    from pckd_lightning.runner import apply_preview_switch, build_callbacks
+
+    cfg = compose_config([f"distill={method}", "+preview=true"], output_dir=tmp_path)
+    apply_preview_switch(cfg)
+    terms = build_terms(cfg.distill)
+    marked = {name for name, term in terms.items() if term.preview}
+    assert marked == {name for name, term in terms.items() if term.per_sample and name != "ce"}
+    assert marked  # dkd, kd and crd are all per image
+    assert any(isinstance(c, PreviewWeighting) for c in build_callbacks(cfg))

@@ -72,6 +72,18 @@ def build_terms(distill_cfg: DictConfig) -> dict[str, LossTerm]:
     return terms
 
 
+def apply_preview_switch(cfg: DictConfig) -> None:
+    """``+preview=true`` preview-weights any method: every per-sample term but ``ce`` gets ``preview: true``."""
+    if not cfg.get("preview"):
+        return
+    with open_dict(cfg):
+        for name, term_cfg in cfg.distill.terms.items():
+            if term_cfg is not None and name != "ce" and get_class(term_cfg._target_).per_sample:
+                term_cfg.preview = True
+        if cfg.distill.get("preview") is None:
+            cfg.distill.preview = {"_target_": "pckd_lightning.callbacks.PreviewWeighting", "base": 1.005}
+
+
 def check_config(cfg: DictConfig) -> None:
     """Cross-group consistency that no single group can check by itself."""
     data_views, method_views = cfg.data.get("views"), cfg.distill.get("views")
@@ -232,6 +244,7 @@ def summarize(cfg: DictConfig, trainer: L.Trainer, module: DistillationModule, s
 def fit(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job described by ``cfg``; returns (and writes) its summary."""
     check_config(cfg)
+    apply_preview_switch(cfg)
     teacher_summary = ensure_teacher(cfg)
     # seeded after the (optional) teacher training, so a run does not depend on whether it was cached
     L.seed_everything(cfg.seed, workers=True)

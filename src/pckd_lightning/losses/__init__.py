@@ -3,6 +3,7 @@
 from pckd_lightning.losses import functional
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms import (
+    ABTerm,
     ATTerm,
     CategoryContrastTerm,
     CCTerm,
@@ -10,8 +11,11 @@ from pckd_lightning.losses.terms import (
     CRDTerm,
     CrossEntropyTerm,
     DKDTerm,
+    FactorTransferTerm,
     FeatureAlignTerm,
     FitNetTerm,
+    FSPTerm,
+    InitStageTerm,
     KDTerm,
     LossTerm,
     NSTTerm,
@@ -24,6 +28,7 @@ from pckd_lightning.losses.terms import (
 )
 
 __all__ = [
+    "ABTerm",
     "ATTerm",
     "CCTerm",
     "CRDTerm",
@@ -32,8 +37,11 @@ __all__ = [
     "CrossEntropyTerm",
     "DKDTerm",
     "DistillContext",
+    "FSPTerm",
+    "FactorTransferTerm",
     "FeatureAlignTerm",
     "FitNetTerm",
+    "InitStageTerm",
     "KDTerm",
     "LossTerm",
     "NSTTerm",

@@ -1,5 +1,6 @@
 """Loss-term modules: each wraps one function of :mod:`pckd_lightning.losses.functional`."""
 
+from pckd_lightning.losses.terms.activation_boundary import ABTerm, InitStageTerm
 from pckd_lightning.losses.terms.attention import ATTerm
 from pckd_lightning.losses.terms.base import LossTerm, PairInfo
 from pckd_lightning.losses.terms.category_contrast import CategoryContrastTerm
@@ -8,8 +9,10 @@ from pckd_lightning.losses.terms.correlation import CCTerm
 from pckd_lightning.losses.terms.crd import CRDTerm
 from pckd_lightning.losses.terms.cross_entropy import CrossEntropyTerm
 from pckd_lightning.losses.terms.dkd import DKDTerm
+from pckd_lightning.losses.terms.factor_transfer import FactorTransferTerm
 from pckd_lightning.losses.terms.feature_align import FeatureAlignTerm
 from pckd_lightning.losses.terms.fitnet import FitNetTerm
+from pckd_lightning.losses.terms.fsp import FSPTerm
 from pckd_lightning.losses.terms.kd import KDTerm
 from pckd_lightning.losses.terms.nst import NSTTerm
 from pckd_lightning.losses.terms.pkt import PKTTerm
@@ -19,6 +22,7 @@ from pckd_lightning.losses.terms.similarity import SPTerm
 from pckd_lightning.losses.terms.vid import VIDTerm
 
 __all__ = [
+    "ABTerm",
     "ATTerm",
     "CCTerm",
     "CRDTerm",
@@ -26,8 +30,11 @@ __all__ = [
     "CenterAlignTerm",
     "CrossEntropyTerm",
     "DKDTerm",
+    "FSPTerm",
+    "FactorTransferTerm",
     "FeatureAlignTerm",
     "FitNetTerm",
+    "InitStageTerm",
     "KDTerm",
     "LossTerm",
     "NSTTerm",

@@ -1,0 +1,252 @@
+"""The initialization stage of two-stage baselines (AB, FSP, FT) as a Lightning callback.
+
+Before the first training epoch, the CRD benchmark (HobbitLong/RepDistiller, ``helper/pretrain.py``)
+trains some parts of the pair with a method-specific loss for ``init_epochs`` epochs: AB trains the
+student's feature layers and connectors, FSP the student's feature layers, FT the teacher's
+paraphraser. The main training then starts from there, with its own optimizer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
+
+from pckd_lightning.distributed import world_size
+from pckd_lightning.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _optional_number(option: str, value: object, low: float, low_inclusive: bool, high: float | None = None):
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value >= low if low_inclusive else value > low) and (high is None or value < high)
+    if not ok:
+        bound = f"{'>=' if low_inclusive else '>'} {low}" + ("" if high is None else f" and < {high}")
+        raise ConfigError(
+            f"InitStage: {option} must be null (take it from the run's optimizer) or a number {bound}, "
+            f"got {value!r}; set distill.callbacks.init_stage.{option}"
+        )
+    return float(value)
+
+
+def init_stage_terms(module: L.LightningModule) -> dict[str, nn.Module]:
+    """The module's loss terms that have an initialization stage (they define ``init_loss``)."""
+    terms = getattr(module, "terms", {})
+    return {name: t for name, t in terms.items() if callable(getattr(t, "init_loss", None))}
+
+
+class InitStage(L.Callback):
+    """Runs the init stage of every loss term that defines ``init_loss(ctx)``, once, at the start of fit.
+
+    For ``init_epochs`` epochs over ``trainer.datamodule.train_dataloader()``, on the module's device and
+    precision, it minimizes the sum of the terms' ``init_loss`` with a plain SGD over the union of their
+    ``init_parameters(module)``; the terms' ``init_modules(module)`` are in train mode, everything else
+    (the rest of the student, the teacher) in eval mode, as in the reference. ``lr``, ``momentum`` and
+    ``weight_decay`` left null are read from the run's optimizer (the reference uses the run's values and
+    a constant lr). Modes and ``requires_grad`` flags are restored afterwards and each term is marked
+    initialized (a buffer saved in checkpoints).
+
+    Nothing runs on a resume (``ckpt_path`` given, or a trainer past step 0): the trained state comes from
+    the checkpoint. Under DDP every rank runs the stage on the full training set, then rank 0's result is
+    broadcast, so all ranks start the main training identical.
+    """
+
+    def __init__(
+        self,
+        init_epochs: int = 30,
+        lr: float | None = None,
+        momentum: float | None = None,
+        weight_decay: float | None = None,
+        log_every_n_steps: int = 50,
+    ) -> None:
+        if isinstance(init_epochs, bool) or not isinstance(init_epochs, int) or init_epochs < 0:
+            raise ConfigError(
+                f"InitStage: init_epochs must be an int >= 0 (published 30; 0 skips the stage), got "
+                f"{init_epochs!r}; set distill.callbacks.init_stage.init_epochs"
+            )
+        if (
+            isinstance(log_every_n_steps, bool)
+            or not isinstance(log_every_n_steps, int)
+            or log_every_n_steps < 1
+        ):
+            raise ConfigError(f"InitStage: log_every_n_steps must be an int >= 1, got {log_every_n_steps!r}")
+        self.init_epochs = init_epochs
+        self.lr = _optional_number("lr", lr, 0.0, low_inclusive=False)
+        self.momentum = _optional_number("momentum", momentum, 0.0, low_inclusive=True, high=1.0)
+        self.weight_decay = _optional_number("weight_decay", weight_decay, 0.0, low_inclusive=True)
+        self.log_every_n_steps = log_every_n_steps
+        #: mean init loss of each epoch (of the last run of the stage), for logs and tests
+        self.history: list[float] = []
+
+    # -- hook ----------------------------------------------------------------------------------------
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        terms = init_stage_terms(pl_module)
+        if not terms:
+            rank_zero_warn("InitStage: no loss term defines init_loss, so there is no init stage to run")
+            return
+        if trainer.ckpt_path is not None or trainer.current_epoch > 0 or trainer.global_step > 0:
+            rank_zero_info("InitStage: resumed run, the init stage's result comes from the checkpoint")
+            return
+        pending = {name: t for name, t in terms.items() if not bool(getattr(t, "initialized", False))}
+        if not pending:
+            return
+        if self.init_epochs == 0:
+            rank_zero_warn(
+                f"InitStage: init_epochs=0, the init stage of {sorted(pending)} is skipped on purpose"
+            )
+        else:
+            self.run(trainer, pl_module, pending)
+        for term in pending.values():
+            term.mark_initialized()
+
+    # -- the stage -----------------------------------------------------------------------------------
+
+    def _hyperparameters(self, trainer: L.Trainer) -> dict[str, float]:
+        group: dict[str, Any] = trainer.optimizers[0].param_groups[0] if trainer.optimizers else {}
+        values = {
+            "lr": self.lr if self.lr is not None else group.get("initial_lr", group.get("lr")),
+            "momentum": self.momentum if self.momentum is not None else group.get("momentum", 0.0),
+            "weight_decay": self.weight_decay
+            if self.weight_decay is not None
+            else group.get("weight_decay", 0.0),
+        }
+        if values["lr"] is None:
+            raise ConfigError(
+                "InitStage: the run has no optimizer to take lr from; set distill.callbacks.init_stage.lr"
+            )
+        return {k: float(v) for k, v in values.items()}
+
+    def _parameters(self, pl_module: L.LightningModule, terms: dict[str, nn.Module]) -> list[nn.Parameter]:
+        teacher = getattr(pl_module, "teacher", None)
+        frozen = {id(p) for p in teacher.parameters()} if teacher is not None else set()
+        params: dict[int, nn.Parameter] = {}
+        for name, term in terms.items():
+            for p in term.init_parameters(pl_module):
+                if id(p) in frozen:
+                    raise RuntimeError(f"InitStage: loss term {name} asks to train a teacher parameter")
+                params[id(p)] = p
+        if not params:
+            raise RuntimeError(f"InitStage: the loss terms {sorted(terms)} name no parameter to train")
+        return list(params.values())
+
+    def run(self, trainer: L.Trainer, pl_module: L.LightningModule, terms: dict[str, nn.Module]) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None:
+            raise ConfigError(
+                "InitStage needs the training data as a LightningDataModule: call "
+                "trainer.fit(module, datamodule=...) (the runner does)"
+            )
+        hp = self._hyperparameters(trainer)
+        params = self._parameters(pl_module, terms)
+        trainable = [(p, p.requires_grad) for p in params]
+        modes = [(m, m.training) for m in pl_module.modules()]
+        precision = trainer.precision_plugin
+        scaler = torch.amp.GradScaler(pl_module.device.type) if getattr(precision, "scaler", None) else None
+        optimizer = torch.optim.SGD(
+            params, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"]
+        )
+        rank_zero_info(
+            f"InitStage: {self.init_epochs} epochs for {sorted(terms)} on {pl_module.device}, training "
+            f"{sum(p.numel() for p in params):,} parameters (SGD lr {hp['lr']:g}, momentum {hp['momentum']:g}, "
+            f"weight decay {hp['weight_decay']:g})"
+        )
+        loader = datamodule.train_dataloader()
+        self.history = []
+        try:
+            for p in params:
+                p.requires_grad_(True)
+            pl_module.eval()
+            for term in terms.values():
+                for m in term.init_modules(pl_module):
+                    m.train()
+            with torch.enable_grad():
+                for epoch in range(1, self.init_epochs + 1):
+                    self.history.append(
+                        self._epoch(trainer, pl_module, terms, loader, optimizer, scaler, epoch)
+                    )
+        finally:
+            for p, flag in trainable:
+                p.requires_grad_(flag)
+                p.grad = None
+            for m, mode in modes:
+                m.training = mode
+            del loader
+        self._broadcast(pl_module, terms)
+        for logger in trainer.loggers:
+            logger.log_metrics(
+                {"init/loss": self.history[-1], "init/epochs": float(self.init_epochs)}, step=0
+            )
+
+    def _epoch(self, trainer, pl_module, terms, loader, optimizer, scaler, epoch: int) -> float:
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch - 1)
+        start = time.perf_counter()
+        sums = dict.fromkeys(terms, 0.0)
+        count = 0
+        for step, batch in enumerate(loader, start=1):
+            batch = trainer.strategy.batch_to_device(batch, pl_module.device)
+            with trainer.precision_plugin.forward_context():
+                ctx = pl_module._context(batch)
+                first = ctx.first_view()
+                parts = {
+                    name: term.init_loss(ctx if term.views == "all" else first)
+                    for name, term in terms.items()
+                }
+            loss = sum(parts.values())
+            if not torch.isfinite(loss):
+                values = {k: float(v) for k, v in parts.items()}
+                raise FloatingPointError(
+                    f"InitStage: non-finite init loss {values} at epoch {epoch}, step {step}; lower "
+                    "distill.callbacks.init_stage.lr"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            for name, value in parts.items():
+                sums[name] += float(value.detach())
+            count += 1
+            if step % self.log_every_n_steps == 0:
+                log.debug("InitStage: epoch %d step %d loss %.4g", epoch, step, float(loss.detach()))
+        if count == 0:
+            raise ConfigError("InitStage: the training dataloader is empty")
+        means = {name: s / count for name, s in sums.items()}
+        total = sum(means.values())
+        detail = ", ".join(f"{k} {v:.4g}" for k, v in means.items())
+        rank_zero_info(
+            f"InitStage: epoch {epoch}/{self.init_epochs}  loss {total:.4g} ({detail})  "
+            f"{time.perf_counter() - start:.1f}s"
+        )
+        return total
+
+    @staticmethod
+    def _broadcast(pl_module: L.LightningModule, terms: dict[str, nn.Module]) -> None:
+        """Under DDP, give every rank rank 0's trained parameters and buffers (e.g. BatchNorm statistics)."""
+        if world_size() == 1:
+            return
+        tensors: dict[int, torch.Tensor] = {}
+        for term in terms.values():
+            for p in term.init_parameters(pl_module):
+                tensors[id(p)] = p.data
+            for m in term.init_modules(pl_module):
+                for b in m.buffers():
+                    tensors[id(b)] = b
+        for t in tensors.values():
+            dist.broadcast(t, src=0)

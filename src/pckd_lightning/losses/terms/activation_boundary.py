@@ -1,0 +1,151 @@
+"""Activation Boundaries (Heo et al., AAAI 2019): teach the student where the teacher's neurons switch on.
+
+Also home of :class:`InitStageTerm`, the contract between a term with an initialization stage (AB, FSP,
+FT) and the :class:`~pckd_lightning.callbacks.InitStage` callback that runs that stage.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from pckd_lightning.errors import ConfigError
+from pckd_lightning.losses.context import DistillContext
+from pckd_lightning.losses.terms._common import check_input_size, check_positive, probe_shapes, stage_pairs
+from pckd_lightning.losses.terms.base import LossTerm, PairInfo
+from pckd_lightning.losses.terms.fitnet import hint_regressor
+
+if TYPE_CHECKING:
+    from pckd_lightning.distillation import DistillationModule
+
+
+class InitStageTerm(LossTerm):
+    """A loss term with an initialization stage, run by the ``InitStage`` callback before main training.
+
+    The callback finds such terms by their :meth:`init_loss` and, for ``init_epochs`` epochs over the
+    training set, minimizes the sum of their init losses over :meth:`init_parameters` only, with
+    :meth:`init_modules` in train mode and everything else in eval mode. :meth:`forward` is the term's
+    contribution to the main training that follows.
+
+    Heads that the main training must not update (FT's paraphraser, AB's connectors) are created with
+    ``requires_grad=False``, so the DistillationModule's optimizer leaves them out; the callback switches
+    them on for the init stage only. The buffer ``initialized`` (saved in checkpoints, so a resumed run
+    keeps it) records that the stage ran: main training refuses to start without it.
+    """
+
+    def __init__(self, weight: float = 1.0, preview: bool = False) -> None:
+        super().__init__(weight=weight, preview=preview)
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def init_loss(self, ctx: DistillContext) -> torch.Tensor:
+        """The scalar the initialization stage minimizes (``ctx`` holds the samples :attr:`views` names)."""
+        raise NotImplementedError
+
+    def init_modules(self, module: DistillationModule) -> list[nn.Module]:
+        """The modules trained in the init stage: put in train mode for it (all others in eval mode)."""
+        raise NotImplementedError
+
+    def init_parameters(self, module: DistillationModule) -> list[nn.Parameter]:
+        """The parameters the init stage optimizes (never the teacher's)."""
+        raise NotImplementedError
+
+    def mark_initialized(self) -> None:
+        self.initialized.fill_(True)
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        if not bool(self.initialized):
+            raise ConfigError(
+                f"{type(self).__name__} has an initialization stage that never ran, so main training would "
+                "start from untrained heads. Add the pckd_lightning.callbacks.InitStage callback (conf/distill/"
+                "{ab,fsp,ft}.yaml declare it under distill.callbacks.init_stage), or, to skip the stage on "
+                "purpose, set its init_epochs: 0"
+            )
+
+
+def student_feature_parameters(module: DistillationModule) -> list[nn.Parameter]:
+    """The student's parameters except its classifier's (the reference's ``get_feat_modules()``)."""
+    classifier = {id(p) for p in module.student.classifier_layer.parameters()}
+    return [p for p in module.student.parameters() if id(p) not in classifier]
+
+
+def ab_criterion(source: torch.Tensor, target: torch.Tensor, margin: float) -> torch.Tensor:
+    """Per sample, Σ over (C, H, W) of the alternative L2 loss of AB: [B, C, H, W] x2 -> [B].
+
+    Where the teacher is off (``target <= 0``) the student is pushed below ``-margin``; where it is on,
+    above ``+margin``; a student already past the margin on the right side costs nothing.
+    """
+    source, on = source.float(), target > 0
+    below = (source + margin).square() * ((source > -margin) & ~on)
+    above = (source - margin).square() * ((source <= margin) & on)
+    return (below + above).flatten(1).sum(dim=1)
+
+
+class ABTerm(InitStageTerm):
+    """Activation-boundary transfer, as an initialization stage only (CRD benchmark, ``--distill abound``).
+
+    Init stage: every student stage output after the stem goes through a connector onto the paired
+    teacher map (identity when channels and side match, else the FitNets regressor's conv + BN without
+    ReLU) and the loss is Σ_i w_i · 3/1000 · mean_batch Σ_(c,h,w) ab(connector_i(s_i), t_i) with
+    w_i = 2^(i - n + 1) (the deepest pair weighs 1, each earlier one half the next). The student's
+    feature layers (everything but the classifier) and the connectors are trained.
+
+    Main training: the term adds **nothing** (the reference sets ``loss_kd = 0`` after the init stage),
+    so it has no ``weight`` option, returns 0 (logged as ``train/<name>`` = 0) and its connectors are
+    frozen. Published: init_epochs 30, margin 1, main loss CE alone (``-a 0 -b 1``; β is unused).
+
+    Deviation: the reference reads both networks' pre-ReLU maps (``preact=True``); the zoo exposes the
+    stage outputs after the ReLU for ResNet, VGG and ShuffleNet (WRN and MobileNetV2 expose raw maps).
+    The teacher's on/off pattern is the same either way (``relu(x) > 0`` iff ``x > 0``), but a student
+    map after its ReLU cannot go below 0, so a connector that is the identity leaves a floor of margin²
+    per off-neuron and passes no gradient to a neuron that is off but should be on.
+    """
+
+    per_sample = False
+
+    def __init__(self, margin: float = 1.0, input_size: int = 32) -> None:
+        super().__init__(weight=1.0)
+        self.margin = check_positive(type(self).__name__, "margin", margin)
+        self.input_size = check_input_size(type(self).__name__, input_size)
+
+    def build(self, pair: PairInfo) -> None:
+        super().build(pair)
+        s_shapes = probe_shapes(pair.student, self.input_size).stages
+        t_shapes = probe_shapes(pair.teacher, self.input_size).stages
+        connectors = []
+        for index, (s, t) in enumerate(stage_pairs(s_shapes, t_shapes), start=1):
+            if s[:2] == t[:2]:
+                connectors.append(nn.Identity())
+                continue
+            regressor = hint_regressor(s, t)
+            if regressor is None:
+                raise ConfigError(
+                    f"ABTerm: the student's stage {index} map ({s[0]}x{s[1]}x{s[2]}) is smaller than the "
+                    f"teacher's ({t[0]}x{t[1]}x{t[2]}) and not half of it; no connector can map it, so AB "
+                    "cannot be used for this pair"
+                )
+            connectors.append(nn.Sequential(*list(regressor)[:2]))  # conv + BN, no ReLU
+        if not connectors:
+            raise ConfigError("ABTerm: the student or the teacher has no stage after the stem to transfer")
+        self.connectors = nn.ModuleList(connectors).requires_grad_(False)
+        n = len(connectors)
+        self.layer_weights = [2.0 ** (i - n + 1) for i in range(n)]
+
+    def init_loss(self, ctx: DistillContext) -> torch.Tensor:
+        pairs = stage_pairs(ctx.student.stages, ctx.teacher.stages)
+        total = 0
+        for connector, w, (f_s, f_t) in zip(self.connectors, self.layer_weights, pairs, strict=True):
+            per_sample = ab_criterion(connector(f_s), f_t.detach(), self.margin)
+            total = total + w * 3e-3 * per_sample.mean()
+        return total
+
+    def init_modules(self, module: DistillationModule) -> list[nn.Module]:
+        return [module.student, self.connectors]
+
+    def init_parameters(self, module: DistillationModule) -> list[nn.Parameter]:
+        return [*student_feature_parameters(module), *self.connectors.parameters()]
+
+    def forward(self, ctx: DistillContext) -> torch.Tensor:
+        """No main-training loss: 0 (the transfer happened in the init stage)."""
+        return ctx.student.logits.new_zeros((), dtype=torch.float32)
