@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -103,19 +104,28 @@ METHODS = sorted(p.stem for p in (REPO / "conf" / "distill").glob("*.yaml"))
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_runs_through_the_app(tmp_path, method):
-    """A fast_dev_run on the digits pair resnet20 -> resnet8 (8x8 images), for every distill config."""
+def test_every_method_runs_through_the_app(tmp_path, method, precision):
+    """Two steps on the digits pair resnet20 -> resnet8 (8x8 images), every distill config, fp32 and bf16."""
     teacher = save_teacher(tmp_path / "teacher.pth", "resnet20", 10)
     cfg = compose_config(
         [
             f"distill={method}",
             f"model.teacher.checkpoint={teacher}",
             "data.image_size=8",
-            "+trainer.fast_dev_run=1",
+            f"trainer.precision={precision}",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=2",
+            "+trainer.limit_val_batches=1",
             *QUIET,
         ],
         output_dir=tmp_path,
     )
-    summary = fit(cfg)
+    summary = fit(cfg)  # a non-finite loss would raise NonFiniteLossError
     assert summary["method"] == method and summary["terms"]
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for term in summary["terms"]:
+        values = [float(r[f"train/{term}"]) for r in rows if r.get(f"train/{term}")]
+        assert values and all(math.isfinite(v) for v in values), (term, values)

@@ -225,3 +225,17 @@ def test_preview_terms_without_the_callback_are_refused():
     module = make_module()
     with pytest.raises(Exception, match="PreviewWeighting"):
         module.on_fit_start()
+
+
+def test_channels_last_gives_the_same_losses():
+    plain, fast = make_module(), make_module()
+    fast.channels_last = True
+    fast.setup("fit")
+    for m in (plain, fast):
+        m.eval()
+        m.sample_weighting = PreviewWeighting()
+    b = batch()
+    a, c = plain.compute_losses(plain._context(b)), fast.compute_losses(fast._context(b))
+    assert fast.student.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    for name in a:
+        assert torch.allclose(a[name], c[name], atol=1e-4), name

@@ -146,6 +146,8 @@ def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> Distilla
         train_labels=torch.as_tensor(datamodule.train_labels),
         # done by the module (on CPU too), not by Lightning, whose SyncBatchNorm needs CUDA
         sync_batchnorm=cfg.trainer.get("sync_batchnorm", False),
+        channels_last=cfg.get("performance", {}).get("channels_last", False),
+        compile_models=cfg.get("performance", {}).get("compile", False),
     )
 
 

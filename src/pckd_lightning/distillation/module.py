@@ -50,6 +50,8 @@ class DistillationModule(L.LightningModule):
         teacher_min_accuracy: float | None = None,
         train_labels: torch.Tensor | None = None,
         sync_batchnorm: bool = False,
+        channels_last: bool = False,
+        compile_models: bool = False,
     ) -> None:
         super().__init__()
         self.student = student
@@ -61,6 +63,8 @@ class DistillationModule(L.LightningModule):
         self.finite_check_every_n_steps = finite_check_every_n_steps
         self.teacher_min_accuracy = teacher_min_accuracy
         self.sync_batchnorm = sync_batchnorm
+        self.channels_last = channels_last
+        self.compile_models = compile_models
         self._batchnorm_synced = False
         self.nonfinite = NonFiniteMonitor()
         self.sample_weighting: SampleWeighting | None = None
@@ -98,7 +102,14 @@ class DistillationModule(L.LightningModule):
         return [name for name, term in self.terms.items() if term.preview]
 
     def setup(self, stage: str) -> None:
-        """Under DDP, make the student's and the heads' BatchNorm use the global batch if asked."""
+        """Speed options, and under DDP global-batch BatchNorm for the student and the heads if asked."""
+        models = [m for m in (self.student, self.teacher) if m is not None]
+        if self.channels_last:
+            for model in models:
+                model.to(memory_format=torch.channels_last)
+        if self.compile_models and stage == "fit":
+            for model in models:
+                model.compile()  # in place: parameter names (and checkpoints) stay as they are
         if self.sync_batchnorm and world_size() > 1 and not self._batchnorm_synced:
             if self.device.type == "cuda":
                 self.student = nn.SyncBatchNorm.convert_sync_batchnorm(self.student)
@@ -126,6 +137,8 @@ class DistillationModule(L.LightningModule):
         if images.ndim == 5:
             images = images.flatten(0, 1)  # image-major: image 0 views 0..V-1, image 1 ...
             labels = labels.repeat_interleave(num_views)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         student_out = self.student(images, with_features=True)
         teacher_out = None
         if self.teacher is not None:
