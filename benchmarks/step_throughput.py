@@ -227,6 +227,15 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (0 where ``resource`` is unavailable)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -319,15 +328,20 @@ class StepBench:
         self.opt_full.step()
         self.opt_full.zero_grad(set_to_none=True)
 
-    def run(self, step: Callable[[Batch], None], n: int) -> tuple[float, float]:
-        """Wall-clock and process CPU seconds of ``n`` steps (synchronized at both ends, not in between)."""
+    def run(self, step: Callable[[Batch], None], n: int) -> tuple[float, float, int]:
+        """Wall-clock seconds, process CPU seconds and minor page faults of ``n`` steps.
+
+        Synchronized with the device at both ends, not in between.
+        """
         _sync(self.device)
+        faults = _minor_faults()
         start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(n):
             step(self.batches[self._cursor % len(self.batches)])
             self._cursor += 1
         _sync(self.device)
-        return time.perf_counter() - start, time.process_time() - cpu_start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        return wall, cpu, _minor_faults() - faults
 
 
 @contextlib.contextmanager
@@ -359,9 +373,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     meter = MemoryMeter(device)
 
     variants: dict[str, Callable[[Batch], None]] = {"bare": bench.bare_step, "full": bench.full_step}
-    if args.breakdown:
+    if args.breakdown or args.both_orders:
         other = "teacher-first" if bench.bare_student_first else "student-first"
         variants[f"bare-{other}"] = lambda batch: bench.bare_step(batch, not bench.bare_student_first)
+    if args.breakdown:
         removable = [*bench.module.terms, *(["preview"] if bench.module.sample_weighting is not None else [])]
         for name in removable:
 
@@ -381,13 +396,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     rounds = math.ceil(args.steps / per_round)
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     cpu_seconds: dict[str, list[float]] = {name: [] for name in variants}
+    faults: dict[str, int] = dict.fromkeys(variants, 0)
     memory: dict[str, dict[str, float]] = {name: {} for name in variants}
     names = list(variants)
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             with meter.block(memory[name]):
-                wall, cpu = bench.run(variants[name], per_round)
+                wall, cpu, minflt = bench.run(variants[name], per_round)
             seconds[name].append(wall)
+            faults[name] += minflt
             cpu_seconds[name].append(cpu)
 
     steps = rounds * per_round
@@ -422,6 +439,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "bare_cpu_ms": 1e3 * sum(cpu_seconds["bare"]) / steps,
         "full_cpu_ms": 1e3 * sum(cpu_seconds["full"]) / steps,
         "cpu_time_ratio": sum(cpu_seconds["full"]) / max(sum(cpu_seconds["bare"]), 1e-9),
+        # freed CPU memory that the allocator unmapped and the next step faults in again (see tune_malloc)
+        "bare_minflt_per_step": faults["bare"] / steps,
+        "full_minflt_per_step": faults["full"] / steps,
         "bare_peak_mb": memory["bare"].get("peak_mb"),
         "full_peak_mb": memory["full"].get("peak_mb"),
         "bare_step_mb": memory["bare"].get("step_mb"),
@@ -437,17 +457,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "cudnn_benchmark": bool(device.type == "cuda" and torch.backends.cudnn.benchmark),
         "loadavg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
-    if args.breakdown:
-        result["term_ms"] = {
-            name.removeprefix("full-"): ms["full"] - ms[name] for name in variants if name.startswith("full-")
-        }
-        result["variant_ms"] = ms
+    if len(variants) > 2:
         cpu_ms = {name: 1e3 * sum(c) / steps for name, c in cpu_seconds.items()}
+        result["variant_ms"] = ms
         result["variant_cpu_ms"] = cpu_ms
+        result["variant_minflt_per_step"] = {name: f / steps for name, f in faults.items()}
+    if args.breakdown:
+        removed = [name for name in variants if name.startswith("full-")]
+        result["term_ms"] = {name.removeprefix("full-"): ms["full"] - ms[name] for name in removed}
         result["term_cpu_ms"] = {
-            name.removeprefix("full-"): cpu_ms["full"] - cpu_ms[name]
-            for name in variants
-            if name.startswith("full-")
+            name.removeprefix("full-"): cpu_ms["full"] - cpu_ms[name] for name in removed
         }
     return result
 
@@ -475,19 +494,22 @@ def format_table(result: dict[str, Any]) -> str:
         f"(median of rounds {result['ratio_median_round']:.3f}); "
         f"process CPU time ratio {result['cpu_time_ratio']:.3f}"
     )
+    if result["device"] == "cpu":
+        rows.append(
+            f"minor page faults per step: bare {result['bare_minflt_per_step']:.0f}, "
+            f"full {result['full_minflt_per_step']:.0f} (malloc {result['malloc']})"
+        )
     if "term_ms" in result:
-        parts = ", ".join(
-            f"{k} {v:+.1f} ms" for k, v in sorted(result["term_ms"].items(), key=lambda kv: -kv[1])
-        )
-        rows.append(f"cost of each term (full minus full-without-it), wall: {parts}")
-        parts = ", ".join(
-            f"{k} {v:+.1f} ms" for k, v in sorted(result["term_cpu_ms"].items(), key=lambda kv: -kv[1])
-        )
-        rows.append(f"cost of each term, process CPU time: {parts}")
-        variants = ", ".join(
-            f"{k} {v:.1f}/{result['variant_cpu_ms'][k]:.1f}" for k, v in result["variant_ms"].items()
-        )
-        rows.append(f"wall/CPU ms per step of every variant: {variants}")
+        for key, what in (("term_ms", "wall"), ("term_cpu_ms", "process CPU")):
+            parts = ", ".join(
+                f"{k} {v:+.1f} ms" for k, v in sorted(result[key].items(), key=lambda kv: -kv[1])
+            )
+            rows.append(f"cost of each term (full minus full-without-it), {what} time: {parts}")
+    if "variant_ms" in result:
+        rows.append("every variant: wall ms / CPU ms / minor faults per step:")
+        for k, v in result["variant_ms"].items():
+            cpu, faults = result["variant_cpu_ms"][k], result["variant_minflt_per_step"][k]
+            rows.append(f"  {k:<28}{v:>10.1f}{cpu:>10.1f}{faults:>10.0f}")
     rows.append(f"memory: {result['mem_method']}; saved = autograd-saved activations (eager)")
     return "\n".join([head, *rows])
 
@@ -526,6 +548,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="default",
         choices=["default", "tuned"],
         help="tuned: glibc mallopt so that freed CPU memory is reused, not unmapped (see tune_malloc)",
+    )
+    p.add_argument(
+        "--both-orders", action="store_true", help="also time the bare step in the other forward order"
     )
     p.add_argument("--breakdown", action="store_true", help="also time the full step without each term")
     p.add_argument("--seed", type=int, default=0)

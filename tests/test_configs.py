@@ -10,7 +10,9 @@ from pckd_lightning.models import list_models
 from pckd_lightning.runner import build_terms, instantiate
 
 DISTILLS = sorted(p.stem for p in (CONF_DIR / "distill").glob("*.yaml"))
-PAIRS = sorted(p.stem for p in (CONF_DIR / "model" / "cifar100").glob("*.yaml") if p.stem != "scratch")
+PAIRS = sorted(
+    p.stem for p in (CONF_DIR / "model" / "cifar100").glob("*.yaml") if p.stem not in {"scratch", "pair"}
+)
 EXPERIMENTS = sorted(
     str(p.relative_to(CONF_DIR / "experiment").with_suffix(""))
     for p in (CONF_DIR / "experiment").rglob("*.yaml")

@@ -57,15 +57,26 @@ B, NUM_CLASSES, DIM = 4, 5, 8
 # (C, H, W) of the stem and the stage outputs; the pooled feature has DIM entries for both models
 STUDENT_STAGES = [(4, 8, 8), (4, 8, 8), (8, 4, 4), (8, 2, 2)]
 TEACHER_STAGES = [(4, 8, 8), (6, 8, 8), (8, 4, 4), (12, 2, 2)]
-PRECISIONS = ["float32", "bf16-autocast"]
+#: float32 throughout; float32 inputs with the heads under bf16 autocast; bf16 inputs under bf16 autocast
+PRECISIONS = ["float32", "float32-autocast", "bf16-autocast"]
 
 SETTINGS = settings(
-    max_examples=12,
+    max_examples=25,
     deadline=None,
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster than two on a shared CPU (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 # -- inputs ---------------------------------------------------------------------------------------------
 
@@ -75,38 +86,50 @@ LOGIT_KINDS = ("gauss", "equal", "onehot", "tied")
 log_norms = st.floats(min_value=-6.0, max_value=4.0, allow_nan=False)
 
 
-@st.composite
-def features(draw, shape: tuple[int, ...], kinds: tuple[str, ...] = FEATURE_KINDS) -> torch.Tensor:
-    """A float32 [B, ...] tensor whose samples have norms 10^-6 .. 10^4 (each drawn), of one kind."""
-    kind = draw(st.sampled_from(kinds))
-    seed = draw(st.integers(0, 2**16))
-    exps = draw(st.lists(log_norms, min_size=shape[0], max_size=shape[0]))
+class Drawn:
+    """A drawn value with a short repr: a failing example prints its recipe, not kilobytes of numbers."""
+
+    def __init__(self, value, recipe: str) -> None:
+        self.value = value
+        self.recipe = recipe
+
+    def __repr__(self) -> str:
+        return self.recipe
+
+
+def _feature_tensor(shape, kind: str, seed: int, exps: list[float]) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=g, dtype=torch.float64)
-    flat = x.flatten(1)
+    flat = torch.randn(shape, generator=g, dtype=torch.float64).flatten(1)
+    if kind == "zeros":
+        return torch.zeros(shape)
     if kind == "relu":
         flat = flat.clamp(min=0)
         flat[:, 0] = flat[:, 0].abs() + 0.1  # at least one positive entry per sample
-    elif kind == "zeros":
-        return torch.zeros(shape)
     elif kind == "const":
         flat = torch.ones_like(flat) * torch.sign(flat[:, :1])
     elif kind == "onehot":
         hot = torch.randint(0, flat.shape[1], (shape[0],), generator=g)
         flat = torch.nn.functional.one_hot(hot, flat.shape[1]).double()
     scale = torch.tensor([10.0**e for e in exps], dtype=torch.float64)[:, None]
-    flat = flat / flat.norm(dim=1, keepdim=True) * scale
-    return flat.view(shape).float()
+    return (flat / flat.norm(dim=1, keepdim=True) * scale).view(shape).float()
 
 
 @st.composite
-def logits(draw, batch: int = B, classes: int = NUM_CLASSES) -> torch.Tensor:
-    """Float32 logits [B, C] with |z| up to 1e4: Gaussian, all-equal, one-hot-like or with tied maxima."""
-    kind = draw(st.sampled_from(LOGIT_KINDS))
+def drawn_features(draw, shape: tuple[int, ...], kinds: tuple[str, ...] = FEATURE_KINDS) -> Drawn:
+    kind = draw(st.sampled_from(kinds))
     seed = draw(st.integers(0, 2**16))
+    exps = draw(st.lists(log_norms, min_size=shape[0], max_size=shape[0]))
+    recipe = f"features({shape}, {kind!r}, seed={seed}, log10_norms={[round(e, 2) for e in exps]})"
+    return Drawn(_feature_tensor(shape, kind, seed, exps), recipe)
+
+
+def features(shape: tuple[int, ...], kinds: tuple[str, ...] = FEATURE_KINDS):
+    """A float32 [B, ...] tensor whose samples have norms 10^-6 .. 10^4 (each drawn), of one kind."""
+    return drawn_features(shape, kinds).map(lambda d: d.value)
+
+
+def _logit_tensor(batch: int, classes: int, kind: str, seed: int, exps: list[float]) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    scale = torch.tensor(draw(st.lists(st.floats(-3.0, 4.0), min_size=batch, max_size=batch)))
-    scale = (10.0**scale)[:, None]
     if kind == "gauss":
         z = torch.randn(batch, classes, generator=g)
         z = z / z.abs().amax(dim=1, keepdim=True)
@@ -118,19 +141,45 @@ def logits(draw, batch: int = B, classes: int = NUM_CLASSES) -> torch.Tensor:
     else:  # two maxima tied at +s, the rest at -s
         z = -torch.ones(batch, classes)
         z[:, :2] = 1.0
-    return (z * scale).float()
+    return (z * torch.tensor([10.0**e for e in exps])[:, None]).float()
+
+
+@st.composite
+def drawn_logits(draw, batch: int = B, classes: int = NUM_CLASSES) -> Drawn:
+    kind = draw(st.sampled_from(LOGIT_KINDS))
+    seed = draw(st.integers(0, 2**16))
+    exps = draw(st.lists(st.floats(-3.0, 4.0), min_size=batch, max_size=batch))
+    recipe = f"logits({kind!r}, seed={seed}, log10_max={[round(e, 2) for e in exps]})"
+    return Drawn(_logit_tensor(batch, classes, kind, seed, exps), recipe)
+
+
+def logits(batch: int = B, classes: int = NUM_CLASSES):
+    """Float32 logits [B, C] with |z| up to 1e4: Gaussian, all-equal, one-hot-like or with tied maxima."""
+    return drawn_logits(batch, classes).map(lambda d: d.value)
 
 
 labels_st = st.lists(st.integers(0, NUM_CLASSES - 1), min_size=B, max_size=B).map(torch.tensor)
 
 
 @st.composite
-def model_outputs(draw, stages: list[tuple[int, int, int]], batch: int = B) -> ModelOutput:
-    return ModelOutput(
-        stages=[draw(features((batch, *s))) for s in stages],
-        pooled=draw(features((batch, DIM))),
-        logits=draw(logits(batch)),
-    )
+def model_outputs(draw, stages: list[tuple[int, int, int]], batch: int = B) -> Drawn:
+    """A ModelOutput (in ``.value``) of extreme stage maps, pooled features and logits.
+
+    Each tensor has its own kind; a sample's norm (10^-6 .. 10^4) is shared by its maps and pooled
+    feature, as it would be in a network, so a batch mixes tiny and huge samples.
+    """
+    kinds = [draw(st.sampled_from(FEATURE_KINDS)) for _ in range(len(stages) + 1)]
+    seed = draw(st.integers(0, 2**16))
+    exps = draw(st.lists(log_norms, min_size=batch, max_size=batch))
+    shapes = [(batch, *s) for s in stages] + [(batch, DIM)]
+    tensors = [
+        _feature_tensor(shape, k, seed + i, exps)
+        for i, (shape, k) in enumerate(zip(shapes, kinds, strict=True))
+    ]
+    z = draw(drawn_logits(batch))
+    out = ModelOutput(tensors[:-1], tensors[-1], z.value)
+    rounded = [round(e, 2) for e in exps]
+    return Drawn(out, f"ModelOutput(kinds={kinds}, seed={seed}, log10_norms={rounded}, logits={z})")
 
 
 # -- a pair of stand-in models (the terms only read shapes and the classifier) -----------------------------
@@ -169,6 +218,7 @@ TERMS = {
     "at": ATTerm,
     "at_p1.5": partial(ATTerm, p=1.5),
     "at_p3": partial(ATTerm, p=3.0),
+    "at_p0.5": partial(ATTerm, p=0.5),
     "sp": SPTerm,
     "pkt": PKTTerm,
     "rkd": RKDTerm,
@@ -189,9 +239,7 @@ def built_term(name: str, center_scale: float = 1.0, epoch: int = 100):
     torch.manual_seed(0)  # the heads' initialization
     student, teacher = ShapeModel(STUDENT_STAGES, center_scale), ShapeModel(TEACHER_STAGES, center_scale)
     term = TERMS[name]()
-    term.build(
-        PairInfo(student, teacher, NUM_CLASSES, train_labels=torch.arange(NUM_DATA) % NUM_CLASSES)
-    )
+    term.build(PairInfo(student, teacher, NUM_CLASSES, train_labels=torch.arange(NUM_DATA) % NUM_CLASSES))
     if isinstance(term, EpochAwareTerm):
         term.on_train_epoch_start(epoch)
     return term, student, teacher
@@ -199,12 +247,14 @@ def built_term(name: str, center_scale: float = 1.0, epoch: int = 100):
 
 def cast(out: ModelOutput, dtype: torch.dtype, requires_grad: bool) -> tuple[ModelOutput, list[torch.Tensor]]:
     """A copy of ``out`` in ``dtype`` whose tensors are leaves (so their gradients can be read)."""
-    leaves = [t.detach().to(dtype).requires_grad_(requires_grad) for t in (*out.stages, out.pooled, out.logits)]
+    leaves = [
+        t.detach().to(dtype).requires_grad_(requires_grad) for t in (*out.stages, out.pooled, out.logits)
+    ]
     return ModelOutput(leaves[:-2], leaves[-2], leaves[-1]), leaves
 
 
 def precision_context(precision: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16-autocast" else nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision.endswith("autocast") else nullcontext()
 
 
 def input_dtype(precision: str) -> torch.dtype:
@@ -214,6 +264,7 @@ def input_dtype(precision: str) -> torch.dtype:
 def evaluate(name, s_out, t_out, labels, precision, center_scale=1.0, indices=None):
     """The term's value and the gradients of its sum w.r.t. the student's inputs and the term's heads."""
     term, student, teacher = built_term(name, center_scale)
+    s_out, t_out = (o.value if isinstance(o, Drawn) else o for o in (s_out, t_out))
     dtype = input_dtype(precision)
     s_out, s_leaves = cast(s_out, dtype, requires_grad=True)
     t_out, _ = cast(t_out, dtype, requires_grad=False)  # the teacher runs under no_grad
@@ -241,7 +292,6 @@ def assert_finite(value: torch.Tensor, grads: list[torch.Tensor], what: str) -> 
 # -- every term: finite value and gradients -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("name", TERMS)
 @SETTINGS
 @given(
@@ -250,12 +300,28 @@ def assert_finite(value: torch.Tensor, grads: list[torch.Tensor], what: str) -> 
     labels=labels_st,
     center_exp=st.sampled_from([-6, 0, 4]),
 )
-def test_every_term_is_finite_with_finite_gradients(name, precision, s_out, t_out, labels, center_exp):
-    value, grads = evaluate(name, s_out, t_out, labels, precision, center_scale=10.0**center_exp)
-    term = TERMS[name]()
-    assert value.shape == ((B,) if term.per_sample else ())
-    assert value.dtype == torch.float32, "losses are computed in float32 whatever the autocast state"
-    assert_finite(value, grads, name)
+def test_every_term_is_finite_with_finite_gradients(name, s_out, t_out, labels, center_exp):
+    """In float32, under bf16 autocast (float32 and bf16 inputs); the value is float32 in every case."""
+    per_sample = TERMS[name]().per_sample
+    for precision in PRECISIONS:
+        value, grads = evaluate(name, s_out, t_out, labels, precision, center_scale=10.0**center_exp)
+        assert value.shape == ((B,) if per_sample else ())
+        assert value.dtype == torch.float32, f"{name} ({precision}): losses are computed in float32"
+        assert_finite(value, grads, f"{name} ({precision})")
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("name", TERMS)
+def test_every_term_is_finite_on_all_zero_features(name, precision):
+    """Dead features (all zero: stage maps, pooled features, logits) for both models at once."""
+    zeros_s = ModelOutput(
+        [torch.zeros(B, *s) for s in STUDENT_STAGES], torch.zeros(B, DIM), torch.zeros(B, 5)
+    )
+    zeros_t = ModelOutput(
+        [torch.zeros(B, *s) for s in TEACHER_STAGES], torch.zeros(B, DIM), torch.zeros(B, 5)
+    )
+    value, grads = evaluate(name, zeros_s, zeros_t, torch.tensor([0, 1, 0, 2]), precision)
+    assert_finite(value, grads, f"{name} ({precision})")
 
 
 BATCH_OF_ONE_UNDEFINED = {
@@ -298,9 +364,9 @@ def test_logit_losses_are_finite_and_non_negative(precision, zs, zt, labels, tem
             "dkd": dkd(s, t, labels, 1.0, 8.0, temperature),
         }
     for name, value in values.items():
-        (g_s, g_t) = torch.autograd.grad(value.sum(), [s, t])
+        grads = torch.autograd.grad(value.sum(), [s, t], retain_graph=True, allow_unused=True)
         assert value.dtype == torch.float32
-        assert_finite(value, [g_s, g_t], name)
+        assert_finite(value, [g for g in grads if g is not None], name)
         # KL divergences: non-negative up to rounding (relative to the logits' scale)
         tol = 1e-5 * temperature * (1 + max(zs.abs().max().item(), zt.abs().max().item()))
         assert value.min().item() >= -tol, name
@@ -394,7 +460,9 @@ def test_feature_align_is_finite_bounded_and_scale_invariant(precision, u, h, sc
     assert -1e-5 <= value.item() <= 4 + 1e-5  # 2 − 2·cos
     # invariant to a positive scaling of either input, as long as no sample falls under the eps of
     # F.normalize (1e-12): the drawn norms are >= 1e-6 and the scales >= 1e-3
-    torch.testing.assert_close(LF.feature_align(u * scale_u, h * scale_h), LF.feature_align(u, h), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        LF.feature_align(u * scale_u, h * scale_h), LF.feature_align(u, h), atol=1e-5, rtol=1e-5
+    )
     nonzero = u.flatten(1).norm(dim=1) > 0
     if nonzero.all():
         assert LF.feature_align(u, u).item() == pytest.approx(0.0, abs=1e-5)
@@ -458,7 +526,10 @@ def test_preview_weights_are_in_zero_one_and_scale_free(ce, epoch, base, global_
     order = torch.argsort(gamma)
     assert (w[order][1:] <= w[order][:-1]).all()
     if global_mean is None:  # γ = c / mean(c) does not depend on the unit of c
-        torch.testing.assert_close(LF.preview_weights(ce * factor, epoch, base), w, atol=1e-5, rtol=1e-4)
+        rescaled = LF.preview_weights(ce * factor, epoch, base)
+        # (away from the threshold, where rounding may move γ to the other side)
+        clear = (gamma - LF.preview_threshold(epoch, base)).abs() > 1e-4
+        torch.testing.assert_close(rescaled[clear], w[clear], atol=1e-5, rtol=1e-4)
 
 
 def test_preview_weights_of_a_dominant_hard_image_stay_positive():
@@ -476,16 +547,15 @@ MAP = (B, 4, 4, 4)
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @SETTINGS
-@given(fs=features(MAP), ft=features(MAP), p=st.sampled_from([1.0, 1.5, 2.0, 3.0]))
-def test_attention_maps_are_unit_or_zero_and_finite(precision, fs, ft, p):
+@given(fs=features(MAP), p=st.sampled_from([0.5, 1.0, 1.5, 2.0, 3.0]))
+def test_attention_maps_are_unit_or_zero_and_finite(precision, fs, p):
     f = _leaf(fs, precision)
     with precision_context(precision):
         a = attention_map(f, p)
     (grad,) = torch.autograd.grad(a.square().sum(), [f])
     assert a.dtype == torch.float32 and torch.isfinite(a).all() and torch.isfinite(grad).all()
     assert (a >= 0).all(), "attention is a mean of |f|^p"
-    norms = a.norm(dim=1)
-    assert ((norms - 1).abs() < 1e-3).logical_or(norms < 1 + 1e-3).all()
+    assert (a.norm(dim=1) <= 1 + 1e-4).all()
 
 
 @st.composite
@@ -555,7 +625,8 @@ def _map_context(fs: torch.Tensor, ft: torch.Tensor) -> DistillContext:
 def test_per_sample_terms_follow_a_permutation_of_the_batch(name, s_out, t_out, labels, perm):
     perm = torch.tensor(perm)
 
-    def permuted(out: ModelOutput) -> ModelOutput:
+    def permuted(out: Drawn) -> ModelOutput:
+        out = out.value
         return ModelOutput([s[perm] for s in out.stages], out.pooled[perm], out.logits[perm])
 
     base, _ = evaluate(name, s_out, t_out, labels, "float32")
@@ -566,11 +637,14 @@ def test_per_sample_terms_follow_a_permutation_of_the_batch(name, s_out, t_out, 
 
 @pytest.mark.parametrize("name", BATCH_INVARIANT)
 @settings(SETTINGS, max_examples=6)
-@given(s_out=model_outputs(STUDENT_STAGES), t_out=model_outputs(TEACHER_STAGES), perm=st.permutations(range(B)))
+@given(
+    s_out=model_outputs(STUDENT_STAGES), t_out=model_outputs(TEACHER_STAGES), perm=st.permutations(range(B))
+)
 def test_batch_terms_ignore_the_order_of_the_batch(name, s_out, t_out, perm):
     perm = torch.tensor(perm)
 
-    def permuted(out: ModelOutput) -> ModelOutput:
+    def permuted(out: Drawn) -> ModelOutput:
+        out = out.value
         return ModelOutput([s[perm] for s in out.stages], out.pooled[perm], out.logits[perm])
 
     labels = torch.zeros(B, dtype=torch.long)
@@ -580,8 +654,8 @@ def test_batch_terms_ignore_the_order_of_the_batch(name, s_out, t_out, perm):
 
 
 @SETTINGS
-@given(e_s=features((B, DIM)), e_t=features((B, DIM)), perm=st.permutations(range(B)))
-def test_correlation_congruence_is_finite_and_reverses(e_s, e_t, perm):
+@given(e_s=features((B, DIM)), e_t=features((B, DIM)))
+def test_correlation_congruence_is_finite_and_reverses(e_s, e_t):
     s = e_s.clone().requires_grad_(True)
     value = correlation_congruence(s, e_t)
     (grad,) = torch.autograd.grad(value, [s])
@@ -611,9 +685,11 @@ def test_crd_keeps_unit_memory_and_finite_normalizers(data):
     """After steps on extreme pooled features the banks stay unit-norm and Z stays finite and positive."""
     term, student, teacher = built_term("crd")
     for step in range(3):
-        s_out = data.draw(model_outputs(STUDENT_STAGES))
-        t_out = data.draw(model_outputs(TEACHER_STAGES))
-        indices = torch.tensor(data.draw(st.lists(st.integers(0, NUM_DATA - 1), min_size=B, max_size=B, unique=True)))
+        s_out = data.draw(model_outputs(STUDENT_STAGES)).value
+        t_out = data.draw(model_outputs(TEACHER_STAGES)).value
+        indices = torch.tensor(
+            data.draw(st.lists(st.integers(0, NUM_DATA - 1), min_size=B, max_size=B, unique=True))
+        )
         ctx = DistillContext(s_out, t_out, indices % NUM_CLASSES, student, teacher, indices=indices)
         value = term(ctx)
         assert torch.isfinite(value).all(), f"step {step}"

@@ -47,7 +47,7 @@ def init_stage_terms(module: L.LightningModule) -> dict[str, nn.Module]:
 
 
 class InitStage(L.Callback):
-    """Runs the init stage of every loss term that defines ``init_loss(ctx)``, once, at the start of fit.
+    """Runs the init stage of every loss term that defines ``init_loss(ctx)``, once, before the first epoch.
 
     For ``init_epochs`` epochs over ``trainer.datamodule.train_dataloader()``, on the module's device and
     precision, it minimizes the sum of the terms' ``init_loss`` with a plain SGD over the union of their
@@ -57,8 +57,13 @@ class InitStage(L.Callback):
     a constant lr). Modes and ``requires_grad`` flags are restored afterwards and each term is marked
     initialized (a buffer saved in checkpoints).
 
-    Nothing runs on a resume (``ckpt_path`` given, or a trainer past step 0): the trained state comes from
-    the checkpoint. Under DDP every rank runs the stage on the full training set, then rank 0's result is
+    Debug runs shorten it like the main loop: ``fast_dev_run`` runs one init epoch, and
+    ``limit_train_batches`` caps the batches of every init epoch.
+
+    It runs at ``on_train_start``: after the module's ``on_fit_start`` has checked the teacher's accuracy
+    (a wrong teacher fails before the init stage, not after it) and after Lightning has restored a resumed
+    run's progress. Nothing runs on a resume (``ckpt_path`` given, or a trainer past epoch 0 / step 0): the
+    trained state comes from the checkpoint. Under DDP every rank runs the stage on the full training set, then rank 0's result is
     broadcast, so all ranks start the main training identical.
     """
 
@@ -91,7 +96,7 @@ class InitStage(L.Callback):
 
     # -- hook ----------------------------------------------------------------------------------------
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         terms = init_stage_terms(pl_module)
         if not terms:
             rank_zero_warn("InitStage: no loss term defines init_loss, so there is no init stage to run")
@@ -109,7 +114,9 @@ class InitStage(L.Callback):
         else:
             self.run(trainer, pl_module, pending)
         for term in pending.values():
-            term.mark_initialized()
+            mark = getattr(term, "mark_initialized", None)
+            if mark is not None:
+                mark()
 
     # -- the stage -----------------------------------------------------------------------------------
 
@@ -149,16 +156,17 @@ class InitStage(L.Callback):
                 "trainer.fit(module, datamodule=...) (the runner does)"
             )
         hp = self._hyperparameters(trainer)
+        epochs = 1 if trainer.fast_dev_run else self.init_epochs
         params = self._parameters(pl_module, terms)
         trainable = [(p, p.requires_grad) for p in params]
         modes = [(m, m.training) for m in pl_module.modules()]
-        precision = trainer.precision_plugin
-        scaler = torch.amp.GradScaler(pl_module.device.type) if getattr(precision, "scaler", None) else None
+        use_scaler = getattr(trainer.precision_plugin, "scaler", None) is not None
+        scaler = torch.amp.GradScaler(pl_module.device.type) if use_scaler else None
         optimizer = torch.optim.SGD(
             params, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"]
         )
         rank_zero_info(
-            f"InitStage: {self.init_epochs} epochs for {sorted(terms)} on {pl_module.device}, training "
+            f"InitStage: {epochs} epoch(s) for {sorted(terms)} on {pl_module.device}, training "
             f"{sum(p.numel() for p in params):,} parameters (SGD lr {hp['lr']:g}, momentum {hp['momentum']:g}, "
             f"weight decay {hp['weight_decay']:g})"
         )
@@ -172,10 +180,9 @@ class InitStage(L.Callback):
                 for m in term.init_modules(pl_module):
                     m.train()
             with torch.enable_grad():
-                for epoch in range(1, self.init_epochs + 1):
-                    self.history.append(
-                        self._epoch(trainer, pl_module, terms, loader, optimizer, scaler, epoch)
-                    )
+                for epoch in range(1, epochs + 1):
+                    mean = self._epoch(trainer, pl_module, terms, loader, optimizer, scaler, epoch, epochs)
+                    self.history.append(mean)
         finally:
             for p, flag in trainable:
                 p.requires_grad_(flag)
@@ -185,33 +192,36 @@ class InitStage(L.Callback):
             del loader
         self._broadcast(pl_module, terms)
         for logger in trainer.loggers:
-            logger.log_metrics(
-                {"init/loss": self.history[-1], "init/epochs": float(self.init_epochs)}, step=0
-            )
+            logger.log_metrics({"init/loss": self.history[-1], "init/epochs": float(epochs)}, step=0)
 
-    def _epoch(self, trainer, pl_module, terms, loader, optimizer, scaler, epoch: int) -> float:
+    @staticmethod
+    def _batch_limit(trainer: L.Trainer, loader: Any) -> int | None:
+        """Lightning's ``limit_train_batches`` (an int: that many; a float: that fraction), or None."""
+        limit = trainer.limit_train_batches
+        if isinstance(limit, int):
+            return limit
+        if limit is None or limit >= 1.0:
+            return None
+        return max(1, int(len(loader) * limit))
+
+    def _epoch(self, trainer, pl_module, terms, loader, optimizer, scaler, epoch: int, epochs: int) -> float:
+        """One pass over the loader; returns the epoch's mean init loss (summed over the terms)."""
         sampler = getattr(loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch - 1)
         start = time.perf_counter()
-        sums = dict.fromkeys(terms, 0.0)
+        limit = self._batch_limit(trainer, loader)
+        sums: torch.Tensor | None = None  # per term, kept on the device: no host sync per step
         count = 0
         for step, batch in enumerate(loader, start=1):
+            if limit is not None and step > limit:
+                break
             batch = trainer.strategy.batch_to_device(batch, pl_module.device)
             with trainer.precision_plugin.forward_context():
                 ctx = pl_module._context(batch)
                 first = ctx.first_view()
-                parts = {
-                    name: term.init_loss(ctx if term.views == "all" else first)
-                    for name, term in terms.items()
-                }
-            loss = sum(parts.values())
-            if not torch.isfinite(loss):
-                values = {k: float(v) for k, v in parts.items()}
-                raise FloatingPointError(
-                    f"InitStage: non-finite init loss {values} at epoch {epoch}, step {step}; lower "
-                    "distill.callbacks.init_stage.lr"
-                )
+                parts = [term.init_loss(ctx if term.views == "all" else first) for term in terms.values()]
+            loss = sum(parts)
             optimizer.zero_grad(set_to_none=True)
             if scaler is None:
                 loss.backward()
@@ -220,19 +230,23 @@ class InitStage(L.Callback):
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
-            for name, value in parts.items():
-                sums[name] += float(value.detach())
+            values = torch.stack([v.detach().float() for v in parts])
+            sums = values if sums is None else sums + values
             count += 1
             if step % self.log_every_n_steps == 0:
                 log.debug("InitStage: epoch %d step %d loss %.4g", epoch, step, float(loss.detach()))
-        if count == 0:
+        if sums is None:
             raise ConfigError("InitStage: the training dataloader is empty")
-        means = {name: s / count for name, s in sums.items()}
+        means = dict(zip(terms, (sums / count).tolist(), strict=True))
         total = sum(means.values())
+        if not math.isfinite(total):
+            raise FloatingPointError(
+                f"InitStage: the init loss became non-finite in epoch {epoch} ({means}); lower "
+                "distill.callbacks.init_stage.lr"
+            )
         detail = ", ".join(f"{k} {v:.4g}" for k, v in means.items())
         rank_zero_info(
-            f"InitStage: epoch {epoch}/{self.init_epochs}  loss {total:.4g} ({detail})  "
-            f"{time.perf_counter() - start:.1f}s"
+            f"InitStage: epoch {epoch}/{epochs}  loss {total:.4g} ({detail})  {time.perf_counter() - start:.1f}s"
         )
         return total
 

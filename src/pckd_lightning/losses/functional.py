@@ -65,7 +65,9 @@ def category_contrast(
     anchor_labels = torch.cat([labels, labels])
     others = torch.cat([all_student, all_teacher]).float()
     other_labels = torch.cat([all_labels, all_labels])
-    logits = anchors @ others.T / temperature
+    # autocast would run this product in bfloat16/float16: the loss is a difference of such logits
+    with torch.autocast(device_type=anchors.device.type, enabled=False):
+        logits = anchors @ others.T / temperature
     rows = torch.arange(2 * n, device=logits.device)
     self_column = torch.where(rows < n, rows + offset, rows - n + m + offset)
     self_mask = torch.zeros_like(logits, dtype=torch.bool)
@@ -128,7 +130,12 @@ def preview_difficulty(ce_per_image: torch.Tensor, batch_mean: torch.Tensor | No
 def preview_weights(
     ce_per_image: torch.Tensor, epoch: int, base: float = 1.005, batch_mean: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Preview weights ``v_i = 1`` if ``γ_i ≤ base^epoch`` else ``exp(−γ_i²)``; in (0, 1], no gradient."""
+    """Preview weights ``v_i = 1`` if ``γ_i ≤ base^epoch`` else ``exp(−γ_i²)``; in (0, 1], no gradient.
+
+    ``exp(−γ²)`` underflows float32 to 0 from γ ≈ 10 (e.g. one image holding most of the loss of a batch
+    of 64, or a small global-batch mean); it is clamped at the smallest normal float so weights stay > 0.
+    """
     gamma = preview_difficulty(ce_per_image, batch_mean)
     threshold = preview_threshold(epoch, base)
-    return torch.where(gamma <= threshold, torch.ones_like(gamma), torch.exp(-gamma.square()))
+    hard = torch.exp(-gamma.square()).clamp(min=torch.finfo(torch.float32).tiny)
+    return torch.where(gamma <= threshold, torch.ones_like(gamma), hard)

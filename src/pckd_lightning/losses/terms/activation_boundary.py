@@ -64,10 +64,29 @@ class InitStageTerm(LossTerm):
             )
 
 
-def student_feature_parameters(module: DistillationModule) -> list[nn.Parameter]:
-    """The student's parameters except its classifier's (the reference's ``get_feat_modules()``)."""
-    classifier = {id(p) for p in module.student.classifier_layer.parameters()}
-    return [p for p in module.student.parameters() if id(p) not in classifier]
+def student_feature_layers(student: nn.Module, input_size: int) -> tuple[list[nn.Module], list[nn.Parameter]]:
+    """The student's layers that produce its stage outputs, and their parameters.
+
+    This is the reference's ``model_s.get_feat_modules()`` found from the graph instead of by name: the
+    parameters the stage outputs depend on (a backward pass from a probe image, in eval mode, so no
+    BatchNorm statistic moves), and the modules that own them. The classifier and whatever sits between
+    the last stage and the pooling (MobileNetV2's and ShuffleNetV2's last 1x1 conv, WRN's final BN) are
+    left out, so the init stage neither updates nor puts them in train mode.
+    """
+    params = [p for p in student.parameters() if p.requires_grad]
+    modes = [(m, m.training) for m in student.modules()]
+    try:
+        student.eval()
+        probe = torch.zeros(1, 3, input_size, input_size, device=params[0].device, dtype=params[0].dtype)
+        with torch.enable_grad():
+            stages = student(probe, with_features=True).stages
+            grads = torch.autograd.grad(sum(s.sum() for s in stages), params, allow_unused=True)
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    reached = {id(p) for p, g in zip(params, grads, strict=True) if g is not None}
+    layers = [m for m in student.modules() if any(id(p) in reached for p in m.parameters(recurse=False))]
+    return layers, [p for p in params if id(p) in reached]
 
 
 def ab_criterion(source: torch.Tensor, target: torch.Tensor, margin: float) -> torch.Tensor:
@@ -89,7 +108,8 @@ class ABTerm(InitStageTerm):
     teacher map (identity when channels and side match, else the FitNets regressor's conv + BN without
     ReLU) and the loss is Σ_i w_i · 3/1000 · mean_batch Σ_(c,h,w) ab(connector_i(s_i), t_i) with
     w_i = 2^(i - n + 1) (the deepest pair weighs 1, each earlier one half the next). The student's
-    feature layers (everything but the classifier) and the connectors are trained.
+    feature layers (those its stage outputs depend on, see :func:`student_feature_layers`) and the
+    connectors are trained.
 
     Main training: the term adds **nothing** (the reference sets ``loss_kd = 0`` after the init stage),
     so it has no ``weight`` option, returns 0 (logged as ``train/<name>`` = 0) and its connectors are
@@ -129,8 +149,12 @@ class ABTerm(InitStageTerm):
         if not connectors:
             raise ConfigError("ABTerm: the student or the teacher has no stage after the stem to transfer")
         self.connectors = nn.ModuleList(connectors).requires_grad_(False)
-        n = len(connectors)
-        self.layer_weights = [2.0 ** (i - n + 1) for i in range(n)]
+
+    @property
+    def layer_weights(self) -> list[float]:
+        """2^(i - n + 1) for the n paired stages: 1 for the deepest, halving towards the stem."""
+        n = len(self.connectors)
+        return [2.0 ** (i - n + 1) for i in range(n)]
 
     def init_loss(self, ctx: DistillContext) -> torch.Tensor:
         pairs = stage_pairs(ctx.student.stages, ctx.teacher.stages)
@@ -141,10 +165,10 @@ class ABTerm(InitStageTerm):
         return total
 
     def init_modules(self, module: DistillationModule) -> list[nn.Module]:
-        return [module.student, self.connectors]
+        return [*student_feature_layers(module.student, self.input_size)[0], self.connectors]
 
     def init_parameters(self, module: DistillationModule) -> list[nn.Parameter]:
-        return [*student_feature_parameters(module), *self.connectors.parameters()]
+        return [*student_feature_layers(module.student, self.input_size)[1], *self.connectors.parameters()]
 
     def forward(self, ctx: DistillContext) -> torch.Tensor:
         """No main-training loss: 0 (the transfer happened in the init stage)."""

@@ -11,8 +11,14 @@ from pckd_lightning.losses.terms.base import LossTerm
 
 
 def attention_map(f: torch.Tensor, p: float) -> torch.Tensor:
-    """``normalize(mean_c |f|^p)`` flattened over positions: [B, C, H, W] -> [B, H·W]."""
-    return F.normalize(f.float().pow(p).mean(dim=1).flatten(1), dim=1)
+    """``normalize(mean_c |f|^p)`` flattened over positions: [B, C, H, W] -> [B, H·W].
+
+    The absolute value makes odd and fractional ``p`` follow the formula (``f.pow(p)`` is negative or NaN
+    for negative entries); the clamp at the smallest normal float keeps the gradient of ``|f|^p`` finite
+    at zero for ``p < 1`` (a no-op for ``p >= 1``, where ``tiny^p`` vanishes).
+    """
+    magnitude = f.float().abs().clamp(min=torch.finfo(torch.float32).tiny)
+    return F.normalize(magnitude.pow(p).mean(dim=1).flatten(1), dim=1)
 
 
 class ATTerm(LossTerm):

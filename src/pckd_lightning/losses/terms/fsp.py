@@ -11,7 +11,7 @@ from torch import nn
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms._common import check_input_size, match_spatial, probe_shapes
-from pckd_lightning.losses.terms.activation_boundary import InitStageTerm, student_feature_parameters
+from pckd_lightning.losses.terms.activation_boundary import InitStageTerm, student_feature_layers
 from pckd_lightning.losses.terms.base import PairInfo
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class FSPTerm(InitStageTerm):
 
     Init stage: FSP matrices between every two consecutive feature maps (stem output, then each stage's
     output), for student and teacher; the loss is Σ_pairs mean_(batch, j, i) (G_s − G_t)². The student's
-    feature layers (everything but the classifier) are trained. The matrices only compare when both
+    feature layers (those its stage outputs depend on) are trained. The matrices only compare when both
     networks have the same channel count at every map, so the term refuses other pairs (the reference
     raises too; the CRD benchmark reports FSP for same-family pairs only).
 
@@ -71,10 +71,10 @@ class FSPTerm(InitStageTerm):
         return sum((s - t).square().mean() for s, t in zip(g_s, g_t, strict=True))
 
     def init_modules(self, module: DistillationModule) -> list[nn.Module]:
-        return [module.student]
+        return student_feature_layers(module.student, self.input_size)[0]
 
     def init_parameters(self, module: DistillationModule) -> list[nn.Parameter]:
-        return student_feature_parameters(module)
+        return student_feature_layers(module.student, self.input_size)[1]
 
     def forward(self, ctx: DistillContext) -> torch.Tensor:
         """No main-training loss: 0 (the transfer happened in the init stage)."""

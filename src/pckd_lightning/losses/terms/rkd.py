@@ -20,7 +20,11 @@ def pairwise_distances(e: torch.Tensor, squared: bool = False, eps: float = 1e-1
 
 
 def _normalized_distances(e: torch.Tensor, squared: bool, eps: float) -> torch.Tensor:
+    """Distances over their mean off the diagonal; a batch of one image has no pair, hence all zeros
+    (``d[d > 0].mean()`` of no entry would be NaN)."""
     d = pairwise_distances(e, squared, eps)
+    if len(e) < 2:
+        return d
     return d / d[d > 0].mean()
 
 
