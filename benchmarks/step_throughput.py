@@ -20,6 +20,12 @@ absolute peak, ``step`` the peak minus what was allocated before the block). On 
 coarse, since the allocator keeps freed memory. ``saved`` is device-independent: the bytes of the distinct
 tensors autograd saves for backward in one step, parameters excluded (measured in eager mode).
 
+On CPU, wall time on a shared machine includes other jobs' time: ``cpu_time_ratio`` (process CPU time) is
+the steadier figure there, and the minor page faults per step are reported. With glibc's default settings a
+CPU step's time depends on the order of its large allocations (freed activations are unmapped and faulted
+in again): ``--both-orders`` also times the bare step in the module's order (student forward first),
+``--malloc tuned`` turns the unmapping off, ``--breakdown`` times the full step without each term.
+
 Usage::
 
     python benchmarks/step_throughput.py --pair resnet56:resnet20 --method kd --steps 5
@@ -175,6 +181,13 @@ def tune_malloc() -> bool:
         libc.mallopt(m_mmap_max, 0)
         and libc.mallopt(m_trim_threshold, 2**31 - 1)
         and libc.mallopt(m_top_pad, 1 << 28)
+    )
+
+
+def malloc_env() -> str:
+    """glibc tunables set in the environment (e.g. ``MALLOC_MMAP_MAX_=0``), as ``NAME=value,...``."""
+    return ",".join(
+        f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(("MALLOC_", "GLIBC_TUNABLES"))
     )
 
 
@@ -428,7 +441,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "warmup_s": round(warmup_s, 2),
         "threads": torch.get_num_threads(),
         "bare_order": args.bare_order,
-        "malloc": "tuned" if malloc_tuned else "default",
+        "malloc": "tuned" if malloc_tuned else malloc_env() or "default",
         "bare_img_s": images / sum(seconds["bare"]),
         "full_img_s": images / sum(seconds["full"]),
         "bare_ms": ms["bare"],

@@ -21,7 +21,7 @@ from pckd_lightning.data import (
     per_class_subsample,
     read_cifar100,
 )
-from pckd_lightning.errors import DataError
+from pckd_lightning.errors import ConfigError, DataError
 
 CIFAR_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_cifar = pytest.mark.skipif(
@@ -440,3 +440,15 @@ def test_image_folder_missing_val_or_class_mismatch_raises(tmp_path: Path):
     (root / "val" / "dog").rename(root / "val" / "bird")
     with pytest.raises(DataError, match=r"only in train: \['dog'\], only in val: \['bird'\]"):
         ImageFolderDataModule(str(root), image_size=32).setup()
+
+
+def test_class_subset_keeps_the_first_classes_only():
+    full = DigitsDataModule(image_size=8, seed=0)
+    part = DigitsDataModule(image_size=8, seed=0, class_subset=3)
+    full.setup("fit")
+    part.setup("fit")
+    assert part.num_classes == 3 and part.dataset_classes == 10
+    assert set(np.unique(part.train_labels)) == {0, 1, 2}
+    assert len(part.train_set) == int((full.train_labels < 3).sum())
+    with pytest.raises(ConfigError, match=r"class_subset=11.*10 classes"):
+        DigitsDataModule(image_size=8, class_subset=11).setup("fit")

@@ -23,6 +23,7 @@ from torch import nn
 from pckd_lightning.losses import functional as LF
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms import (
+    ABTerm,
     ATTerm,
     CategoryContrastTerm,
     CCTerm,
@@ -30,8 +31,11 @@ from pckd_lightning.losses.terms import (
     CRDTerm,
     CrossEntropyTerm,
     DKDTerm,
+    FactorTransferTerm,
     FeatureAlignTerm,
     FitNetTerm,
+    FSPTerm,
+    InitStageTerm,
     KDTerm,
     NSTTerm,
     PairInfo,
@@ -227,17 +231,35 @@ TERMS = {
     "nst": NSTTerm,
     "crd": partial(CRDTerm, nce_k=8),
     "reviewkd": ReviewKDTerm,
+    "ab": ABTerm,
+    "fsp": FSPTerm,
+    "ft": FactorTransferTerm,
+    "ft_l2_p1": partial(FactorTransferTerm, distance="l2", p=1),
 }
+#: FSP compares Gram matrices between maps, so it needs a teacher with the student's channel counts
+TEACHER_STAGES_OF = {"fsp": STUDENT_STAGES}
 #: batch-relational terms: one value per batch, unchanged when the batch is permuted
 BATCH_INVARIANT = ("sp", "pkt", "rkd")
 #: per-sample terms whose value follows the samples when the batch is permuted
-PER_SAMPLE_EQUIVARIANT = ("ce", "kd", "dkd", "category_contrast", "fitnet", "at", "vid", "nst", "reviewkd")
+PER_SAMPLE_EQUIVARIANT = (
+    "ce",
+    "kd",
+    "dkd",
+    "category_contrast",
+    "fitnet",
+    "at",
+    "vid",
+    "nst",
+    "reviewkd",
+    "ft",
+)
 NUM_DATA = 16
 
 
 def built_term(name: str, center_scale: float = 1.0, epoch: int = 100):
     torch.manual_seed(0)  # the heads' initialization
-    student, teacher = ShapeModel(STUDENT_STAGES, center_scale), ShapeModel(TEACHER_STAGES, center_scale)
+    teacher_stages = TEACHER_STAGES_OF.get(name, TEACHER_STAGES)
+    student, teacher = ShapeModel(STUDENT_STAGES, center_scale), ShapeModel(teacher_stages, center_scale)
     term = TERMS[name]()
     term.build(PairInfo(student, teacher, NUM_CLASSES, train_labels=torch.arange(NUM_DATA) % NUM_CLASSES))
     if isinstance(term, EpochAwareTerm):
@@ -261,9 +283,15 @@ def input_dtype(precision: str) -> torch.dtype:
     return torch.bfloat16 if precision == "bf16-autocast" else torch.float32
 
 
-def evaluate(name, s_out, t_out, labels, precision, center_scale=1.0, indices=None):
-    """The term's value and the gradients of its sum w.r.t. the student's inputs and the term's heads."""
+def evaluate(name, s_out, t_out, labels, precision, center_scale=1.0, indices=None, init_stage=False):
+    """The term's value and the gradients of its sum w.r.t. the student's inputs and the term's heads.
+
+    ``init_stage``: the value of ``init_loss`` instead, with every head trainable (as the InitStage
+    callback runs it).
+    """
     term, student, teacher = built_term(name, center_scale)
+    if init_stage:
+        term.requires_grad_(True)
     s_out, t_out = (o.value if isinstance(o, Drawn) else o for o in (s_out, t_out))
     dtype = input_dtype(precision)
     s_out, s_leaves = cast(s_out, dtype, requires_grad=True)
@@ -277,8 +305,10 @@ def evaluate(name, s_out, t_out, labels, precision, center_scale=1.0, indices=No
         indices=torch.arange(len(labels)) if indices is None else indices,
     )
     with precision_context(precision):
-        value = term(ctx)
+        value = term.init_loss(ctx) if init_stage else term(ctx)
     params = [p for p in (*term.parameters(), *student.parameters()) if p.requires_grad]
+    if not value.requires_grad:  # a constant (AB and FSP add nothing to the main training)
+        return value, []
     grads = torch.autograd.grad(value.sum(), s_leaves + params, allow_unused=True)
     return value, [g for g in grads if g is not None]
 
@@ -308,6 +338,23 @@ def test_every_term_is_finite_with_finite_gradients(name, s_out, t_out, labels, 
         assert value.shape == ((B,) if per_sample else ())
         assert value.dtype == torch.float32, f"{name} ({precision}): losses are computed in float32"
         assert_finite(value, grads, f"{name} ({precision})")
+
+
+INIT_STAGE_TERMS = [name for name, make in TERMS.items() if isinstance(make(), InitStageTerm)]
+
+
+@pytest.mark.parametrize("name", INIT_STAGE_TERMS)
+@SETTINGS
+@given(s_out=model_outputs(STUDENT_STAGES), t_out=model_outputs(TEACHER_STAGES), labels=labels_st)
+def test_every_init_stage_loss_is_finite_with_finite_gradients(name, s_out, t_out, labels):
+    """The loss the InitStage callback minimizes (AB, FSP, FT), in every precision."""
+    if name in TEACHER_STAGES_OF:  # the teacher's maps must have the shapes the term was built for
+        t_out = s_out
+    for precision in PRECISIONS:
+        value, grads = evaluate(name, s_out, t_out, labels, precision, init_stage=True)
+        assert value.shape == () and value.dtype == torch.float32, f"{name} ({precision})"
+        assert value.item() >= 0
+        assert_finite(value, grads, f"{name} init stage ({precision})")
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

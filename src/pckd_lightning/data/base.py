@@ -16,6 +16,22 @@ from pckd_lightning.data.sampling import EpochShuffleSampler, per_class_subsampl
 from pckd_lightning.data.transforms import Crop, MultiViewRotation, train_transform, val_transform
 from pckd_lightning.errors import ConfigError
 
+#: the smallest image side every model of the zoo takes: the VGGs max-pool their input three times
+#: (2x2, stride 2) before the last block, so a side below 8 leaves them an empty feature map
+MIN_IMAGE_SIZE = 8
+
+
+def check_image_size(image_size: object, dataset: str) -> int:
+    """``image_size`` as an int >= :data:`MIN_IMAGE_SIZE`, else a :class:`ConfigError` saying how to fix it."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+        raise ConfigError(
+            f"data.image_size={image_size!r} cannot be used for {dataset}: the images must be at least "
+            f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} pixels (an int), the smallest input every model of the zoo "
+            f"takes (the VGGs halve it three times before their last block). Fix: set data.image_size to an "
+            f"int >= {MIN_IMAGE_SIZE}, e.g. data.image_size=32 (CIFAR's size)."
+        )
+    return image_size
+
 
 class ClassificationDataModule(L.LightningDataModule):
     """Image classification data for distillation.
@@ -46,6 +62,7 @@ class ClassificationDataModule(L.LightningDataModule):
         val_per_class: int | None = None,
         seed: int = 0,
         pin_memory: bool = False,
+        class_subset: int | None = None,
     ) -> None:
         super().__init__()
         checks = (("batch_size", batch_size, 1), ("views", views, 1), ("num_workers", num_workers, 0))
@@ -62,13 +79,22 @@ class ClassificationDataModule(L.LightningDataModule):
         self.val_per_class = val_per_class
         self.seed = seed
         self.pin_memory = pin_memory
+        if class_subset is not None and class_subset < 2:
+            raise ConfigError(f"data.class_subset must be >= 2 (or null for all classes), got {class_subset}.")
+        #: keep only labels 0..class_subset-1 (small, fast benchmarks); None keeps every class
+        self.class_subset = class_subset
         self.train_set: IndexedDataset | None = None
         self.val_set: IndexedDataset | None = None
 
     # ---- what a dataset defines -------------------------------------------------------------------
     @property
-    def num_classes(self) -> int:
+    def dataset_classes(self) -> int:
+        """How many classes the data set has (``num_classes`` is fewer with ``class_subset``)."""
         raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        return self.class_subset or self.dataset_classes
 
     @property
     def image_size(self) -> int:
@@ -113,19 +139,27 @@ class ClassificationDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         train_src, val_src = self._load_sources()
+        if self.class_subset is not None and self.class_subset > self.dataset_classes:
+            raise ConfigError(
+                f"data.class_subset={self.class_subset} but the data set has {self.dataset_classes} classes; "
+                f"use a value in 2..{self.dataset_classes} or null"
+            )
         subsets = {}
         for option, source, per_class in (
             ("train_per_class", train_src, self.train_per_class),
             ("val_per_class", val_src, self.val_per_class),
         ):
-            subsets[option] = per_class_subsample(
-                source.labels,
-                per_class,
-                self.seed,
-                num_classes=self.num_classes,
-                option=f"data.{option}",
-                class_names=self.class_names,
-            )
+            kept = np.flatnonzero(source.labels < self.num_classes)  # all of them without class_subset
+            subsets[option] = kept[
+                per_class_subsample(
+                    source.labels[kept],
+                    per_class,
+                    self.seed,
+                    num_classes=self.num_classes,
+                    option=f"data.{option}",
+                    class_names=self.class_names,
+                )
+            ]
         self.train_set = IndexedDataset(train_src, subsets["train_per_class"], self.train_transform())
         self.val_set = IndexedDataset(val_src, subsets["val_per_class"], self.val_transform())
 

@@ -35,7 +35,8 @@ def _fix_hint(root: Path) -> str:
 
 def _unpickle(path: Path, root: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
-        raise DataError(f"CIFAR-100: missing file {path}; expected {what}. {_fix_hint(root)}")
+        problem = f"{path} is not a file" if path.exists() else f"missing file {path}"
+        raise DataError(f"CIFAR-100: {problem}; expected {what}. {_fix_hint(root)}")
     try:
         with path.open("rb") as f:
             obj = pickle.load(f, encoding="latin1")
@@ -119,7 +120,7 @@ class CIFAR100DataModule(ClassificationDataModule):
         self._class_names: list[str] | None = None
 
     @property
-    def num_classes(self) -> int:
+    def dataset_classes(self) -> int:
         return NUM_CLASSES
 
     @property

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from pckd_lightning.data.base import ClassificationDataModule
+from pckd_lightning.data.base import ClassificationDataModule, check_image_size
 from pckd_lightning.data.datasets import ArraySource
 from pckd_lightning.errors import ConfigError
 
@@ -43,8 +43,7 @@ class DigitsDataModule(ClassificationDataModule):
 
     def __init__(self, image_size: int = 32, val_fraction: float = 0.2, flip_p: float = 0.0, **kwargs: Any):
         super().__init__(**kwargs)
-        if image_size < 8:
-            raise ConfigError(f"data.image_size must be >= 8 for digits, got {image_size}.")
+        image_size = check_image_size(image_size, "the digits data")
         if not 0.0 < val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {val_fraction}.")
         self._image_size = image_size
@@ -54,7 +53,7 @@ class DigitsDataModule(ClassificationDataModule):
         self.std: tuple[float, ...] = (0.5, 0.5, 0.5)
 
     @property
-    def num_classes(self) -> int:
+    def dataset_classes(self) -> int:
         return NUM_CLASSES
 
     @property

@@ -10,11 +10,18 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 
-from pckd_lightning.data.base import ClassificationDataModule
+from pckd_lightning.data.base import ClassificationDataModule, check_image_size
 from pckd_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Crop
 from pckd_lightning.errors import DataError
 
 _LAYOUT = "expected root/train/<class>/<image> and root/val/<class>/<image> with the same class folders"
+
+
+def _fix_hint(root: Path) -> str:
+    return (
+        f"Fix: point data.root at the folder that holds train/ and val/ (currently {root}), with one sub-folder of "
+        "images per class in each, the same class folder names in both (labels follow their sorted names)."
+    )
 
 
 class ImageFolderSource:
@@ -24,7 +31,9 @@ class ImageFolderSource:
         try:
             self.folder = ImageFolder(str(folder))
         except (FileNotFoundError, OSError) as e:  # e.g. a class folder without any image file
-            raise DataError(f"ImageFolder: cannot read {folder}: {e}; {_LAYOUT}.") from e
+            raise DataError(
+                f"ImageFolder: cannot read {folder}: {e}; {_LAYOUT}. {_fix_hint(folder.parent)}"
+            ) from e
         self.labels = np.asarray(self.folder.targets, dtype=np.int64)
         self.classes: list[str] = list(self.folder.classes)
 
@@ -32,7 +41,14 @@ class ImageFolderSource:
         return len(self.folder.samples)
 
     def image(self, i: int) -> Image.Image:
-        return self.folder.loader(self.folder.samples[i][0])
+        path = self.folder.samples[i][0]
+        try:
+            return self.folder.loader(path)
+        except OSError as e:  # PIL's UnidentifiedImageError (not an image) or a truncated image file
+            raise DataError(
+                f"ImageFolder: cannot read the image {path} ({type(e).__name__}: {e}). Fix: replace the file "
+                "with a readable image (JPEG, PNG, ...) or delete it."
+            ) from e
 
 
 class ImageFolderDataModule(ClassificationDataModule):
@@ -45,7 +61,7 @@ class ImageFolderDataModule(ClassificationDataModule):
     def __init__(self, root: str | Path, image_size: int = 224, flip_p: float = 0.5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.root = Path(root)
-        self._image_size = image_size
+        self._image_size = check_image_size(image_size, "ImageFolder data")
         self.flip_p = flip_p
         self._classes: list[str] | None = None
 
@@ -61,22 +77,25 @@ class ImageFolderDataModule(ClassificationDataModule):
             for split in ("train", "val"):
                 folder = self.root / split
                 if not folder.is_dir():
-                    raise DataError(f"ImageFolder: {folder} not found; {_LAYOUT}.")
+                    raise DataError(f"ImageFolder: {folder} not found; {_LAYOUT}. {_fix_hint(self.root)}")
                 found[split] = sorted(p.name for p in folder.iterdir() if p.is_dir())
                 if not found[split]:
-                    raise DataError(f"ImageFolder: {folder} has no class folders; {_LAYOUT}.")
+                    raise DataError(
+                        f"ImageFolder: {folder} has no class folders; {_LAYOUT}. {_fix_hint(self.root)}"
+                    )
             if found["train"] != found["val"]:
                 only_train = sorted(set(found["train"]) - set(found["val"]))
                 only_val = sorted(set(found["val"]) - set(found["train"]))
                 raise DataError(
                     f"ImageFolder: class folders of {self.root / 'train'} and {self.root / 'val'} differ "
-                    f"(only in train: {only_train[:5]}, only in val: {only_val[:5]}); {_LAYOUT}."
+                    f"(only in train: {only_train[:5]}, only in val: {only_val[:5]}); {_LAYOUT}. Fix: rename, "
+                    "add or remove class folders so that train/ and val/ hold the same class names."
                 )
             self._classes = found["train"]
         return self._classes
 
     @property
-    def num_classes(self) -> int:
+    def dataset_classes(self) -> int:
         return len(self.class_names)
 
     def _train_crop(self) -> Crop:
@@ -91,5 +110,7 @@ class ImageFolderDataModule(ClassificationDataModule):
         for source in (train, val):
             if source.classes != classes:
                 found = source.classes[:5]
-                raise DataError(f"ImageFolder: {source.folder.root} has classes {found}...; {_LAYOUT}.")
+                raise DataError(
+                    f"ImageFolder: {source.folder.root} has classes {found}...; {_LAYOUT}. {_fix_hint(self.root)}"
+                )
         return train, val

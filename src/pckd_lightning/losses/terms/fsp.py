@@ -10,7 +10,7 @@ from torch import nn
 
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses.context import DistillContext
-from pckd_lightning.losses.terms._common import check_input_size, match_spatial, probe_shapes
+from pckd_lightning.losses.terms._common import check_input_size, full_precision, match_spatial, probe_shapes
 from pckd_lightning.losses.terms.activation_boundary import InitStageTerm, student_feature_layers
 from pckd_lightning.losses.terms.base import PairInfo
 
@@ -27,7 +27,8 @@ def fsp_matrices(maps: list[torch.Tensor]) -> list[torch.Tensor]:
     out = []
     for a, b in itertools.pairwise(maps):
         a, b = match_spatial(a.float(), b.float())
-        out.append(torch.einsum("nihw,njhw->nji", a, b) / (a.shape[2] * a.shape[3]))
+        with full_precision(a):  # the init stage runs under the run's autocast; keep the products float32
+            out.append(torch.einsum("nihw,njhw->nji", a, b) / (a.shape[2] * a.shape[3]))
     return out
 
 
