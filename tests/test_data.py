@@ -452,3 +452,13 @@ def test_class_subset_keeps_the_first_classes_only():
     assert len(part.train_set) == int((full.train_labels < 3).sum())
     with pytest.raises(ConfigError, match=r"class_subset=11.*10 classes"):
         DigitsDataModule(image_size=8, class_subset=11).setup("fit")
+
+
+def test_a_last_training_batch_of_one_image_is_dropped():
+    dm = DigitsDataModule(image_size=8, seed=0)
+    dm.setup("fit")
+    n = len(dm.train_set)
+    dm.batch_size = n - 1  # the second batch would hold a single image
+    sizes = [len(batch[1]) for batch in dm.train_dataloader()]
+    assert sizes == [n - 1]
+    assert not dm.val_dataloader().drop_last  # validation keeps every image

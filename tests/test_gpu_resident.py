@@ -49,7 +49,7 @@ def _loader(
     return ResidentTrainLoader(
         torch.from_numpy(images),
         torch.from_numpy(labels),
-        generator=torch.Generator().manual_seed(seed),
+        seed=seed,
         **options,
     )
 
@@ -183,6 +183,17 @@ def test_epoch_covers_every_sample_once_and_labels_follow_indices():
             assert y.dtype == idx.dtype == torch.int64
             np.testing.assert_array_equal(y.numpy(), labels[idx.numpy()])
     assert len(_loader(images, batch_size=8, drop_last=True)) == 4
+
+
+def test_epochs_are_seeded_by_seed_and_epoch_alone_like_the_ordinary_sampler():
+    images = _images(30)
+    loader = _loader(images, seed=4)
+    epochs = [[x.clone() for x, _, _ in loader] for _ in range(3)]
+    assert loader.epoch == 3 and loader.sampler is loader
+    assert not torch.equal(epochs[0][0], epochs[1][0])
+    resumed = _loader(images, seed=4)
+    resumed.set_epoch(2)  # what Lightning does before epoch 2 of a resumed run
+    assert all(torch.equal(a, b) for a, b in zip(epochs[2], (x for x, _, _ in resumed), strict=True))
 
 
 def test_same_seed_same_batches_other_seed_other_batches():

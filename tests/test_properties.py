@@ -2,8 +2,10 @@
 
 Inputs are drawn by hypothesis as (seed, kind, per-sample log10 norm): logits up to |z| = 1e4, all-equal
 and one-hot-like logits; features with per-sample norms from 1e-6 to 1e4 (mixed within one batch),
-all-zero, constant, one-hot and ReLU-like (many exact zeros) samples. Every loss runs in float32 and with
-bfloat16 inputs under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (what a bf16-mixed run feeds it).
+all-zero, constant, one-hot and ReLU-like (many exact zeros) samples. Every loss runs in float32, with
+float32 inputs under ``torch.autocast("cpu", dtype=torch.bfloat16)`` and with bfloat16 inputs under it
+(what a bf16-mixed run feeds it), and must return a float32 value; the init-stage losses (AB, FSP, FT)
+are checked the same way.
 Shapes are small (B = 4, C = 5 classes, feature dim 8, maps up to 8x8) so the whole file stays fast;
 ``derandomize=True`` makes the examples the same on every run.
 """

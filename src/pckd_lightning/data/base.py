@@ -80,7 +80,9 @@ class ClassificationDataModule(L.LightningDataModule):
         self.seed = seed
         self.pin_memory = pin_memory
         if class_subset is not None and class_subset < 2:
-            raise ConfigError(f"data.class_subset must be >= 2 (or null for all classes), got {class_subset}.")
+            raise ConfigError(
+                f"data.class_subset must be >= 2 (or null for all classes), got {class_subset}."
+            )
         #: keep only labels 0..class_subset-1 (small, fast benchmarks); None keeps every class
         self.class_subset = class_subset
         self.train_set: IndexedDataset | None = None
@@ -188,6 +190,8 @@ class ClassificationDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            # a last training batch of a single image would break BatchNorm in training mode
+            drop_last=shuffle and len(dataset) % batch_size == 1,
         )
 
     def train_dataloader(self) -> DataLoader:

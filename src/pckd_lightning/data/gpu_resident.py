@@ -15,10 +15,10 @@ i.e. the semantics of :class:`~pckd_lightning.data.MultiViewRotation` (and, with
 single-view ``RandomCrop + RandomHorizontalFlip`` pipeline; flip-then-crop and crop-then-flip draw the same
 distribution). Flip, crop and rotation are folded into one gather from the zero-padded uint8 images.
 Randomness (the epoch's shuffle and every augmentation draw) comes from a ``torch.Generator`` on the device
-seeded with the data module's seed, so a run is reproducible on a given device type (CPU and CUDA
-generators draw different streams). Batches are ``(x, y, idx)`` exactly as in the ordinary path, already on
-the device. It also runs on CPU (``device="cpu"``), which is how it is tested; the ordinary DataLoader path
-stays the default everywhere.
+seeded with the data module's seed and the epoch, so a run is reproducible on a given device type (CPU and
+CUDA generators draw different streams) and resumes at an epoch boundary like the ordinary path. Batches
+are ``(x, y, idx)`` exactly as in the ordinary path, already on the device. It also runs on CPU
+(``device="cpu"``), which is how it is tested; the ordinary DataLoader path stays the default everywhere.
 """
 
 from __future__ import annotations
@@ -157,8 +157,12 @@ class ResidentTrainLoader:
 
     ``x`` is ``[B, V, C, H, W]`` (``views > 1``) or ``[B, C, H, W]`` (``views == 1``), float32; ``y`` the
     labels and ``idx`` the positions ``0..N-1`` in ``images``, both int64 ``[B]``. Each ``iter()`` is one
-    epoch: a fresh permutation from ``generator`` (every sample exactly once; the last batch is short
-    unless ``drop_last``), then the augmentation draws of each batch from the same generator.
+    epoch: a permutation (every sample exactly once; the last batch is short unless ``drop_last``), then
+    each batch's augmentation draws, all from a generator on the device seeded with ``(seed, epoch)``
+    alone, like the ordinary path's :class:`~pckd_lightning.data.sampling.EpochShuffleSampler`: Lightning
+    calls :meth:`set_epoch` (found as ``loader.sampler``) before every epoch, so a run resumed at an epoch
+    boundary sees the same batches as an uninterrupted one. Used alone, the epoch advances after each
+    complete pass.
     """
 
     def __init__(
@@ -171,7 +175,7 @@ class ResidentTrainLoader:
         flip_p: float = 0.5,
         mean: Sequence[float] = (0.0, 0.0, 0.0),
         std: Sequence[float] = (1.0, 1.0, 1.0),
-        generator: torch.Generator | None = None,
+        seed: int = 0,
         shuffle: bool = True,
         drop_last: bool = False,
         channels_last: bool = False,
@@ -191,7 +195,8 @@ class ResidentTrainLoader:
         self.flip_p = flip_p
         self.mean = _channel_stats(mean, self.device)
         self.std = _channel_stats(std, self.device)
-        self.generator = generator
+        self.seed = seed
+        self.epoch = 0
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.channels_last = channels_last
@@ -201,12 +206,21 @@ class ResidentTrainLoader:
         n = len(self.images)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def augment(self, images: torch.Tensor, params: AugmentParams | None = None) -> torch.Tensor:
-        """Augmented views of uint8 images ``[B, H, W, C]`` (drawing the params unless given)."""
-        if params is None:
-            params = draw_params(
-                len(images), self.views, self.padding, self.flip_p, self.generator, self.device
-            )
+    @property
+    def sampler(self) -> ResidentTrainLoader:
+        """Where Lightning looks for ``set_epoch``."""
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def epoch_generator(self, epoch: int) -> torch.Generator:
+        """The generator of epoch ``epoch`` (same seeding rule as the ordinary path's sampler)."""
+        return torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + epoch)
+
+    def augment(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Augmented views of uint8 images ``[B, H, W, C]``, drawn from ``generator``."""
+        params = draw_params(len(images), self.views, self.padding, self.flip_p, generator, self.device)
         x = multiview_rotation_batch(
             images, params, self.padding, self.mean, self.std, self.rotation_maps, self.channels_last
         )
@@ -214,13 +228,15 @@ class ResidentTrainLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.images)
+        generator = self.epoch_generator(self.epoch)
         if self.shuffle:
-            order = torch.randperm(n, generator=self.generator, device=self.device)
+            order = torch.randperm(n, generator=generator, device=self.device)
         else:
             order = torch.arange(n, device=self.device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start : start + self.batch_size]
-            yield self.augment(self.images[idx]), self.labels[idx], idx
+            yield self.augment(self.images[idx], generator), self.labels[idx], idx
+        self.epoch += 1
 
 
 class ResidentEvalLoader:
@@ -311,7 +327,6 @@ class GPUResidentCIFAR100DataModule(CIFAR100DataModule):
 
     def train_dataloader(self) -> ResidentTrainLoader:  # type: ignore[override]
         images, labels = self._upload("train")
-        generator = torch.Generator(device=images.device).manual_seed(self.seed)
         return ResidentTrainLoader(
             images,
             labels,
@@ -321,7 +336,7 @@ class GPUResidentCIFAR100DataModule(CIFAR100DataModule):
             flip_p=self.flip_p,
             mean=self.mean,
             std=self.std,
-            generator=generator,
+            seed=self.seed,
             channels_last=self.channels_last,
         )
 
