@@ -139,11 +139,11 @@ class DistillationModule(L.LightningModule):
             labels = labels.repeat_interleave(num_views)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        student_out = self.student(images, with_features=True)
         teacher_out = None
-        if self.teacher is not None:
+        if self.teacher is not None:  # first: its activations are freed before the student's are kept
             with torch.no_grad():
                 teacher_out = self.teacher(images, with_features=True)
+        student_out = self.student(images, with_features=True)
         return DistillContext(
             student=student_out,
             teacher=teacher_out,
