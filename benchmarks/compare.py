@@ -56,24 +56,24 @@ PROFILES = {
         ),
         method_overrides={"dkd": ("distill.terms.dkd.warmup_epochs=1",)},
     ),
-    # 2 CPU cores, at most 45 minutes: the first 20 classes (100 train / 50 val images each), a short
+    # 2 CPU cores, at most 45 minutes: the first 20 classes (150 train / 50 val images each), a short
     # cosine schedule, resnet20 -> resnet8, three seeds
     "cpu": Profile(
         pairs=(("resnet20", "resnet8"),),
         methods=("ce", "kd", "dkd", "pckd"),
         seeds=(0, 1, 2),
-        teacher_epochs=20,
-        student_epochs=10,
+        teacher_epochs=30,
+        student_epochs=20,
         overrides=(
             "data.class_subset=20",
-            "data.train_per_class=100",
+            "data.train_per_class=150",
             "data.val_per_class=50",
             "data.num_workers=1",
             "scheduler=cosine",
             "trainer.accelerator=cpu",
             "callbacks.progress_bar=null",
         ),
-        method_overrides={"dkd": ("distill.terms.dkd.warmup_epochs=2",)},
+        method_overrides={"dkd": ("distill.terms.dkd.warmup_epochs=4",)},
     ),
     # full CIFAR-100 on one GPU with the device-resident data path, bf16 and channels_last
     "gpu-short": Profile(

@@ -235,7 +235,7 @@ class DistillationModule(L.LightningModule):
         correct = total = 0
         for images, labels, *_ in datamodule.val_dataloader():
             logits = self.teacher(images.to(self.device))
-            correct += (logits.argmax(1).cpu() == labels).sum().item()
+            correct += (logits.argmax(1) == labels.to(logits.device)).sum().item()
             total += labels.numel()
         top1 = 100.0 * correct / max(total, 1)
         for logger in self.loggers:
