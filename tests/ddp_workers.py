@@ -86,11 +86,9 @@ def first_step_gradients(rank: int, world: int, init: str, out: str) -> None:
         dist.destroy_process_group()
 
 
-def crd_banks(rank: int, world: int, init: str, out: str) -> None:
-    """A few CRD steps on different images per rank; each rank saves its banks."""
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    torch.manual_seed(0)  # the same initial weights and banks on every rank
-    module = DistillationModule(
+def crd_module() -> DistillationModule:
+    """CE + CRD on a 64-image bank (the banks' initial values come from the current torch seed)."""
+    return DistillationModule(
         student=create_model("resnet8", num_classes=NUM_CLASSES),
         teacher=create_model("resnet8", num_classes=NUM_CLASSES),
         terms={"ce": CrossEntropyTerm(), "crd": CRDTerm(num_data=64, nce_k=16)},
@@ -98,6 +96,13 @@ def crd_banks(rank: int, world: int, init: str, out: str) -> None:
         num_classes=NUM_CLASSES,
         train_labels=torch.arange(64) % NUM_CLASSES,
     )
+
+
+def crd_banks(rank: int, world: int, init: str, out: str) -> None:
+    """A few CRD steps on different images per rank; each rank saves its banks."""
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    torch.manual_seed(0)  # the same initial weights and banks on every rank
+    module = crd_module()
     torch.manual_seed(rank)  # different negatives per rank, as in a real run
     # no buffer broadcast: the banks must stay identical through the gathered updates alone
     model = DistributedDataParallel(TotalLoss(module), broadcast_buffers=False)
@@ -117,13 +122,6 @@ def crd_banks(rank: int, world: int, init: str, out: str) -> None:
 def crd_fresh_banks() -> dict[str, torch.Tensor]:
     """The banks ``crd_banks`` starts from, before any step."""
     torch.manual_seed(0)
-    module = DistillationModule(
-        student=create_model("resnet8", num_classes=NUM_CLASSES),
-        teacher=create_model("resnet8", num_classes=NUM_CLASSES),
-        terms={"ce": CrossEntropyTerm(), "crd": CRDTerm(num_data=64, nce_k=16)},
-        optimizer=partial(torch.optim.SGD, lr=0.1),
-        num_classes=NUM_CLASSES,
-        train_labels=torch.arange(64) % NUM_CLASSES,
-    )
+    module = crd_module()
     crd = module.terms["crd"]
     return {"student": crd.memory_student.clone(), "teacher": crd.memory_teacher.clone()}

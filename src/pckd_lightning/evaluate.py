@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
@@ -50,6 +49,7 @@ from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.export import EXPORT_FORMATS, export_model
 from pckd_lightning.models import create_model
 from pckd_lightning.models.base import ModelOutput
+from pckd_lightning.run_config import read_run_config as read_config_file
 from pckd_lightning.train import CONFIG_DIR
 
 
@@ -94,14 +94,8 @@ def evaluate(
 
 def read_run_config(path: str | Path) -> dict[str, Any] | None:
     """A run's resolved ``config.yaml`` as a dict when it names a student architecture, else None."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        cfg = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    student = ((cfg or {}).get("model") or {}).get("student") if isinstance(cfg, dict) else None
+    cfg = read_config_file(path)
+    student = cfg["model"].get("student") if cfg is not None else None
     return cfg if isinstance(student, dict) and student.get("name") else None
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from pckd_lightning.run_config import read_run_config
 
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
@@ -77,19 +77,6 @@ def _walk(root: Path) -> Iterator[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         if SUMMARY in filenames or CONFIG in filenames:
             yield Path(dirpath)
-
-
-def _read_config(path: Path) -> dict[str, Any] | None:
-    """A resolved run config as a dict, or None when the file is missing, unreadable or not a run config."""
-    if not path.is_file():
-        return None
-    try:
-        cfg = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    if not isinstance(cfg, dict) or not all(isinstance(cfg.get(k), dict) for k in ("trainer", "model")):
-        return None
-    return cfg
 
 
 def dataset_name(cfg: dict[str, Any] | None) -> str:
@@ -177,7 +164,7 @@ def read_curve(run_dir: Path) -> dict[int, float]:
 
 def read_run(run_dir: Path) -> RunRecord | None:
     """Read one folder; None when it is neither a run with a summary nor a run config."""
-    cfg = _read_config(run_dir / CONFIG)
+    cfg = read_run_config(run_dir / CONFIG)
     summary_path = run_dir / SUMMARY
     record = RunRecord(run_dir=run_dir, dataset=dataset_name(cfg))
     if cfg is not None:
