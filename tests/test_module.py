@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from functools import partial
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -239,3 +240,12 @@ def test_channels_last_gives_the_same_losses():
     assert fast.student.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     for name in a:
         assert torch.allclose(a[name], c[name], atol=1e-4), name
+
+
+@pytest.mark.parametrize(("scale", "world", "expected"), [(True, 4, 0.2), (False, 4, 0.05), (True, 1, 0.05)])
+def test_linear_lr_scaling_multiplies_the_lr_by_the_number_of_processes(scale, world, expected):
+    module = make_module()
+    module.scale_lr_with_world_size = scale
+    module._trainer = SimpleNamespace(world_size=world)  # a stand-in for a trainer with k processes
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([expected])

@@ -148,6 +148,7 @@ def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> Distilla
         sync_batchnorm=cfg.trainer.get("sync_batchnorm", False),
         channels_last=cfg.get("performance", {}).get("channels_last", False),
         compile_models=cfg.get("performance", {}).get("compile", False),
+        scale_lr_with_world_size=cfg.get("lr_scaling", "none") == "linear",
     )
 
 
@@ -227,6 +228,8 @@ def summarize(cfg: DictConfig, trainer: L.Trainer, module: DistillationModule, s
         "seed": cfg.get("seed"),
         "epochs": trainer.current_epoch,
         "teacher_top1": module.teacher_top1,
+        "teacher_checkpoint": getattr(module.teacher, "checkpoint_path", None),
+        "teacher_sha256": getattr(module.teacher, "checkpoint_sha256", None),
         "best_top1": _percent(trainer, "val/top1_best"),
         "last_top1": _percent(trainer, "val/top1"),
         "last_top5": _percent(trainer, "val/top5"),

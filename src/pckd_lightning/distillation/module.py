@@ -52,6 +52,7 @@ class DistillationModule(L.LightningModule):
         sync_batchnorm: bool = False,
         channels_last: bool = False,
         compile_models: bool = False,
+        scale_lr_with_world_size: bool = False,
     ) -> None:
         super().__init__()
         self.student = student
@@ -65,6 +66,7 @@ class DistillationModule(L.LightningModule):
         self.sync_batchnorm = sync_batchnorm
         self.channels_last = channels_last
         self.compile_models = compile_models
+        self.scale_lr_with_world_size = scale_lr_with_world_size
         self._batchnorm_synced = False
         self.nonfinite = NonFiniteMonitor()
         self.sample_weighting: SampleWeighting | None = None
@@ -266,6 +268,10 @@ class DistillationModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(self.trainable_parameters())
+        if self.scale_lr_with_world_size and self.trainer.world_size > 1:
+            # the linear rule: a k-times global batch takes a k-times learning rate
+            for group in optimizer.param_groups:
+                group["lr"] *= self.trainer.world_size
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer)
