@@ -113,7 +113,8 @@ class DistillationModule(L.LightningModule):
             for model in models:
                 model.compile()  # in place: parameter names (and checkpoints) stay as they are
         if self.sync_batchnorm and world_size() > 1 and not self._batchnorm_synced:
-            if self.device.type == "cuda":
+            device = self.trainer.strategy.root_device if self._trainer is not None else self.device
+            if device.type == "cuda":  # the module is moved there only after setup
                 self.student = nn.SyncBatchNorm.convert_sync_batchnorm(self.student)
                 self.terms = nn.SyncBatchNorm.convert_sync_batchnorm(self.terms)
             else:  # torch's SyncBatchNorm is CUDA-only
