@@ -20,8 +20,8 @@ dict; see :func:`~pckd_lightning.distillation.teacher.extract_state_dict`. Weigh
 
 Data: ``--data NAME`` composes ``conf/data/NAME.yaml`` (``--data-root`` sets ``data.root``: the folder
 holding ``cifar-100-python`` for cifar100, the folder holding ``train/`` and ``val/`` for imagefolder). Without
-``--data``, the run's ``config.yaml`` supplies the data section, so the digits split is the run's own
-(for digits the validation split depends on ``seed``; with ``--data digits`` give the run's ``--seed``).
+``--data``, the run's ``config.yaml`` supplies the data section, so the held-out images are the run's own
+(chosen by ``data.split_seed``, 0 unless the run changed it).
 
 From Python (notebooks)::
 
@@ -35,7 +35,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +223,6 @@ class Loaded:
     arch: str
     datamodule: Any
     run_config: Path | None
-    notes: list[str] = field(default_factory=list)
 
 
 def load_for_eval(
@@ -246,17 +245,14 @@ def load_for_eval(
             f"cannot tell the architecture of {str(checkpoint)!r}: pass --arch NAME (and --data NAME); "
             "there is no run config.yaml next to the checkpoint or one folder above"
         )
-    notes = []
     if seed is None:
         seed = int((run_config or {}).get("seed") or 0)
     section = data_section(data, run_config, data_root, seed)
-    if data is not None and "Digits" in str(section.get("_target_")) and run_config is None:
-        notes.append(f"data split seed {seed} (digits' validation split depends on it; see --seed)")
     datamodule = build_datamodule(section, batch_size, num_workers)
     model, arch = build_model(datamodule.num_classes, arch, run_config)
     load_weights(model, load_state_dict(checkpoint), arch, f"checkpoint {str(checkpoint)!r}")
     model.eval()
-    return Loaded(model, arch, datamodule, config_path if run_config is not None else None, notes)
+    return Loaded(model, arch, datamodule, config_path if run_config is not None else None)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -275,7 +271,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="conf/data/<DATA>.yaml, e.g. digits, cifar100 (default: the run's data)")
     p.add_argument("--data-root", help="sets data.root (the folder with cifar-100-python for cifar100)")
     p.add_argument("--config", help="the run's config.yaml (default: found next to the checkpoint)")
-    p.add_argument("--seed", type=int, help="data seed (digits' split); default: the run's, else 0")
+    p.add_argument(
+        "--seed", type=int, help="the run's seed (the held-out images are fixed by data.split_seed)"
+    )
     p.add_argument("--batch-size", type=int, default=256, help="validation batch size (default 256)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
@@ -326,8 +324,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"checkpoint: {result['checkpoint']}")
     print(f"arch:       {loaded.arch}" + (f"  (from {loaded.run_config})" if loaded.run_config else ""))
-    for note in loaded.notes:
-        print(f"note:       {note}")
     if "top1" in result:
         print(f"data:       {type(dm).__name__}, validation split, {result['num_images']} images")
         print(f"top-1:      {result['top1']:.2f}%")

@@ -63,6 +63,7 @@ class ClassificationDataModule(L.LightningDataModule):
         seed: int = 0,
         pin_memory: bool = False,
         class_subset: int | None = None,
+        split_seed: int = 0,
     ) -> None:
         super().__init__()
         checks = (("batch_size", batch_size, 1), ("views", views, 1), ("num_workers", num_workers, 0))
@@ -78,6 +79,9 @@ class ClassificationDataModule(L.LightningDataModule):
         self.train_per_class = train_per_class
         self.val_per_class = val_per_class
         self.seed = seed
+        #: chooses the subsampled (and, for digits, the held-out) images: fixed by default so that runs
+        #: with different ``seed`` train and are evaluated on the same images
+        self.split_seed = split_seed
         self.pin_memory = pin_memory
         if class_subset is not None and class_subset < 2:
             raise ConfigError(
@@ -156,7 +160,7 @@ class ClassificationDataModule(L.LightningDataModule):
                 per_class_subsample(
                     source.labels[kept],
                     per_class,
-                    self.seed,
+                    self.split_seed,
                     num_classes=self.num_classes,
                     option=f"data.{option}",
                     class_names=self.class_names,

@@ -34,7 +34,7 @@ def load_digit_images(image_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
 
 
 class DigitsDataModule(ClassificationDataModule):
-    """sklearn digits with a deterministic stratified train/val split (``val_fraction``, ``seed``).
+    """sklearn digits with a deterministic stratified train/val split (``val_fraction``, ``split_seed``).
 
     The flip is off by default (``flip_p=0``) since a mirrored digit is another glyph; the crop padding is
     ``image_size // 8``. Normalization uses the mean/std of the training split (gray, so equal across the
@@ -68,7 +68,7 @@ class DigitsDataModule(ClassificationDataModule):
         images, labels = load_digit_images(self._image_size)
         # sklearn's split with an integer random_state: deterministic, independent of the global RNG
         train_idx, val_idx = train_test_split(
-            np.arange(len(labels)), test_size=self.val_fraction, stratify=labels, random_state=self.seed
+            np.arange(len(labels)), test_size=self.val_fraction, stratify=labels, random_state=self.split_seed
         )
         train_idx, val_idx = np.sort(train_idx), np.sort(val_idx)
         train_pixels = images[train_idx, ..., 0].astype(np.float64) / 255.0
