@@ -21,6 +21,11 @@ TINY = [
 ]
 
 
+def into(folder: Path) -> list[str]:
+    """Outputs and the cached demo teacher go to ``folder``, never into the repository."""
+    return [f"paths.log_dir={folder}", f"paths.cache_dir={folder / 'cache'}"]
+
+
 def pckd_train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     command = [str(Path(sys.executable).with_name("pckd-train")), *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=900)
@@ -28,9 +33,7 @@ def pckd_train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_a_multirun_gives_each_job_its_folder_and_wandb_run(tmp_path):
-    run = pckd_train(
-        ["-m", "distill=ce,kd", "seed=0,1", "logger=wandb", f"paths.log_dir={tmp_path}", *TINY], cwd=REPO
-    )
+    run = pckd_train(["-m", "distill=ce,kd", "seed=0,1", "logger=wandb", *into(tmp_path), *TINY], cwd=REPO)
     assert run.returncode == 0, run.stderr[-3000:]
     summaries = sorted(tmp_path.rglob("summary.json"))
     jobs = {p.parent for p in summaries if p.parent.name != "teacher"}
@@ -42,7 +45,7 @@ def test_a_multirun_gives_each_job_its_folder_and_wandb_run(tmp_path):
 @pytest.mark.slow
 def test_optuna_search_runs_trials_and_reports_the_best(tmp_path):
     run = pckd_train(
-        ["-m", "hparams_search=pckd_optuna", "hydra.sweeper.n_trials=2", f"paths.log_dir={tmp_path}", *TINY],
+        ["-m", "hparams_search=pckd_optuna", "hydra.sweeper.n_trials=2", *into(tmp_path), *TINY],
         cwd=REPO,
     )
     assert run.returncode == 0, run.stderr[-3000:]
