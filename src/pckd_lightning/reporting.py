@@ -17,7 +17,7 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     console = console or Console()
     table = Table(title="pckd-lightning run summary", show_header=False)
     if summary.get("teacher_training"):
-        table.add_row("teacher trained now", _pct(summary["teacher_training"]["best_top1"]))
+        table.add_row("teacher trained now", f"{summary['teacher_training']['epochs']} epochs")
     rows = {
         "method": summary["method"],
         "teacher -> student": f"{summary['teacher'] or '(none)'} -> {summary['student']}",
