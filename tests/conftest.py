@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
@@ -33,3 +35,25 @@ def cifar_root() -> Path:
     if not (SHARED_DATA / "cifar-100-python").is_dir():
         pytest.skip(f"real CIFAR-100 not found at {SHARED_DATA}/cifar-100-python (../shared/data)")
     return SHARED_DATA
+
+
+def dump_pickle(path: Path, obj: object) -> None:
+    with path.open("wb") as f:
+        pickle.dump(obj, f)
+
+
+def write_fake_cifar(root: Path, n: int = 100) -> Path:
+    """A cut-down but well-formed ``cifar-100-python`` folder: n images per split, every class present."""
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        dump_pickle(
+            folder / split,
+            {"data": data, "fine_labels": [i % 100 for i in range(n)], "coarse_labels": [0] * n},
+        )
+    dump_pickle(
+        folder / "meta", {"fine_label_names": [f"c{i}" for i in range(100)], "coarse_label_names": []}
+    )
+    return folder

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import dump_pickle, write_fake_cifar
 from pckd_lightning.data import (
     CIFAR100_MEAN,
     CIFAR100_STD,
@@ -229,24 +230,6 @@ def test_cifar100_normalization_constants_match_the_train_data():
 # ---------------------------------------------------------------------------------------------------
 # CIFAR-100: malformed folders (tiny fake pickles)
 # ---------------------------------------------------------------------------------------------------
-def _write_fake_cifar(root: Path, n: int = 100) -> Path:
-    """A cut-down but well-formed cifar-100-python folder: n images per split, every class present."""
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        _dump(
-            folder / split,
-            {"data": data, "fine_labels": [i % 100 for i in range(n)], "coarse_labels": [0] * n},
-        )
-    _dump(folder / "meta", {"fine_label_names": [f"c{i}" for i in range(100)], "coarse_label_names": []})
-    return folder
-
-
-def _dump(path: Path, obj: object) -> None:
-    with path.open("wb") as f:
-        pickle.dump(obj, f)
 
 
 def _patch_split(split: str, **changes) -> Callable[[Path], Path]:
@@ -254,7 +237,7 @@ def _patch_split(split: str, **changes) -> Callable[[Path], Path]:
         with (folder / split).open("rb") as f:
             d = pickle.load(f, encoding="latin1")
         d.update(changes)
-        _dump(folder / split, d)
+        dump_pickle(folder / split, d)
         return folder / split
 
     return mutate
@@ -288,7 +271,7 @@ def _garbage(folder: Path) -> Path:
     ],
 )
 def test_cifar100_malformed_folder_raises_with_path_and_fix(tmp_path: Path, mutate, detail: str):
-    bad_path = mutate(_write_fake_cifar(tmp_path))
+    bad_path = mutate(write_fake_cifar(tmp_path))
     dm = CIFAR100DataModule(str(tmp_path), check_sizes=False)
     with pytest.raises(DataError) as err:
         dm.setup()
@@ -304,13 +287,13 @@ def test_cifar100_missing_folder_and_partial_copy(tmp_path: Path):
     assert str(tmp_path / "cifar-100-python") in str(err.value)
     assert "data.download=true" in str(err.value)
 
-    _write_fake_cifar(tmp_path)
+    write_fake_cifar(tmp_path)
     with pytest.raises(DataError, match=r"holds 100 images .*expected .*50000 x 3072"):
         read_cifar100(tmp_path, "train")  # official sizes are required by default
 
 
 def test_cifar100_fake_copy_loads_when_sizes_are_not_checked(tmp_path: Path):
-    _write_fake_cifar(tmp_path, n=200)
+    write_fake_cifar(tmp_path, n=200)
     dm = CIFAR100DataModule(str(tmp_path), check_sizes=False, batch_size=4, train_per_class=1)
     x, _, _ = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 3, 32, 32) and len(dm.train_set) == 100 and len(dm.val_set) == 200
@@ -324,7 +307,7 @@ def test_cifar100_download_only_when_files_are_missing(tmp_path: Path, monkeypat
 
     def fake_download(root: str, train: bool = True, download: bool = False):
         calls.append(root)
-        _write_fake_cifar(Path(root))
+        write_fake_cifar(Path(root))
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR100", fake_download)
     dm = CIFAR100DataModule(str(tmp_path), download=True, check_sizes=False)

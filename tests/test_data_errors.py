@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import dump_pickle, write_fake_cifar
 from pckd_lightning.data import (
     CIFAR100DataModule,
     DigitsDataModule,
@@ -41,26 +42,6 @@ def assert_message(err: pytest.ExceptionInfo, *needles: str) -> str:
 
 
 # -- tiny fake CIFAR-100 ---------------------------------------------------------------------------------
-
-
-def _dump(path: Path, obj: object) -> None:
-    with path.open("wb") as f:
-        pickle.dump(obj, f)
-
-
-def write_fake_cifar(root: Path, n: int = 100) -> Path:
-    """A cut-down, well-formed ``cifar-100-python`` folder: n images per split, every class present."""
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        _dump(
-            folder / split,
-            {"data": data, "fine_labels": [i % 100 for i in range(n)], "coarse_labels": [0] * n},
-        )
-    _dump(folder / "meta", {"fine_label_names": [f"c{i}" for i in range(100)], "coarse_label_names": []})
-    return folder
 
 
 def load_cifar(root: Path) -> None:
@@ -135,7 +116,7 @@ def _patch(split: str, **changes) -> Callable[[Path], None]:
         d.update(changes)
         for key in [k for k, v in changes.items() if v is None]:
             del d[key]
-        _dump(folder / split, d)
+        dump_pickle(folder / split, d)
 
     return mutate
 
@@ -143,7 +124,7 @@ def _patch(split: str, **changes) -> Callable[[Path], None]:
 @pytest.mark.parametrize(
     ("split", "mutate", "detail"),
     [
-        ("train", lambda f: _dump(f / "train", [1, 2, 3]), "holds a list"),
+        ("train", lambda f: dump_pickle(f / "train", [1, 2, 3]), "holds a list"),
         ("train", _patch("train", data=None), "lack 'data' or 'fine_labels'"),
         ("test", _patch("test", fine_labels=None), "lack 'data' or 'fine_labels'"),
         ("train", _patch("train", data=np.zeros((100, 3000), dtype=np.uint8)), "'data' is uint8 (100, 3000)"),
@@ -205,7 +186,7 @@ def test_split_missing_a_class_names_it(cifar: Path):
 
 
 def test_bad_class_names_file(cifar: Path):
-    _dump(cifar / "meta", {"fine_label_names": ["only", "three", "names"]})
+    dump_pickle(cifar / "meta", {"fine_label_names": ["only", "three", "names"]})
     with pytest.raises(DataError) as err:
         load_cifar(cifar.parent)
     assert_message(err, str(cifar / "meta"), "bad 'fine_label_names'", "(100 strings)", *CIFAR_FIX)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import write_fake_cifar
 from pckd_lightning.data import CIFAR100_MEAN, CIFAR100_STD, CIFAR100DataModule, GPUResidentCIFAR100DataModule
 from pckd_lightning.data.gpu_resident import (
     ResidentEvalLoader,
@@ -220,21 +220,8 @@ def test_eval_loader_is_plain_ordered_and_normalized():
 # ---------------------------------------------------------------------------------------------------
 # the data module (tiny fake CIFAR folder; the real data subsampled when present)
 # ---------------------------------------------------------------------------------------------------
-def _write_fake_cifar(root: Path, n: int = 200) -> Path:
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        with (folder / split).open("wb") as f:
-            pickle.dump({"data": data, "fine_labels": [i % 100 for i in range(n)]}, f)
-    with (folder / "meta").open("wb") as f:
-        pickle.dump({"fine_label_names": [f"c{i}" for i in range(100)]}, f)
-    return root
-
-
 def test_data_module_batches_match_the_ordinary_format(tmp_path: Path):
-    root = _write_fake_cifar(tmp_path)
+    root = write_fake_cifar(tmp_path, n=200).parent
     kwargs = {"check_sizes": False, "batch_size": 16, "views": 4, "seed": 3}
     dm = GPUResidentCIFAR100DataModule(root, device="cpu", **kwargs)
     ordinary = CIFAR100DataModule(root, **kwargs)
@@ -260,7 +247,7 @@ def test_data_module_batches_match_the_ordinary_format(tmp_path: Path):
 
 
 def test_data_module_subsampling_and_single_view(tmp_path: Path):
-    root = _write_fake_cifar(tmp_path, n=300)
+    root = write_fake_cifar(tmp_path, n=300).parent
     dm = GPUResidentCIFAR100DataModule(
         root, device="cpu", check_sizes=False, train_per_class=2, batch_size=50
     )
@@ -296,7 +283,7 @@ def test_data_module_trains_a_distillation_module_with_lightning(tmp_path: Path)
     from pckd_lightning.losses import CrossEntropyTerm, KDTerm
     from pckd_lightning.models import create_model
 
-    root = _write_fake_cifar(tmp_path)
+    root = write_fake_cifar(tmp_path, n=200).parent
     dm = GPUResidentCIFAR100DataModule(root, device=None, check_sizes=False, batch_size=32, views=4)
     module = DistillationModule(
         student=create_model("resnet8"),

@@ -26,6 +26,7 @@ from pckd_lightning.losses.terms import PairInfo
 from pckd_lightning.losses.terms.factor_transfer import Paraphraser, translator
 from pckd_lightning.models import ModelOutput, create_model
 from pckd_lightning.runner import build_callbacks, build_terms
+from test_baselines import avg_pool_2x
 
 REL = 1e-4
 NUM_CLASSES = 10
@@ -39,21 +40,6 @@ def randn(*shape, seed=0) -> torch.Tensor:
 
 def flat(x) -> list[float]:
     return [x] if not isinstance(x, list) else [v for item in x for v in flat(item)]
-
-
-def avg_pool_2x(f: list) -> list:
-    """[C][H][W] -> [C][H/2][W/2], averaging 2x2 blocks."""
-    return [
-        [
-            [
-                (ch[2 * i][2 * j] + ch[2 * i][2 * j + 1] + ch[2 * i + 1][2 * j] + ch[2 * i + 1][2 * j + 1])
-                / 4
-                for j in range(len(ch[0]) // 2)
-            ]
-            for i in range(len(ch) // 2)
-        ]
-        for ch in f
-    ]
 
 
 def context(s_stages, t_stages, s_model=None, t_model=None) -> DistillContext:
