@@ -31,7 +31,8 @@ class PreviewWeighting(L.Callback):
         self.base = base
         #: the 1-indexed epoch whose threshold is in force
         self.epoch = 1
-        self._stats: torch.Tensor | None = None  # [hard count, weight sum, sample count]
+        self._stats: torch.Tensor | None = None  # [hard count, weight sum] of the epoch
+        self._count = 0  # samples weighted this epoch
         self._histogram: torch.Tensor | None = None
 
     @property
@@ -44,19 +45,16 @@ class PreviewWeighting(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch = trainer.current_epoch + 1
         self._stats = self._histogram = None
+        self._count = 0
 
     def __call__(self, ce_per_image: torch.Tensor) -> torch.Tensor:
         # the difficulty normalizer is the mean over the global batch (all ranks under DDP)
         batch_mean = global_mean(ce_per_image) if world_size() > 1 else None
         gamma = LF.preview_difficulty(ce_per_image, batch_mean)
         weights = LF.preview_weights(ce_per_image, self.epoch, self.base, batch_mean)
-        stats = torch.stack(
-            [
-                (gamma > self.threshold).sum().float(),
-                weights.sum(),
-                weights.new_tensor(float(weights.numel())),
-            ]
-        )
+        # counts stay on the device (hard, weight sum) or on the host (samples): no host-device copy
+        stats = torch.stack([(gamma > self.threshold).sum().float(), weights.sum()])
+        self._count += weights.numel()
         histogram = torch.histc(
             gamma.clamp(max=self.HISTOGRAM_MAX), self.HISTOGRAM_BINS, 0.0, self.HISTOGRAM_MAX
         )
@@ -70,7 +68,8 @@ class PreviewWeighting(L.Callback):
         pl_module.log("preview/threshold", self.threshold)
         if self._stats is None:
             return
-        hard, weight_sum, count = self._stats.tolist()
+        hard, weight_sum = self._stats.tolist()
+        count = self._count
         pl_module.log("preview/hard_fraction", hard / count)
         pl_module.log("preview/mean_weight", weight_sum / count)
         for logger in trainer.loggers:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -73,9 +74,11 @@ class DistillationModule(L.LightningModule):
         self.terms = nn.ModuleDict(self._build_terms(terms, train_labels))
         self.skipped_terms = {name: t.skip_reason for name, t in terms.items() if t.skip_reason}
         self.teacher_top1: float | None = None
-        self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.val_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        # validate_args=False: the argument checks read values back to the host at every step
+        accuracy = partial(MulticlassAccuracy, num_classes, average="micro", validate_args=False)
+        self.train_top1 = accuracy(top_k=1)
+        self.val_top1 = accuracy(top_k=1)
+        self.val_top5 = accuracy(top_k=min(5, num_classes))
         self.val_top1_best = MaxMetric()
         self.val_top1_best.persistent(True)  # the best epoch survives a resume
 
