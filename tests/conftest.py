@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -28,6 +29,15 @@ def compose_config(overrides: list[str], output_dir: Path | None = None) -> Dict
             cfg.paths.output_dir = str(output_dir)
             cfg.paths.cache_dir = str(output_dir / "cache")
     return cfg
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster than two on a shared CPU (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -30,12 +29,7 @@ def step_throughput() -> ModuleType:
     return _load("step_throughput")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _json_line(out: str) -> dict:

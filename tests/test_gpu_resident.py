@@ -27,13 +27,7 @@ needs_cifar = pytest.mark.skipif(
 IDENTITY = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: extra threads only add contention on a busy 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(n: int, size: int = 12, seed: int = 0) -> np.ndarray:
