@@ -2,15 +2,24 @@
 
 Writes a fake CIFAR-100 folder of the real shapes (random pixels: speed does not depend on content) unless
 ``--root`` points at real data, then times ``--steps`` training steps of each data path with a callback
-and prints one JSON line per path, with the epoch time extrapolated to the 782 steps of a CIFAR-100 epoch.
+and prints one JSON line per path, with the epoch time extrapolated to the 782 steps of a CIFAR-100 epoch,
+and what one step issues (kernels on CUDA, dispatched operations on CPU; see ``op_count.py``), counted on
+the three steps before the timed ones.
 
     python benchmarks/epoch_time.py --steps 200 --workers 8
+
+The host's cost per step can be seen on a CPU too: narrow models of the same depth on two images make the
+arithmetic small, so what remains is Python, Lightning and dispatch (``--pair`` sets the pair):
+
+    python benchmarks/epoch_time.py --paths cifar100_gpu --pair resnet32:resnet8 --batch-size 2 \
+        --override trainer.precision=32-true --override performance.channels_last=false
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import pickle
 import tempfile
 import time
@@ -21,12 +30,12 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
+from op_count import count_ops
 
 from pckd_lightning.models import create_model
 from pckd_lightning.runner import fit
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-STEPS_PER_EPOCH = 782  # 50,000 images, batch 64
 
 
 def write_fake_cifar100(root: Path) -> None:
@@ -45,10 +54,15 @@ def write_fake_cifar100(root: Path) -> None:
 
 
 class StepTimer(L.Callback):
-    """Wall time of the training steps after ``warmup`` (device synchronized at both ends), saved as JSON."""
+    """Wall time of the training steps after ``warmup`` (device synchronized at both ends), saved as JSON,
+    with the operations of the ``COUNTED`` steps before them."""
+
+    COUNTED = 3
 
     def __init__(self, warmup: int, result: str) -> None:
         self.warmup, self.result, self.start, self.steps = warmup, Path(result), None, 0
+        self.counts: list = []
+        self._counting = None
 
     @staticmethod
     def _sync() -> None:
@@ -56,31 +70,48 @@ class StepTimer(L.Callback):
             torch.cuda.synchronize()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.warmup - self.COUNTED <= batch_idx < self.warmup:
+            self._counting = count_ops(
+                pl_module.device, compiled=pl_module.compile_models or pl_module.compile_losses
+            )
+            self.counts.append(self._counting.__enter__())
         if batch_idx == self.warmup:
             self._sync()
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._counting is not None:
+            self._counting.__exit__(None, None, None)
+            self._counting = None
         if self.start is not None:
             self.steps += 1
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._sync()
         seconds = time.perf_counter() - self.start
-        self.result.write_text(json.dumps({"steps": self.steps, "seconds": seconds}))
+        totals = [c.total for c in self.counts]
+        ops = None if not totals or None in totals else round(sum(totals) / len(totals), 1)
+        method = self.counts[0].method if self.counts else None
+        self.result.write_text(
+            json.dumps({"steps": self.steps, "seconds": seconds, "ops_per_step": ops, "ops_method": method})
+        )
 
 
 def time_path(
-    data: str, root: Path, teacher: Path, steps: int, warmup: int, extra: list[str], out: Path
+    data: str, root: Path, teacher: Path, args: argparse.Namespace, extra: list[str], out: Path
 ) -> dict:
-    """Time ``steps`` PCKD steps (resnet32x4 -> resnet8x4, batch 64 x 4 views) on one data path."""
+    """Time ``args.steps`` PCKD steps of ``args.pair`` (batch ``args.batch_size`` x 4 views) on one data path."""
+    teacher_name, student_name = args.pair.split(":")
     overrides = [
         "experiment=cifar100/pckd/resnet32x4_resnet8x4",
         f"data={data}",
         f"data.root={root}",
+        f"data.batch_size={args.batch_size}",
+        f"model.teacher.name={teacher_name}",
         f"model.teacher.checkpoint={teacher}",
+        f"model.student.name={student_name}",
         "trainer.max_epochs=1",
-        f"+trainer.limit_train_batches={steps + warmup}",
+        f"+trainer.limit_train_batches={args.steps + args.warmup}",
         "+trainer.limit_val_batches=1",
         "logger=none",
         "callbacks=none",
@@ -92,7 +123,7 @@ def time_path(
     with open_dict(cfg):
         cfg.paths.output_dir = str(out / data)
         cfg.callbacks = {
-            "timer": {"_target_": "epoch_time.StepTimer", "warmup": warmup, "result": str(result)}
+            "timer": {"_target_": "epoch_time.StepTimer", "warmup": args.warmup, "result": str(result)}
         }
     fit(cfg)
     timing = json.loads(result.read_text())
@@ -100,11 +131,16 @@ def time_path(
     return {
         "data_path": data,
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "pair": args.pair,
+        "batch_images": args.batch_size,
         "overrides": extra,
         "timed_steps": timing["steps"],
         "seconds": round(timing["seconds"], 3),
-        "images_per_s": round(64 / per_step, 1),
-        "epoch_s_extrapolated": round(per_step * STEPS_PER_EPOCH, 2),
+        "ms_per_step": round(1e3 * per_step, 2),
+        "images_per_s": round(args.batch_size / per_step, 1),
+        "epoch_s_extrapolated": round(per_step * math.ceil(50_000 / args.batch_size), 2),
+        "ops_per_step": timing["ops_per_step"],
+        "ops_method": timing["ops_method"],
     }
 
 
@@ -116,20 +152,27 @@ def main(argv: list[str] | None = None) -> None:
         "--root", type=Path, default=None, help="real data (default: fake data of the real shapes)"
     )
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=20, help=f"untimed steps (>= {StepTimer.COUNTED})")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--paths", nargs="+", default=["cifar100_gpu", "cifar100"])
+    parser.add_argument("--pair", default="resnet32x4:resnet8x4", help="teacher:student")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per step (x 4 views)")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=["trainer.precision=bf16-mixed", "performance.channels_last=true"],
+        help="a Hydra override, after the defaults (bf16-mixed, channels_last); repeat for more",
+    )
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp())
     root = args.root or work / "data"
     if args.root is None:
         write_fake_cifar100(root)
-    teacher = work / "resnet32x4.pth"
-    torch.save({"model": create_model("resnet32x4", num_classes=100).state_dict()}, teacher)
-    speed = ["trainer.precision=bf16-mixed", "performance.channels_last=true"]
+    teacher = work / "teacher.pth"
+    torch.save({"model": create_model(args.pair.split(":")[0], num_classes=100).state_dict()}, teacher)
     for data in args.paths:
-        extra = [*speed, f"data.num_workers={0 if data.endswith('_gpu') else args.workers}"]
-        result = time_path(data, root, teacher, args.steps, args.warmup, extra, work)
+        extra = [*args.override, f"data.num_workers={0 if data.endswith('_gpu') else args.workers}"]
+        result = time_path(data, root, teacher, args, extra, work)
         print(json.dumps(result), flush=True)
 
 

@@ -7,13 +7,15 @@
 #    works offline with the preinstalled setuptools), then only the dependencies that are missing: from
 #    $WHEELS (default .whl/) when that folder exists, else from the index if one is reachable. Without Hydra
 #    the benchmark reads conf/distill/*.yaml with PyYAML instead (the JSON says "terms_from": "yaml").
-# 2. step throughput of resnet32x4 -> resnet8x4, PCKD and KD, in fp32, bf16, bf16 + channels_last,
-#    bf16 + channels_last + torch.compile ($STEPS timed steps, interleaved bare/full);
+# 2. step throughput of resnet32x4 -> resnet8x4 ($STEPS timed steps, interleaved bare/full): PCKD in
+#    bf16 + channels_last, eager and with compiled loss terms; whole PCKD steps through the app
+#    (benchmarks/epoch_time.py, device-resident data, $EPOCH_STEPS steps), eager and with compiled loss terms;
+#    then PCKD and KD in fp32 and bf16, KD in bf16 + channels_last, and compiled models last;
 # 3. the CIFAR-100 train loader (4 views): DataLoader per worker count vs the GPU-resident path, on the data in
 #    .device_data/cifar-100-python (skipped when absent).
 # Every JSON line goes to $OUT/bench.jsonl. The whole suite stops starting runs once $BUDGET_S seconds
 # (default 330) have passed and kills a run at that point, so it stays under 6 minutes; compiled runs go
-# last. Overridable: PYTHON, OUT, BUDGET_S, STEPS, WARMUP, PAIR, DEVICE, DATA_ROOT, WHEELS, WORKERS,
+# last. Overridable: PYTHON, OUT, BUDGET_S, STEPS, WARMUP, EPOCH_STEPS, PAIR, DEVICE, DATA_ROOT, WHEELS, WORKERS,
 # SKIP_COMPILE=1, SKIP_INSTALL=1.
 set -uo pipefail
 
@@ -29,6 +31,7 @@ DEVICE="${DEVICE:-cuda}"
 DATA_ROOT="${DATA_ROOT:-$REPO/.device_data}"
 WHEELS="${WHEELS:-$REPO/.whl}"
 WORKERS="${WORKERS:-0 2 4 8}"
+EPOCH_STEPS="${EPOCH_STEPS:-150}"
 mkdir -p "$OUT"
 JSONL="$OUT/bench.jsonl"
 LOG="$OUT/suite.log"
@@ -107,11 +110,18 @@ run() {
 
 STEP=(benchmarks/step_throughput.py --pair "$PAIR" --device "$DEVICE" --steps "$STEPS" --warmup "$WARMUP")
 [ "$DEVICE" = cuda ] && STEP+=(--cudnn-benchmark)
-for config in "fp32" "bf16" "bf16 cl"; do
+EPOCH=(benchmarks/epoch_time.py --paths cifar100_gpu --pair "$PAIR" --steps "$EPOCH_STEPS" --warmup 20)
+
+# most telling first: PCKD's step as the app runs it, eager and with compiled loss terms, then whole app steps
+run step_pckd_bf16_cl 20 "${STEP[@]}" --method pckd --precision bf16 --channels-last
+run step_pckd_bf16_cl_compile_losses 60 "${STEP[@]}" --method pckd --precision bf16 --channels-last \
+    --compile-losses
+run epoch_pckd 40 "${EPOCH[@]}"
+run epoch_pckd_compile_losses 70 "${EPOCH[@]}" --override performance.compile_losses=true
+run step_kd_bf16_cl 20 "${STEP[@]}" --method kd --precision bf16 --channels-last
+for config in "fp32" "bf16"; do
     for method in pckd kd; do
-        args=(--method "$method" --precision "${config%% *}")
-        [[ $config == *cl* ]] && args+=(--channels-last)
-        run "step_${method}_${config// /_}" 20 "${STEP[@]}" "${args[@]}"
+        run "step_${method}_${config}" 20 "${STEP[@]}" --method "$method" --precision "$config"
     done
 done
 
@@ -135,14 +145,19 @@ log "done: $(grep -c '"ratio"' "$JSONL") step results, $(grep -c '"bench": "load
 "$PY" - "$JSONL" <<'EOF' | tee -a "$LOG"
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
-print(f"{'method':<8}{'precision':<10}{'cl':<4}{'compile':<9}{'bare img/s':>11}{'full img/s':>11}{'ratio':>7}"
-      f"{'bare/full peak MiB':>20}")
+print(f"{'method':<8}{'precision':<10}{'cl':<4}{'compile':<9}{'losses':<8}{'bare img/s':>11}{'full img/s':>11}"
+      f"{'ratio':>7}{'bare/full ops':>15}{'bare/full peak MiB':>20}")
 for r in rows:
     if "ratio" in r:
         peaks = f"{r['bare_peak_mb'] or 0:.0f}/{r['full_peak_mb'] or 0:.0f}"
+        ops = f"{r.get('bare_ops')}/{r.get('full_ops')}"
         print(f"{r['method']:<8}{r['precision']:<10}{'y' if r['channels_last'] else 'n':<4}"
-              f"{'y' if r['compile'] else 'n':<9}{r['bare_img_s']:>11.0f}{r['full_img_s']:>11.0f}{r['ratio']:>7.3f}"
-              f"{peaks:>20}")
+              f"{'y' if r['compile'] else 'n':<9}{'y' if r.get('compile_losses') else 'n':<8}"
+              f"{r['bare_img_s']:>11.0f}{r['full_img_s']:>11.0f}{r['ratio']:>7.3f}{ops:>15}{peaks:>20}")
+for r in rows:
+    if "epoch_s_extrapolated" in r:
+        print(f"app epoch {r['data_path']} {' '.join(r['overrides'])}: {r['ms_per_step']} ms/step, "
+              f"{r['images_per_s']} img/s, epoch {r['epoch_s_extrapolated']} s, {r['ops_per_step']} ops/step")
 for r in rows:
     if r.get("bench") == "loader":
         print(f"loader {r['path']:<13} workers {r['workers']:>2}: {r['img_s']:>9.0f} img/s")

@@ -59,6 +59,10 @@ REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 if str(REPO / "src") not in sys.path:  # a plain checkout without `pip install -e .`
     sys.path.append(str(REPO / "src"))
+if str(REPO / "benchmarks") not in sys.path:  # its sibling op_count, also when loaded from a file path
+    sys.path.append(str(REPO / "benchmarks"))
+
+from op_count import count_ops  # noqa: E402
 
 from pckd_lightning.callbacks import PreviewWeighting  # noqa: E402
 from pckd_lightning.distillation import DistillationModule  # noqa: E402
@@ -293,9 +297,9 @@ class StepBench:
             "bare": saved_tensor_mb(lambda: self.bare_step(self.batches[0]), list(self.module.parameters())),
             "full": saved_tensor_mb(lambda: self.full_step(self.batches[0]), list(self.module.parameters())),
         }
-        if args.compile:
-            self.student.compile()
-            self.teacher.compile()
+        # as the app's performance.compile (student, teacher) and performance.compile_losses (terms) do
+        self.module.compile_models, self.module.compile_losses = args.compile, args.compile_losses
+        self.module.setup("fit")
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "bf16":
@@ -404,6 +408,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for step in variants.values():
             bench.run(step, 1)
     warmup_s = time.perf_counter() - compile_start
+    ops = {}
+    for name in ("bare", "full"):
+        with count_ops(device, compiled=args.compile or args.compile_losses) as ops[name]:
+            bench.run(variants[name], 1)
 
     per_round = math.ceil(args.steps / max(1, min(args.rounds, args.steps)))
     rounds = math.ceil(args.steps / per_round)
@@ -433,6 +441,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "precision": args.precision,
         "channels_last": args.channels_last,
         "compile": args.compile,
+        "compile_losses": args.compile_losses,
         "batch_images": args.batch_size,
         "views": bench.views,
         "steps": steps,
@@ -442,6 +451,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "bare_order": args.bare_order,
         "malloc": "tuned" if malloc_tuned else malloc_env() or "default",
+        # what one step issues (kernels on CUDA, dispatched ops on CPU): the host's per-step work
+        "bare_ops": ops["bare"].total,
+        "full_ops": ops["full"].total,
+        "ops_method": ops["full"].method,
         "bare_img_s": images / sum(seconds["bare"]),
         "full_img_s": images / sum(seconds["full"]),
         "bare_ms": ms["bare"],
@@ -491,7 +504,7 @@ def format_table(result: dict[str, Any]) -> str:
     head = (
         f"{result['method']} {result['pair']} on {result['device']} ({result['device_name'] or '?'}), "
         f"{result['precision']}{' channels_last' if result['channels_last'] else ''}"
-        f"{' compiled' if result['compile'] else ''}; "
+        f"{' compiled' if result['compile'] else ''}{' compiled-losses' if result['compile_losses'] else ''}; "
         f"{result['batch_images']} images x {result['views']} views, "
         f"{result['steps']} timed steps in {result['rounds']} interleaved rounds, threads {result['threads']}"
     )
@@ -507,6 +520,10 @@ def format_table(result: dict[str, Any]) -> str:
         f"(median of rounds {result['ratio_median_round']:.3f}); "
         f"process CPU time ratio {result['cpu_time_ratio']:.3f}"
     )
+    if result["full_ops"] is not None:
+        rows.append(
+            f"per step: bare {result['bare_ops']}, full {result['full_ops']} ({result['ops_method']})"
+        )
     if result["device"] == "cpu":
         rows.append(
             f"minor page faults per step: bare {result['bare_minflt_per_step']:.0f}, "
@@ -541,6 +558,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--channels-last", action="store_true", help="models and inputs in channels_last")
     p.add_argument("--compile", action="store_true", help="torch.compile the student and the teacher")
+    p.add_argument("--compile-losses", action="store_true", help="torch.compile the loss terms")
     p.add_argument("--steps", type=int, default=20, help="timed steps of each of bare and full")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps of each before timing")
     p.add_argument("--rounds", type=int, default=6, help="interleaved rounds the timed steps are split into")

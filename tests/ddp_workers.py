@@ -125,3 +125,25 @@ def crd_fresh_banks() -> dict[str, torch.Tensor]:
     module = crd_module()
     crd = module.terms["crd"]
     return {"student": crd.memory_student.clone(), "teacher": crd.memory_teacher.clone()}
+
+
+def loss_meter(rank: int, world: int, init: str, out: str) -> None:
+    """Different values and sample counts per rank, a NaN on rank 1 only; saves each rank's view."""
+    import json
+
+    from pckd_lightning.distillation.numerics import LossMeter, NonFiniteLossError
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    meter = LossMeter()
+    kd, weight = (1.0, 2) if rank == 0 else (4.0, 6)
+    meter.update({"ce": torch.tensor(1.0), "kd": torch.tensor(kd)}, weight=weight, step=2)
+    means = meter.means()
+    ce = float("nan") if rank == 1 else 1.0
+    meter.update({"ce": torch.tensor(ce), "kd": torch.tensor(kd)}, weight=weight, step=3)
+    try:
+        meter.check(epoch=0)
+        error = None
+    except NonFiniteLossError as err:
+        error = str(err)
+    (Path(out) / f"meter{rank}.json").write_text(json.dumps({"means": means, "error": error}))
+    dist.destroy_process_group()

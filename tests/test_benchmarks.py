@@ -11,6 +11,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -54,6 +55,7 @@ def test_step_throughput_prints_a_parsable_json_line(step_throughput, capsys, me
     assert result["views"] == views and result["steps"] == 2 and result["batch_images"] == 8
     assert result["ratio"] > 0 and result["bare_img_s"] > 0 and result["full_img_s"] > 0
     assert result["bare_saved_mb"] > 0 and result["full_saved_mb"] > 0
+    assert 0 < result["bare_ops"] < result["full_ops"] and "ATen" in result["ops_method"]
     if method == "pckd":
         assert result["preview"] is True
         assert set(result["terms"]) == {"ce", "kd", "category_contrast", "center_align", "feature_align"}
@@ -90,3 +92,15 @@ def test_loader_throughput_on_a_tiny_fake_cifar(tmp_path: Path, capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [r["path"] for r in lines] == ["dataloader", "gpu_resident"] == [r["path"] for r in results]
     assert all(r["img_s"] > 0 and r["images"] == 3 * 50 for r in lines)
+
+
+def test_op_count_counts_kernels_and_skips_views():
+    op_count = _load("op_count")
+    a, b = torch.ones(4), torch.ones(4)
+    with op_count.count_ops(torch.device("cpu")) as count:
+        c = (a + b).view(2, 2).t()
+        (c * 2).sum()
+    assert count.total == 3 and dict(count.by_name) == {"add": 1, "mul": 1, "sum": 1}
+    with op_count.count_ops(torch.device("cpu"), compiled=True) as skipped:
+        a + b
+    assert skipped.total is None

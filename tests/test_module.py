@@ -249,3 +249,25 @@ def test_linear_lr_scaling_multiplies_the_lr_by_the_number_of_processes(scale, w
     module._trainer = SimpleNamespace(world_size=world)  # a stand-in for a trainer with k processes
     optimizer = module.configure_optimizers()["optimizer"]
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([expected])
+
+
+@pytest.mark.slow
+def test_compiling_models_and_terms_gives_the_eager_losses_and_gradients():
+    eager, compiled = make_module(), make_module()
+    compiled.compile_models = compiled.compile_losses = True
+    compiled.setup("fit")
+    assert all(getattr(t, "_compiled_call_impl", None) is not None for t in compiled.terms.values())
+    assert compiled.state_dict().keys() == eager.state_dict().keys()  # checkpoints keep their names
+    b = batch()
+    results = []
+    for module in (eager, compiled):
+        module.sample_weighting = PreviewWeighting()
+        total, losses = total_loss(module, b)
+        total.backward()
+        results.append((losses, {n: p.grad for n, p in module.named_parameters() if p.grad is not None}))
+    (eager_losses, eager_grads), (compiled_losses, compiled_grads) = results
+    for name, value in eager_losses.items():
+        assert torch.allclose(value, compiled_losses[name], rtol=1e-4, atol=1e-5), name
+    assert eager_grads.keys() == compiled_grads.keys()
+    for name, grad in eager_grads.items():
+        assert torch.allclose(grad, compiled_grads[name], rtol=1e-3, atol=1e-5), name

@@ -148,6 +148,7 @@ def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> Distilla
         sync_batchnorm=cfg.trainer.get("sync_batchnorm", False),
         channels_last=cfg.get("performance", {}).get("channels_last", False),
         compile_models=cfg.get("performance", {}).get("compile", False),
+        compile_losses=cfg.get("performance", {}).get("compile_losses", False),
         scale_lr_with_world_size=cfg.get("lr_scaling", "none") == "linear",
     )
 

@@ -51,9 +51,10 @@ class PreviewWeighting(L.Callback):
         # the difficulty normalizer is the mean over the global batch (all ranks under DDP)
         batch_mean = global_mean(ce_per_image) if world_size() > 1 else None
         gamma = LF.preview_difficulty(ce_per_image, batch_mean)
-        weights = LF.preview_weights(ce_per_image, self.epoch, self.base, batch_mean)
+        threshold = self.threshold
+        weights = LF.difficulty_weights(gamma, threshold)
         # counts stay on the device (hard, weight sum) or on the host (samples): no host-device copy
-        stats = torch.stack([(gamma > self.threshold).sum().float(), weights.sum()])
+        stats = torch.stack([(gamma > threshold).sum(dtype=torch.float32), weights.sum()])
         self._count += weights.numel()
         histogram = torch.histc(
             gamma.clamp(max=self.HISTOGRAM_MAX), self.HISTOGRAM_BINS, 0.0, self.HISTOGRAM_MAX

@@ -13,7 +13,7 @@ from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from pckd_lightning.distillation.numerics import NonFiniteMonitor
+from pckd_lightning.distillation.numerics import LossMeter
 from pckd_lightning.distillation.teacher import freeze
 from pckd_lightning.distributed import convert_batchnorm, world_size
 from pckd_lightning.errors import CheckpointError, ConfigError
@@ -53,6 +53,7 @@ class DistillationModule(L.LightningModule):
         sync_batchnorm: bool = False,
         channels_last: bool = False,
         compile_models: bool = False,
+        compile_losses: bool = False,
         scale_lr_with_world_size: bool = False,
     ) -> None:
         super().__init__()
@@ -67,16 +68,16 @@ class DistillationModule(L.LightningModule):
         self.sync_batchnorm = sync_batchnorm
         self.channels_last = channels_last
         self.compile_models = compile_models
+        self.compile_losses = compile_losses
         self.scale_lr_with_world_size = scale_lr_with_world_size
         self._batchnorm_synced = False
-        self.nonfinite = NonFiniteMonitor()
+        self.meter = LossMeter()  # the step's losses and train top-1, averaged per epoch on the device
         self.sample_weighting: SampleWeighting | None = None
         self.terms = nn.ModuleDict(self._build_terms(terms, train_labels))
         self.skipped_terms = {name: t.skip_reason for name, t in terms.items() if t.skip_reason}
         self.teacher_top1: float | None = None
         # validate_args=False: the argument checks read values back to the host at every step
         accuracy = partial(MulticlassAccuracy, num_classes, average="micro", validate_args=False)
-        self.train_top1 = accuracy(top_k=1)
         self.val_top1 = accuracy(top_k=1)
         self.val_top5 = accuracy(top_k=min(5, num_classes))
         self.val_top1_best = MaxMetric()
@@ -107,14 +108,7 @@ class DistillationModule(L.LightningModule):
         return [name for name, term in self.terms.items() if term.preview]
 
     def setup(self, stage: str) -> None:
-        """Speed options, and under DDP global-batch BatchNorm for the student and the heads if asked."""
-        models = [m for m in (self.student, self.teacher) if m is not None]
-        if self.channels_last:
-            for model in models:
-                model.to(memory_format=torch.channels_last)
-        if self.compile_models and stage == "fit":
-            for model in models:
-                model.compile()  # in place: parameter names (and checkpoints) stay as they are
+        """Under DDP global-batch BatchNorm for the student and the heads if asked, then the speed options."""
         if self.sync_batchnorm and world_size() > 1 and not self._batchnorm_synced:
             device = self.trainer.strategy.root_device if self._trainer is not None else self.device
             if device.type == "cuda":  # the module is moved there only after setup
@@ -124,6 +118,20 @@ class DistillationModule(L.LightningModule):
                 self.student = convert_batchnorm(self.student)
                 self.terms = convert_batchnorm(self.terms)
             self._batchnorm_synced = True
+        models = [m for m in (self.student, self.teacher) if m is not None]
+        if self.channels_last:
+            for model in models:
+                model.to(memory_format=torch.channels_last)
+        # torch.compile in place: parameter names (and checkpoints) stay as they are. Compiled terms fuse
+        # their many small kernels, forward and backward, into a few: what bounds the step of small models
+        # on a fast GPU is the host launching kernels, not the arithmetic
+        compiled = [
+            *(models if self.compile_models else []),
+            *(self.terms.values() if self.compile_losses else []),
+        ]
+        if stage == "fit":
+            for part in compiled:
+                part.compile()
 
     # -- training ------------------------------------------------------------------------------------
 
@@ -182,16 +190,15 @@ class DistillationModule(L.LightningModule):
         losses = self.compute_losses(ctx)
         total = sum(self.terms[name].weight * value for name, value in losses.items())
         first = ctx.first_view()
-        self.train_top1(first.student.logits, first.labels)
-        batch_size = first.labels.shape[0]
-        # epoch values are averaged over ranks under DDP; the step value only feeds the progress bar
-        epoch_metrics = {f"train/{k}": v for k, v in losses.items()} | {"train/loss": total}
-        self.log_dict(epoch_metrics, on_step=False, on_epoch=True, sync_dist=True, batch_size=batch_size)
-        self.log("loss", total, on_step=True, on_epoch=False, prog_bar=True, logger=False)
-        self.log("train/top1", self.train_top1, on_step=False, on_epoch=True, batch_size=batch_size)
-        self.nonfinite.update(losses, self.global_step)
+        top1 = (first.student.logits.argmax(dim=1) == first.labels).float().mean()
+        values = {f"train/{k}": v for k, v in losses.items()} | {"train/loss": total, "train/top1": top1}
+        self.meter.update(values, weight=first.labels.shape[0], step=self.global_step)
         if (self.global_step + 1) % self.finite_check_every_n_steps == 0:
-            self.nonfinite.check(self.current_epoch)
+            self.meter.check(self.current_epoch)
+        if self._trainer is not None and batch_idx % self.trainer.log_every_n_steps == 0:
+            # the progress bar's loss (this rank's running epoch mean), read back every few steps only: a
+            # host tensor, so that the bar does not sync with the device at every step
+            self.log("loss", self.meter.mean("train/loss").cpu(), prog_bar=True, logger=False)
         return total
 
     def on_train_epoch_start(self) -> None:
@@ -200,10 +207,12 @@ class DistillationModule(L.LightningModule):
 
     def on_validation_start(self) -> None:
         # before validation, hence before ModelCheckpoint can save weights a non-finite step broke
-        self.nonfinite.check(self.current_epoch)
+        self.meter.check(self.current_epoch)
 
     def on_train_epoch_end(self) -> None:
-        self.nonfinite.check(self.current_epoch)
+        self.meter.check(self.current_epoch)
+        self.log_dict(self.meter.means())  # means over every rank's samples
+        self.meter.reset()
 
     def on_fit_start(self) -> None:
         if self.preview_terms and self.sample_weighting is None:

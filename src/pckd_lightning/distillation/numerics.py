@@ -1,48 +1,92 @@
-"""Watching the loss terms for NaN/Inf without a host sync per step."""
+"""The training step's loss values, averaged per epoch and watched for NaN/Inf, on the device.
+
+Lightning's ``self.log`` costs about half a millisecond of Python per call and per step, and a progress
+bar that shows a device tensor reads it back (a host sync) at every step. On a GPU whose step is bound by
+the host, that is a large share of the step, so the module keeps its per-step values here instead: one
+stacked tensor per step, added to on the device, read back only every few steps (the non-finite check)
+and once per epoch (the logged means).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import torch
+import torch.distributed as dist
 
+from pckd_lightning.distributed import world_size
 from pckd_lightning.errors import PCKDError
+
+#: the "first non-finite step" of a value that has stayed finite
+NEVER = torch.iinfo(torch.int64).max
 
 
 class NonFiniteLossError(PCKDError, FloatingPointError):
     """A loss term became NaN or infinite; the run stops before any checkpoint of broken weights."""
 
 
-class NonFiniteMonitor:
-    """Records, on the device, which terms went non-finite and at which step first.
+class LossMeter:
+    """Sample-weighted epoch sums of named step values, and the first step at which each went non-finite.
 
-    :meth:`update` is called every step and never reads a value back to the host; :meth:`check`
-    does (once every few steps, and before anything is checkpointed) and raises with the term names,
-    the step and the epoch.
+    :meth:`update` adds one step and never reads a value back to the host. :meth:`check` reads the
+    first non-finite steps (every few steps, and before anything is checkpointed) and raises, naming
+    the terms, the step and the epoch. :meth:`means` reads the epoch's means once. Under DDP both
+    reduce over the ranks first, so every rank sees the same means and raises together.
     """
 
     def __init__(self) -> None:
         self.names: list[str] = []
-        self._bad: torch.Tensor | None = None
-        self._first_step: torch.Tensor | None = None
+        self.count = 0  # samples added this epoch (on the host: it is known without reading the device)
+        self._sums: torch.Tensor | None = None
+        self._first_bad: torch.Tensor | None = None
 
-    def update(self, losses: Mapping[str, torch.Tensor], step: int) -> None:
-        values = torch.stack([v.detach().float() for v in losses.values()])
-        bad = ~torch.isfinite(values)
-        if self._bad is None or self.names != list(losses):
-            self.names = list(losses)
-            self._bad = torch.zeros_like(bad)
-            self._first_step = torch.full((), -1, dtype=torch.long, device=bad.device)
-        newly_bad = bad.any() & (self._first_step < 0)
-        self._first_step = torch.where(newly_bad, torch.full_like(self._first_step, step), self._first_step)
-        self._bad = self._bad | bad
+    def update(self, values: Mapping[str, torch.Tensor], weight: int, step: int) -> None:
+        """Add scalar ``values`` of one step, each the mean over ``weight`` samples, at global ``step``."""
+        stacked = torch.stack([v.detach().float() for v in values.values()])
+        if self._sums is None or self.names != list(values):
+            self.names = list(values)
+            self._sums = torch.zeros_like(stacked)
+            self._first_bad = torch.full_like(stacked, NEVER, dtype=torch.int64)
+            self.count = 0
+        self._sums.add_(stacked, alpha=weight)
+        self.count += weight
+        torch.minimum(self._first_bad, torch.where(torch.isfinite(stacked), NEVER, step), out=self._first_bad)
 
     def check(self, epoch: int) -> None:
-        if self._bad is None or not bool(self._bad.any()):
+        """Raise :class:`NonFiniteLossError` if any value (on any rank) has been NaN or infinite."""
+        if self._first_bad is None:
             return
-        terms = [name for name, bad in zip(self.names, self._bad.tolist(), strict=True) if bad]
+        first_bad = self._first_bad.clone()
+        if world_size() > 1:
+            dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)
+        first_bad = first_bad.tolist()
+        bad = [name for name, step in zip(self.names, first_bad, strict=True) if step != NEVER]
+        if not bad:
+            return
         raise NonFiniteLossError(
-            f"loss term(s) {', '.join(terms)} became NaN/Inf at global step {int(self._first_step)} (epoch {epoch}); "
+            f"loss term(s) {', '.join(bad)} became NaN/Inf at global step {min(first_bad)} (epoch {epoch}); "
             "the run was stopped and no checkpoint of the broken weights was written (the last good one is kept). "
             "Lower optimizer.lr or the term's weight, check the data for NaN, or use trainer.precision=32-true."
         )
+
+    def means(self) -> dict[str, float]:
+        """The epoch's sample-weighted mean of every value (over all ranks); empty before any update."""
+        if self._sums is None or self.count == 0:
+            return {}
+        totals = torch.cat([self._sums, self._sums.new_full((1,), float(self.count))])
+        if world_size() > 1:
+            dist.all_reduce(totals)
+        *sums, count = totals.tolist()
+        return {name: total / count for name, total in zip(self.names, sums, strict=True)}
+
+    def mean(self, name: str) -> torch.Tensor:
+        """The running mean of one value over this rank's epoch so far, on the device (no host read)."""
+        if self._sums is None or self.count == 0:
+            raise ValueError("LossMeter.mean called before any update")
+        return self._sums[self.names.index(name)] / self.count
+
+    def reset(self) -> None:
+        """Start a new epoch's sums; the non-finite record is kept (a broken run stays broken)."""
+        if self._sums is not None:
+            self._sums.zero_()
+        self.count = 0

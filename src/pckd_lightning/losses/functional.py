@@ -17,6 +17,7 @@ from pckd_lightning.errors import ConfigError
 __all__ = [
     "category_contrast",
     "center_align",
+    "difficulty_weights",
     "feature_align",
     "kd",
     "preview_difficulty",
@@ -59,26 +60,30 @@ def category_contrast(
             f"{tuple(sim_student.shape)}, {tuple(sim_teacher.shape)}, {tuple(labels.shape)}"
         )
     n = labels.shape[0]
-    all_student, all_teacher, all_labels = contrast or (sim_student, sim_teacher, labels)
-    m = all_labels.shape[0]
     anchors = torch.cat([sim_student, sim_teacher]).float()
-    anchor_labels = torch.cat([labels, labels])
-    others = torch.cat([all_student, all_teacher]).float()
-    other_labels = torch.cat([all_labels, all_labels])
+    anchor_labels = labels.repeat(2)
+    if contrast is None:
+        others, other_labels, m = anchors, anchor_labels, n
+    else:
+        all_student, all_teacher, all_labels = contrast
+        others, other_labels, m = (
+            torch.cat([all_student, all_teacher]).float(),
+            all_labels.repeat(2),
+            len(all_labels),
+        )
     # autocast would run this product in bfloat16/float16: the loss is a difference of such logits
     with torch.autocast(device_type=anchors.device.type, enabled=False):
-        logits = anchors @ others.T / temperature
-    rows = torch.arange(2 * n, device=logits.device)
-    self_column = torch.where(rows < n, rows + offset, rows - n + m + offset)
+        logits = anchors @ (others.T / temperature)
+    # an anchor is not contrasted with itself: anchor k < n is column offset + k, anchor n + k is m + offset + k
     self_mask = torch.zeros_like(logits, dtype=torch.bool)
-    self_mask[rows, self_column] = True
+    self_mask[:n].diagonal(offset).fill_(True)
+    self_mask[n:].diagonal(m + offset).fill_(True)
     # log of the denominator Σ_{m≠k} exp(s_km), computed stably (equivalent to subtracting the row max)
-    log_denominator = torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), dim=1, keepdim=True)
-    log_prob = logits - log_denominator
-    positives = (anchor_labels[:, None] == other_labels[None, :]) & ~self_mask
+    log_prob = logits - torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), dim=1, keepdim=True)
+    positives = (anchor_labels[:, None] == other_labels[None, :]).masked_fill_(self_mask, False)
     num_positives = positives.sum(dim=1)
     mean_log_prob = (log_prob * positives).sum(dim=1) / num_positives.clamp(min=1)
-    per_anchor = -(temperature / base_temperature) * mean_log_prob
+    per_anchor = mean_log_prob * -(temperature / base_temperature)
     return per_anchor.view(2, n).sum(dim=0)
 
 
@@ -130,12 +135,17 @@ def preview_difficulty(ce_per_image: torch.Tensor, batch_mean: torch.Tensor | No
 def preview_weights(
     ce_per_image: torch.Tensor, epoch: int, base: float = 1.005, batch_mean: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Preview weights ``v_i = 1`` if ``γ_i ≤ base^epoch`` else ``exp(−γ_i²)``; in (0, 1], no gradient.
+    """Preview weights ``v_i = 1`` if ``γ_i ≤ base^epoch`` else ``exp(−γ_i²)``; in (0, 1], no gradient."""
+    gamma = preview_difficulty(ce_per_image, batch_mean)
+    return difficulty_weights(gamma, preview_threshold(epoch, base))
+
+
+@torch.no_grad()
+def difficulty_weights(gamma: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``1`` where ``γ ≤ threshold``, else ``exp(−γ²)``: :func:`preview_weights` from known difficulties.
 
     ``exp(−γ²)`` underflows float32 to 0 from γ ≈ 10 (e.g. one image holding most of the loss of a batch
     of 64, or a small global-batch mean); it is clamped at the smallest normal float so weights stay > 0.
     """
-    gamma = preview_difficulty(ce_per_image, batch_mean)
-    threshold = preview_threshold(epoch, base)
     hard = torch.exp(-gamma.square()).clamp(min=torch.finfo(torch.float32).tiny)
-    return torch.where(gamma <= threshold, torch.ones_like(gamma), hard)
+    return torch.where(gamma <= threshold, 1.0, hard)

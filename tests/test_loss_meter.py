@@ -1,0 +1,60 @@
+"""The module's on-device loss meter: sample-weighted epoch means and the first non-finite step."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import ddp_workers
+from pckd_lightning.distillation.numerics import LossMeter, NonFiniteLossError
+from test_ddp import free_port
+
+
+def t(value: float) -> torch.Tensor:
+    return torch.tensor(value)
+
+
+def test_means_are_weighted_by_the_samples_of_each_step():
+    meter = LossMeter()
+    meter.update({"ce": t(2.0), "kd": t(1.0)}, weight=4, step=0)
+    meter.update({"ce": t(5.0), "kd": t(3.0)}, weight=2, step=1)
+    means = meter.means()
+    assert means == pytest.approx({"ce": (2 * 4 + 5 * 2) / 6, "kd": (1 * 4 + 3 * 2) / 6})
+    assert meter.mean("ce").item() == pytest.approx(3.0)
+    meter.reset()
+    assert meter.means() == {}
+    meter.update({"ce": t(7.0), "kd": t(0.5)}, weight=3, step=2)
+    assert meter.means() == pytest.approx({"ce": 7.0, "kd": 0.5})  # a new epoch forgets the old sums
+
+
+def test_the_first_non_finite_step_of_each_term_is_reported_and_survives_the_epoch_reset():
+    meter = LossMeter()
+    meter.update({"ce": t(1.0), "kd": t(1.0)}, weight=1, step=0)
+    meter.check(epoch=0)  # all finite: nothing raised
+    meter.update({"ce": t(1.0), "kd": t(float("inf"))}, weight=1, step=7)
+    meter.update({"ce": t(float("nan")), "kd": t(1.0)}, weight=1, step=9)  # later, another term
+    meter.reset()
+    with pytest.raises(
+        NonFiniteLossError, match=r"term\(s\) ce, kd became NaN/Inf at global step 7 \(epoch 2\)"
+    ):
+        meter.check(epoch=2)
+
+
+def test_values_are_read_from_the_graph_without_keeping_it():
+    meter = LossMeter()
+    w = torch.ones((), requires_grad=True)
+    meter.update({"loss": w * 3}, weight=2, step=0)
+    assert not meter.mean("loss").requires_grad
+
+
+@pytest.mark.slow
+def test_means_and_the_non_finite_check_cover_every_rank(tmp_path):
+    mp.spawn(ddp_workers.loss_meter, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    results = [json.loads((tmp_path / f"meter{rank}.json").read_text()) for rank in (0, 1)]
+    # rank 0: kd = 1 on 2 samples; rank 1: kd = 4 on 6 samples, and ce NaN at step 3
+    for result in results:
+        assert result["means"]["kd"] == pytest.approx((1 * 2 + 4 * 6) / 8)
+        assert "ce" in result["error"] and "global step 3" in result["error"]  # raised on both ranks
