@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch._inductor.config
 
 from conftest import REPO, compose_config
+from pckd_lightning.losses import LossTerm
 from pckd_lightning.models import create_model
 from pckd_lightning.runner import fit
 
@@ -103,29 +105,58 @@ def test_the_demo_trains_and_caches_a_teacher_then_distills(tmp_path):
 METHODS = sorted(p.stem for p in (REPO / "conf" / "distill").glob("*.yaml"))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
-@pytest.mark.parametrize("method", METHODS)
-def test_every_method_runs_through_the_app(tmp_path, method, precision):
-    """Two steps on the digits pair resnet20 -> resnet8 (8x8 images), every distill config, fp32 and bf16."""
+def two_step_run(tmp_path: Path, method: str, *overrides: str) -> tuple[dict, dict[str, list[float]]]:
+    """Two steps of ``distill=method`` on the digits pair resnet20 -> resnet8 (8x8 images); the summary and
+    every term's logged epoch values."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     teacher = save_teacher(tmp_path / "teacher.pth", "resnet20", 10)
     cfg = compose_config(
         [
             f"distill={method}",
             f"model.teacher.checkpoint={teacher}",
             "data.image_size=8",
-            f"trainer.precision={precision}",
             "trainer.max_epochs=1",
             "+trainer.limit_train_batches=2",
             "+trainer.limit_val_batches=1",
             *QUIET,
+            *overrides,
         ],
         output_dir=tmp_path,
     )
     summary = fit(cfg)  # a non-finite loss would raise NonFiniteLossError
-    assert summary["method"] == method and summary["terms"]
     with open(tmp_path / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    for term in summary["terms"]:
-        values = [float(r[f"train/{term}"]) for r in rows if r.get(f"train/{term}")]
-        assert values and all(math.isfinite(v) for v in values), (term, values)
+    values = {t: [float(r[f"train/{t}"]) for r in rows if r.get(f"train/{t}")] for t in summary["terms"]}
+    return summary, values
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_through_the_app(tmp_path, method, precision):
+    """Every distill config, fp32 and bf16."""
+    summary, values = two_step_run(tmp_path, method, f"trainer.precision={precision}")
+    assert summary["method"] == method and summary["terms"]
+    for term, logged in values.items():
+        assert logged and all(math.isfinite(v) for v in logged), (term, logged)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_with_compiled_loss_terms_logs_the_eager_losses(tmp_path, method, monkeypatch):
+    _, eager = two_step_run(tmp_path / "eager", method)
+    compiled_terms = []
+    compile_module = torch.nn.Module.compile
+
+    def recording_compile(module, *args, **kwargs):
+        if isinstance(module, LossTerm):
+            compiled_terms.append(module)
+        return compile_module(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", recording_compile)
+    with torch._inductor.config.patch(fallback_random=True):  # CRD's negatives drawn as in eager code
+        summary, compiled = two_step_run(tmp_path / "compiled", method, "performance.compile_losses=true")
+    assert len(compiled_terms) == len(summary["terms"])
+    assert compiled.keys() == eager.keys()
+    for term, logged in eager.items():
+        assert compiled[term] == pytest.approx(logged, rel=1e-3, abs=1e-5), term

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import socket
 import subprocess
 import sys
@@ -68,6 +69,11 @@ def test_two_process_pckd_run_through_the_app(tmp_path):
     runs = [p.parent for p in out.rglob("summary.json")]
     assert len(runs) == 1, runs  # one output folder for the run, not one per rank
     assert (runs[0] / "train_ddp_process_1.log").exists()  # the second rank ran, and logged there
+    # the epoch values reduced by the library over the ranks were logged (and Lightning did not warn)
+    with open(runs[0] / "csv" / "metrics.csv") as f:
+        logged = {k for row in csv.DictReader(f) for k, v in row.items() if v}
+    assert {"train/loss", "train/top1", "train/category_contrast", "preview/hard_fraction"} <= logged
+    assert "It is recommended to use" not in run.stderr
     # the synchronized val top-1 is the single-process accuracy of the same weights on the whole val set
     import json
 

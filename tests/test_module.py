@@ -271,3 +271,39 @@ def test_compiling_models_and_terms_gives_the_eager_losses_and_gradients():
     assert eager_grads.keys() == compiled_grads.keys()
     for name, grad in eager_grads.items():
         assert torch.allclose(grad, compiled_grads[name], rtol=1e-3, atol=1e-5), name
+
+
+def test_logged_epoch_means_weight_each_step_by_its_images_and_the_bar_shows_the_running_mean(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(10, 3, 16, 16, generator=g), torch.arange(10) % NUM_CLASSES
+    data = DataLoader(TensorDataset(x, y, torch.arange(10)), batch_size=4)  # steps of 4, 4 and 2 images
+    steps = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            # the step's own forward sees these weights and (train-mode) batch statistics
+            with torch.no_grad():
+                self.correct = (pl_module.student(batch[0]).argmax(1) == batch[1]).sum().item()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            steps.append((outputs["loss"].item(), len(batch[1]), self.correct))
+
+    module = make_module(terms={"ce": CrossEntropyTerm()}, teacher=None)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        log_every_n_steps=1,
+        callbacks=[Record()],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, train_dataloaders=data)
+    assert [n for _, n, _ in steps] == [4, 4, 2]
+    expected = sum(loss * n for loss, n, _ in steps) / 10
+    assert trainer.callback_metrics["train/loss"].item() == pytest.approx(expected, rel=1e-5)
+    assert trainer.callback_metrics["train/ce"].item() == pytest.approx(expected, rel=1e-5)
+    assert trainer.callback_metrics["train/top1"].item() == pytest.approx(sum(c for *_, c in steps) / 10)
+    # the bar's loss is the running mean; after the last step, the epoch's mean
+    assert trainer.progress_bar_metrics["loss"] == pytest.approx(expected, rel=1e-5)

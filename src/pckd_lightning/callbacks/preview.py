@@ -6,6 +6,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from lightning.pytorch.loggers import WandbLogger
 
 from pckd_lightning.distributed import global_mean, world_size
@@ -69,8 +70,12 @@ class PreviewWeighting(L.Callback):
         pl_module.log("preview/threshold", self.threshold)
         if self._stats is None:
             return
-        hard, weight_sum = self._stats.tolist()
-        count = self._count
+        # summed over the ranks here, on every rank: a sync_dist log would be reduced lazily, by whichever
+        # rank reads it first (the progress bar, on rank 0 only), and wait forever for the others
+        totals = torch.cat([self._histogram, self._stats, self._stats.new_full((1,), float(self._count))])
+        if world_size() > 1:
+            dist.all_reduce(totals)
+        *histogram, hard, weight_sum, count = totals.tolist()
         pl_module.log("preview/hard_fraction", hard / count)
         pl_module.log("preview/mean_weight", weight_sum / count)
         for logger in trainer.loggers:
@@ -78,7 +83,7 @@ class PreviewWeighting(L.Callback):
                 import wandb
 
                 edges = torch.linspace(0.0, self.HISTOGRAM_MAX, self.HISTOGRAM_BINS + 1).tolist()
-                histogram = wandb.Histogram(np_histogram=(self._histogram.tolist(), edges))
+                histogram = wandb.Histogram(np_histogram=(histogram, edges))
                 logger.log_metrics({"preview/difficulty": histogram}, step=trainer.global_step)
 
     def state_dict(self) -> dict[str, Any]:

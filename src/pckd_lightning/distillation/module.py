@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -22,6 +24,15 @@ from pckd_lightning.losses.terms import LossTerm, PairInfo
 from pckd_lightning.models import ZooModel
 
 log = logging.getLogger(__name__)
+# The epoch values of train/* (LossMeter) and preview/* are reduced over the ranks before they are logged,
+# on every rank at once; Lightning's own reduction (sync_dist) would run lazily, on whichever rank reads
+# them first, and wait for the others. val/top1_best is the maximum of torchmetrics' synchronized top-1.
+# Lightning cannot tell, and would warn under DDP.
+warnings.filterwarnings(
+    "ignore",
+    message=r"It is recommended to use `self\.log\('(train/|preview/|val/top1_best')",
+    category=PossibleUserWarning,
+)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]

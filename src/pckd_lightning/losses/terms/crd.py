@@ -84,6 +84,7 @@ class CRDTerm(LossTerm):
         self.negatives = negatives
         self.max_redraws = check_count(name, "max_redraws", max_redraws)
         self._normalizers_set = False  # a host-side flag, so that later steps need not read the buffer
+        self._indices_checked = False
 
     def build(self, pair: PairInfo) -> None:
         super().build(pair)
@@ -141,12 +142,15 @@ class CRDTerm(LossTerm):
         if ctx.indices is None:
             raise ConfigError("CRDTerm needs the images' dataset indices (ctx.indices); the batch has none")
         indices = ctx.indices.to(device=self.memory_student.device, dtype=torch.long).view(-1)
-        if bool(((indices < 0) | (indices >= self.num_data)).any()):
+        # checked on the first step only, where reading the device does not cost every step; the app
+        # also checks num_data against the training set when the term is built
+        if not self._indices_checked and bool(((indices < 0) | (indices >= self.num_data)).any()):
             raise ConfigError(
                 f"CRDTerm: dataset indices {indices.tolist()} go outside the bank of "
                 f"num_data={self.num_data}; "
                 "set distill.terms.<name>.num_data to the number of training images"
             )
+        self._indices_checked = True
         labels = ctx.labels.to(indices.device).view(-1)
         if self.training:  # every rank writes every rank's samples, so the banks stay identical under DDP
             with torch.no_grad():

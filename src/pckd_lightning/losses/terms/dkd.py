@@ -23,22 +23,21 @@ def dkd(
     NCKD = T²·KL(p̂_t ‖ p̂_s) over the softmax restricted to the non-target classes.
     """
     zs, zt = student_logits.float() / temperature, teacher_logits.float().detach() / temperature
-    num_classes = zs.shape[1]
-    target = F.one_hot(labels, num_classes).bool()
+    # masks and gathers of a fixed shape: boolean indexing would wait for the device to size its result
+    target = torch.zeros_like(zs, dtype=torch.bool).scatter_(1, labels[:, None], True)
 
-    def binary_log_probs(z: torch.Tensor) -> torch.Tensor:
-        log_norm = torch.logsumexp(z, dim=1)
-        log_target = z[target] - log_norm
-        log_rest = torch.logsumexp(z.masked_fill(target, float("-inf")), dim=1) - log_norm
-        return torch.stack([log_target, log_rest], dim=1)
+    def log_probs(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The binary split's log-probabilities [B, 2], and the log-softmax over the non-target classes."""
+        log_norm = torch.logsumexp(z, dim=1, keepdim=True)
+        non_target = z.masked_fill(target, float("-inf"))
+        log_target = z.gather(1, labels[:, None]) - log_norm
+        log_rest = torch.logsumexp(non_target, dim=1, keepdim=True) - log_norm
+        return torch.cat([log_target, log_rest], dim=1), F.log_softmax(non_target, dim=1)
 
-    log_b_s, log_b_t = binary_log_probs(zs), binary_log_probs(zt)
+    (log_b_s, log_q_s), (log_b_t, log_q_t) = log_probs(zs), log_probs(zt)
     tckd = (log_b_t.exp() * (log_b_t - log_b_s)).sum(dim=1)
-
-    # the C−1 non-target logits of each row, in class order
-    log_q_s = F.log_softmax(zs[~target].view(-1, num_classes - 1), dim=1)
-    log_q_t = F.log_softmax(zt[~target].view(-1, num_classes - 1), dim=1)
-    nckd = (log_q_t.exp() * (log_q_t - log_q_s)).sum(dim=1)
+    # the target column is -inf in both: its term is 0 (not 0 · NaN)
+    nckd = (log_q_t.exp() * (log_q_t - log_q_s).masked_fill(target, 0.0)).sum(dim=1)
     return temperature**2 * (alpha * tckd + beta * nckd)
 
 

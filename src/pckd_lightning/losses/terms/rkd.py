@@ -25,7 +25,8 @@ def _normalized_distances(e: torch.Tensor, squared: bool, eps: float) -> torch.T
     d = pairwise_distances(e, squared, eps)
     if len(e) < 2:
         return d
-    return d / d[d > 0].mean()
+    # the mean of the positive entries (d >= 0), without indexing by a mask, which waits for the device
+    return d / (d.sum() / (d > 0).sum())
 
 
 def _angles(e: torch.Tensor) -> torch.Tensor:
