@@ -25,7 +25,7 @@ from pckd_lightning.models import create_model
 NUM_CLASSES = 4
 
 
-def pckd_module(world: int) -> DistillationModule:
+def pckd_module(world: int, compile_losses: bool = False) -> DistillationModule:
     torch.manual_seed(0)
     module = DistillationModule(
         student=create_model("resnet8", num_classes=NUM_CLASSES),
@@ -40,9 +40,10 @@ def pckd_module(world: int) -> DistillationModule:
         optimizer=partial(torch.optim.SGD, lr=0.1),
         num_classes=NUM_CLASSES,
         sync_batchnorm=True,
+        compile_losses=compile_losses,
     )
     module.sample_weighting = PreviewWeighting()
-    module.setup("fit")  # converts BatchNorm to global statistics when world > 1
+    module.setup("fit")  # converts BatchNorm to global statistics when world > 1, compiles the terms
     return module
 
 
@@ -69,11 +70,11 @@ def gradients(module: DistillationModule) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
 
 
-def first_step_gradients(rank: int, world: int, init: str, out: str) -> None:
+def first_step_gradients(rank: int, world: int, init: str, out: str, compile_losses: bool = False) -> None:
     """Rank r of ``world`` takes images [r·B/world, (r+1)·B/world) of the fixed batch; saves rank 0's grads."""
     if world > 1:
         dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    module = pckd_module(world)
+    module = pckd_module(world, compile_losses)
     x, y, idx = fixed_batch()
     share = slice(rank * len(x) // world, (rank + 1) * len(x) // world)
     model = TotalLoss(module)

@@ -23,8 +23,11 @@ def free_port() -> str:
 
 
 @pytest.mark.slow
-def test_first_step_gradients_of_2x8_equal_1x16_with_sync_bn_and_gathered_contrast(tmp_path):
-    mp.spawn(ddp_workers.first_step_gradients, args=(2, free_port(), str(tmp_path / "ddp.pt")), nprocs=2)
+@pytest.mark.parametrize("compile_losses", [False, True])
+def test_first_step_gradients_of_2x8_equal_1x16_with_sync_bn_and_gathered_contrast(tmp_path, compile_losses):
+    """The two-process run with compiled loss terms too (the single process stays eager)."""
+    args = (2, free_port(), str(tmp_path / "ddp.pt"), compile_losses)
+    mp.spawn(ddp_workers.first_step_gradients, args=args, nprocs=2)
     ddp_workers.first_step_gradients(0, 1, "", str(tmp_path / "single.pt"))
     ddp, single = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "single.pt")
     assert ddp.keys() == single.keys()
