@@ -9,7 +9,8 @@
 #    the benchmark reads conf/distill/*.yaml with PyYAML instead (the JSON says "terms_from": "yaml").
 # 2. step throughput of resnet32x4 -> resnet8x4 ($STEPS timed steps, interleaved bare/full): PCKD in
 #    bf16 + channels_last, eager and with compiled loss terms; whole PCKD steps through the app
-#    (benchmarks/epoch_time.py, device-resident data, $EPOCH_STEPS steps), eager and with compiled loss terms;
+#    (benchmarks/epoch_time.py, device-resident data, $EPOCH_STEPS steps), eager, with compiled loss terms, and
+#    with everything compiled in reduce-overhead mode (CUDA graphs);
 #    then PCKD and KD in fp32 and bf16, KD in bf16 + channels_last, and compiled models last;
 # 3. the CIFAR-100 train loader (4 views): DataLoader per worker count vs the GPU-resident path, on the data in
 #    .device_data/cifar-100-python (skipped when absent).
@@ -118,6 +119,8 @@ run step_pckd_bf16_cl_compile_losses 60 "${STEP[@]}" --method pckd --precision b
     --compile-losses
 run epoch_pckd 40 "${EPOCH[@]}"
 run epoch_pckd_compile_losses 70 "${EPOCH[@]}" --override performance.compile_losses=true
+run epoch_pckd_cudagraphs 120 "${EPOCH[@]}" --override performance.compile=true \
+    --override performance.compile_losses=true --override performance.compile_mode=reduce-overhead
 run step_kd_bf16_cl 20 "${STEP[@]}" --method kd --precision bf16 --channels-last
 for config in "fp32" "bf16"; do
     for method in pckd kd; do

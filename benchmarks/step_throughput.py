@@ -299,6 +299,7 @@ class StepBench:
         }
         # as the app's performance.compile (student, teacher) and performance.compile_losses (terms) do
         self.module.compile_models, self.module.compile_losses = args.compile, args.compile_losses
+        self.module.compile_mode = args.compile_mode
         self.module.setup("fit")
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -442,6 +443,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "channels_last": args.channels_last,
         "compile": args.compile,
         "compile_losses": args.compile_losses,
+        "compile_mode": args.compile_mode,
         "batch_images": args.batch_size,
         "views": bench.views,
         "steps": steps,
@@ -559,6 +561,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channels-last", action="store_true", help="models and inputs in channels_last")
     p.add_argument("--compile", action="store_true", help="torch.compile the student and the teacher")
     p.add_argument("--compile-losses", action="store_true", help="torch.compile the loss terms")
+    p.add_argument(
+        "--compile-mode",
+        default=None,
+        help="torch.compile's mode for --compile and --compile-losses (e.g. reduce-overhead: CUDA graphs)",
+    )
     p.add_argument("--steps", type=int, default=20, help="timed steps of each of bare and full")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps of each before timing")
     p.add_argument("--rounds", type=int, default=6, help="interleaved rounds the timed steps are split into")

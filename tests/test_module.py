@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pckd_lightning.callbacks import PreviewWeighting
 from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import (
     CategoryContrastTerm,
     CenterAlignTerm,
@@ -53,6 +54,19 @@ def batch(num_images=4, views=4, size=16, seed=0):
     x = torch.randn(num_images, views, 3, size, size, generator=g)
     y = torch.arange(num_images) % NUM_CLASSES
     return x, y, torch.arange(num_images)
+
+
+def quiet_trainer(tmp_path, callbacks, **kwargs) -> L.Trainer:
+    """A CPU trainer without logger, checkpoints or progress bar."""
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=callbacks,
+        default_root_dir=tmp_path,
+        **kwargs,
+    )
 
 
 def total_loss(module, b):
@@ -202,15 +216,7 @@ def test_preview_callback_threshold_advances_per_epoch_and_survives_a_checkpoint
             seen.append(preview.threshold)
 
     preview = PreviewWeighting(base=1.5)
-    trainer = L.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        callbacks=[preview, Record()],
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, [preview, Record()], max_epochs=2)
     trainer.fit(make_module(), train_dataloaders=data, val_dataloaders=val)
     assert seen == pytest.approx([1.5, 1.5, 2.25, 2.25])
     assert trainer.callback_metrics["preview/threshold"].item() == pytest.approx(2.25)
@@ -289,16 +295,7 @@ def test_logged_epoch_means_weight_each_step_by_its_images_and_the_bar_shows_the
             steps.append((outputs["loss"].item(), len(batch[1]), self.correct))
 
     module = make_module(terms={"ce": CrossEntropyTerm()}, teacher=None)
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        log_every_n_steps=1,
-        callbacks=[Record()],
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, [Record()], max_epochs=1, log_every_n_steps=1)
     trainer.fit(module, train_dataloaders=data)
     assert [n for _, n, _ in steps] == [4, 4, 2]
     expected = sum(loss * n for loss, n, _ in steps) / 10
@@ -307,3 +304,21 @@ def test_logged_epoch_means_weight_each_step_by_its_images_and_the_bar_shows_the
     assert trainer.callback_metrics["train/top1"].item() == pytest.approx(sum(c for *_, c in steps) / 10)
     # the bar's loss is the running mean; after the last step, the epoch's mean
     assert trainer.progress_bar_metrics["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_compile_mode_reaches_torch_compile_and_a_wrong_one_is_refused(monkeypatch):
+    modes = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: modes.append(kwargs["mode"]))
+    module = make_module()
+    module.compile_losses, module.compile_mode = True, "reduce-overhead"
+    module.setup("fit")
+    assert modes == ["reduce-overhead"] * len(module.terms)
+    with pytest.raises(
+        ConfigError, match=r"compile_mode='fast'.*valid values: None, default, reduce-overhead"
+    ):
+        DistillationModule(
+            student=create_model("resnet8", num_classes=NUM_CLASSES),
+            terms={"ce": CrossEntropyTerm()},
+            optimizer=partial(torch.optim.SGD, lr=0.05),
+            compile_mode="fast",
+        )

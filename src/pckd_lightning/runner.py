@@ -135,6 +135,7 @@ def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> Distilla
     teacher = None
     if cfg.model.get("teacher") is not None:
         teacher = instantiate(cfg.model.teacher, num_classes=num_classes)
+    performance = cfg.get("performance") or {}
     return DistillationModule(
         student=student,
         teacher=teacher,
@@ -146,9 +147,10 @@ def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> Distilla
         train_labels=torch.as_tensor(datamodule.train_labels),
         # done by the module (on CPU too), not by Lightning, whose SyncBatchNorm needs CUDA
         sync_batchnorm=cfg.trainer.get("sync_batchnorm", False),
-        channels_last=cfg.get("performance", {}).get("channels_last", False),
-        compile_models=cfg.get("performance", {}).get("compile", False),
-        compile_losses=cfg.get("performance", {}).get("compile_losses", False),
+        channels_last=performance.get("channels_last", False),
+        compile_models=performance.get("compile", False),
+        compile_losses=performance.get("compile_losses", False),
+        compile_mode=performance.get("compile_mode"),
         scale_lr_with_world_size=cfg.get("lr_scaling", "none") == "linear",
     )
 

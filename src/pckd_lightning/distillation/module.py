@@ -37,6 +37,8 @@ warnings.filterwarnings(
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 SampleWeighting = Callable[[torch.Tensor], torch.Tensor]
+#: torch.compile's modes (None: its default)
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class DistillationModule(L.LightningModule):
@@ -65,6 +67,7 @@ class DistillationModule(L.LightningModule):
         channels_last: bool = False,
         compile_models: bool = False,
         compile_losses: bool = False,
+        compile_mode: str | None = None,
         scale_lr_with_world_size: bool = False,
     ) -> None:
         super().__init__()
@@ -80,6 +83,12 @@ class DistillationModule(L.LightningModule):
         self.channels_last = channels_last
         self.compile_models = compile_models
         self.compile_losses = compile_losses
+        if compile_mode not in COMPILE_MODES:
+            raise ConfigError(
+                f"performance.compile_mode={compile_mode!r} is not a torch.compile mode; valid values: "
+                f"{', '.join(map(str, COMPILE_MODES))} (reduce-overhead records CUDA graphs)"
+            )
+        self.compile_mode = compile_mode
         self.scale_lr_with_world_size = scale_lr_with_world_size
         self._batchnorm_synced = False
         self.meter = LossMeter()  # the step's losses and train top-1, averaged per epoch on the device
@@ -142,7 +151,7 @@ class DistillationModule(L.LightningModule):
         ]
         if stage == "fit":
             for part in compiled:
-                part.compile()
+                part.compile(mode=self.compile_mode)
 
     # -- training ------------------------------------------------------------------------------------
 
