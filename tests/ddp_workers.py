@@ -148,3 +148,20 @@ def loss_meter(rank: int, world: int, init: str, out: str) -> None:
         error = str(err)
     (Path(out) / f"meter{rank}.json").write_text(json.dumps({"means": means, "error": error}))
     dist.destroy_process_group()
+
+
+def preview_statistics(rank: int, world: int, init: str, out: str) -> None:
+    """Different difficulties and sample counts per rank; saves what each rank logs at the epoch's end."""
+    import json
+    from types import SimpleNamespace
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    preview = PreviewWeighting(base=1.5)  # threshold 1.5 in epoch 1
+    # the global batch (both ranks, 9 images) has mean CE 1, so γ = CE; rank 1 alone has mean 0.92
+    ce = torch.tensor([0.5, 0.5, 2.5]) if rank == 0 else torch.tensor([0.25, 0.25, 0.5, 0.25, 0.25, 4.0])
+    preview(ce)
+    logged = {}
+    module = SimpleNamespace(log=lambda name, value: logged.__setitem__(name, value))
+    preview.on_train_epoch_end(SimpleNamespace(loggers=[]), module)
+    (Path(out) / f"preview{rank}.json").write_text(json.dumps(logged))
+    dist.destroy_process_group()

@@ -58,3 +58,14 @@ def test_means_and_the_non_finite_check_cover_every_rank(tmp_path):
     for result in results:
         assert result["means"]["kd"] == pytest.approx((1 * 2 + 4 * 6) / 8)
         assert "ce" in result["error"] and "global step 3" in result["error"]  # raised on both ranks
+
+
+@pytest.mark.slow
+def test_preview_statistics_are_logged_over_every_rank(tmp_path):
+    mp.spawn(ddp_workers.preview_statistics, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    logged = [json.loads((tmp_path / f"preview{rank}.json").read_text()) for rank in (0, 1)]
+    assert logged[0] == logged[1]
+    # 2 of the 9 images are hard (γ > 1.5); their weights are exp(-γ²), the other 7 weigh 1
+    gammas = torch.tensor([2.5, 4.0])
+    assert logged[0]["preview/hard_fraction"] == pytest.approx(2 / 9)
+    assert logged[0]["preview/mean_weight"] == pytest.approx((7 + torch.exp(-(gammas**2)).sum().item()) / 9)
