@@ -142,6 +142,21 @@ def test_dkd_matches_plain_computation_and_warms_up(alpha, beta, t):
     assert term(ctx).tolist() == pytest.approx([v / 20 for v in expected], rel=REL)
 
 
+@pytest.mark.slow
+def test_a_compiled_dkd_follows_its_warm_up_without_recompiling():
+    zs, zt = 3 * randn(6, 7, seed=1), 3 * randn(6, 7, seed=2)
+    labels = torch.tensor([0, 3, 6, 2, 2, 5])
+    ctx = context(output([], zs[:, :1], zs), output([], zt[:, :1], zt), labels)
+    eager, compiled = DKDTerm(warmup_epochs=20), DKDTerm(warmup_epochs=20)
+    compiled.compile()
+    for epoch in (1, 2, 7, 30):
+        for term in (eager, compiled):
+            term.on_train_epoch_start(epoch)
+        # compiled once in epoch 1; a later epoch must not compile again
+        with torch._dynamo.config.patch(error_on_recompile=epoch > 1):
+            assert compiled(ctx).tolist() == pytest.approx(eager(ctx).tolist(), rel=1e-5), epoch
+
+
 def test_dkd_without_the_epoch_hook_says_what_the_module_must_call():
     z = randn(2, 4)
     ctx = context(output([], z, z), output([], z, z), torch.tensor([0, 1]))
