@@ -40,6 +40,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+#: skips a test where the real CIFAR-100 (../shared/data) is absent
+needs_cifar = pytest.mark.skipif(
+    not (SHARED_DATA / "cifar-100-python").is_dir(),
+    reason=f"real CIFAR-100 not found at {SHARED_DATA}/cifar-100-python (../shared/data)",
+)
+
+
 @pytest.fixture
 def cifar_root() -> Path:
     if not (SHARED_DATA / "cifar-100-python").is_dir():

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import dump_pickle, write_fake_cifar
+from conftest import SHARED_DATA, dump_pickle, needs_cifar, write_fake_cifar
 from pckd_lightning.data import (
     CIFAR100_MEAN,
     CIFAR100_STD,
@@ -23,13 +23,6 @@ from pckd_lightning.data import (
     read_cifar100,
 )
 from pckd_lightning.errors import ConfigError, DataError
-
-CIFAR_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_cifar = pytest.mark.skipif(
-    not (CIFAR_ROOT / "cifar-100-python").is_dir(),
-    reason=f"real CIFAR-100 not found at {CIFAR_ROOT / 'cifar-100-python'} (the shared data folder)",
-)
-
 
 # ---------------------------------------------------------------------------------------------------
 # MultiViewRotation
@@ -167,14 +160,14 @@ def test_per_class_subsample_empty_class_raises():
 # ---------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cifar_test_pickle() -> dict:
-    with (CIFAR_ROOT / "cifar-100-python" / "test").open("rb") as f:
+    with (SHARED_DATA / "cifar-100-python" / "test").open("rb") as f:
         return pickle.load(f, encoding="latin1")
 
 
 @pytest.mark.cifar
 @needs_cifar
 def test_cifar100_subsampled_module_sizes_and_batches(cifar_test_pickle: dict):
-    dm = CIFAR100DataModule(str(CIFAR_ROOT), train_per_class=2, val_per_class=1, batch_size=16)
+    dm = CIFAR100DataModule(str(SHARED_DATA), train_per_class=2, val_per_class=1, batch_size=16)
     dm.setup("fit")
     assert (dm.num_classes, dm.image_size, dm.in_channels) == (100, 32, 3)
     assert len(dm.class_names) == 100 and dm.class_names[0] == "apple"
@@ -203,7 +196,7 @@ def test_cifar100_subsampled_module_sizes_and_batches(cifar_test_pickle: dict):
 @pytest.mark.cifar
 @needs_cifar
 def test_cifar100_four_view_batches():
-    dm = CIFAR100DataModule(str(CIFAR_ROOT), train_per_class=2, val_per_class=1, batch_size=8, views=4)
+    dm = CIFAR100DataModule(str(SHARED_DATA), train_per_class=2, val_per_class=1, batch_size=8, views=4)
     x, y, idx = next(iter(dm.train_dataloader()))
     assert x.shape == (8, 4, 3, 32, 32) and y.shape == idx.shape == (8,)
     assert dm.num_train_samples == 200
@@ -214,7 +207,7 @@ def test_cifar100_four_view_batches():
 @pytest.mark.cifar
 @needs_cifar
 def test_cifar100_normalization_constants_match_the_train_data():
-    with (CIFAR_ROOT / "cifar-100-python" / "train").open("rb") as f:
+    with (SHARED_DATA / "cifar-100-python" / "train").open("rb") as f:
         data = pickle.load(f, encoding="latin1")["data"]
     assert data.shape == (50000, 3072) and data.dtype == np.uint8
     planes = data.reshape(50000, 3, 1024)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_fake_cifar
+from conftest import SHARED_DATA, needs_cifar, write_fake_cifar
 from pckd_lightning.data import CIFAR100_MEAN, CIFAR100_STD, CIFAR100DataModule, GPUResidentCIFAR100DataModule
 from pckd_lightning.data.gpu_resident import (
     ResidentEvalLoader,
@@ -19,11 +19,6 @@ from pckd_lightning.data.gpu_resident import (
     rotation_index_maps,
 )
 
-CIFAR_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_cifar = pytest.mark.skipif(
-    not (CIFAR_ROOT / "cifar-100-python").is_dir(),
-    reason=f"real CIFAR-100 not found at {CIFAR_ROOT / 'cifar-100-python'} (the shared data folder)",
-)
 IDENTITY = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
 
 
@@ -257,9 +252,9 @@ def test_data_module_subsampling_and_single_view(tmp_path: Path):
 @needs_cifar
 def test_real_cifar_statistics_match_the_ordinary_path():
     kwargs = {"train_per_class": 5, "batch_size": 250, "views": 4, "seed": 0}
-    dm = GPUResidentCIFAR100DataModule(str(CIFAR_ROOT), device="cpu", **kwargs)
+    dm = GPUResidentCIFAR100DataModule(str(SHARED_DATA), device="cpu", **kwargs)
     x = torch.cat([b[0] for b in dm.train_dataloader()])
-    xo = torch.cat([b[0] for b in CIFAR100DataModule(str(CIFAR_ROOT), **kwargs).train_dataloader()])
+    xo = torch.cat([b[0] for b in CIFAR100DataModule(str(SHARED_DATA), **kwargs).train_dataloader()])
     assert x.shape == xo.shape == (500, 4, 3, 32, 32)
     dims = (0, 1, 3, 4)
     torch.testing.assert_close(x.mean(dims), xo.mean(dims), atol=0.03, rtol=0)

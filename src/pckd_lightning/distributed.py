@@ -54,7 +54,10 @@ def gather(tensor: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def global_mean(tensor: torch.Tensor) -> torch.Tensor:
     """The mean over every rank's elements (the single-process mean of the k-times batch)."""
-    total = torch.stack([tensor.float().sum(), torch.tensor(float(tensor.numel()), device=tensor.device)])
+    # new_full fills on the device: torch.tensor(..., device=) would copy from the host at every step
+    total = torch.stack(
+        [tensor.float().sum(), tensor.new_full((), float(tensor.numel()), dtype=torch.float32)]
+    )
     if world_size() > 1:
         dist.all_reduce(total)
     return total[0] / total[1]

@@ -200,7 +200,8 @@ class DistillationModule(L.LightningModule):
             value = term(term_ctx)
             if value.ndim == 1:
                 if term.preview and weights is not None:
-                    value = value * weights.repeat_interleave(term_ctx.num_views)
+                    views = term_ctx.num_views
+                    value = value * (weights if views == 1 else weights.repeat_interleave(views))
                 value = value.mean()
             losses[name] = value
         return losses
