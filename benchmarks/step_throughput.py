@@ -66,6 +66,7 @@ from op_count import count_ops  # noqa: E402
 
 from pckd_lightning.callbacks import PreviewWeighting  # noqa: E402
 from pckd_lightning.distillation import DistillationModule  # noqa: E402
+from pckd_lightning.distillation.teacher import cast_convolutions  # noqa: E402
 from pckd_lightning.losses import LossTerm  # noqa: E402
 from pckd_lightning.models import create_model  # noqa: E402
 
@@ -285,6 +286,8 @@ class StepBench:
         if args.channels_last:
             self.module.to(memory_format=torch.channels_last)
         self.student, self.teacher = self.module.student, self.module.teacher
+        if args.precision == "bf16":  # as the app's module does under bf16-mixed; the bare step shares it
+            cast_convolutions(self.teacher, torch.bfloat16)
         self.opt_full = self.module.optimizer_factory(self.module.trainable_parameters())
         self.opt_bare = torch.optim.SGD(self.student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
         self.precision = args.precision

@@ -12,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pckd_lightning.callbacks import PreviewWeighting
 from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.distributed import convert_batchnorm
 from pckd_lightning.losses import (
     CategoryContrastTerm,
     CenterAlignTerm,
@@ -85,6 +86,25 @@ def first_step_gradients(rank: int, world: int, init: str, out: str, compile_los
         torch.save(gradients(module), Path(out))
     if world > 1:
         dist.destroy_process_group()
+
+
+def bf16_global_batchnorm(rank: int, world: int, init: str, out: str) -> None:
+    """Rank r normalizes its share of a fixed bf16 batch under bf16 autocast; rank 0 saves what it got."""
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    x = bf16_batch()
+    share = x[rank * len(x) // world : (rank + 1) * len(x) // world].requires_grad_()
+    norm = convert_batchnorm(nn.BatchNorm2d(x.shape[1])).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = norm(share)
+    y.float().square().sum().backward()
+    if rank == 0:
+        torch.save({"out": y.detach(), "grad": share.grad, **norm.state_dict()}, Path(out))
+    dist.destroy_process_group()
+
+
+def bf16_batch() -> torch.Tensor:
+    g = torch.Generator().manual_seed(2)
+    return (torch.randn(8, 3, 4, 4, generator=g) * 3 + 1).bfloat16()
 
 
 def crd_module() -> DistillationModule:

@@ -141,6 +141,20 @@ def test_every_method_runs_through_the_app(tmp_path, method, precision):
         assert logged and all(math.isfinite(v) for v in logged), (term, logged)
 
 
+def test_teacher_float32_under_bf16_measures_the_float32_teacher(tmp_path):
+    """The bf16 teacher's accuracy is measured in bf16; with teacher.float32 it is the float32 one's."""
+    runs = {
+        name: two_step_run(tmp_path / name, "pckd", *overrides)[0]
+        for name, overrides in {
+            "fp32": ["trainer.precision=32-true"],
+            "bf16": ["trainer.precision=bf16-mixed"],
+            "bf16_teacher_fp32": ["trainer.precision=bf16-mixed", "teacher.float32=true"],
+        }.items()
+    }
+    assert runs["bf16_teacher_fp32"]["teacher_top1"] == runs["fp32"]["teacher_top1"]
+    assert runs["bf16"]["teacher_top1"] == pytest.approx(runs["fp32"]["teacher_top1"], abs=5.0)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_with_compiled_loss_terms_logs_the_eager_losses(tmp_path, method, monkeypatch):

@@ -41,6 +41,24 @@ def test_first_step_gradients_of_2x8_equal_1x16_with_sync_bn_and_gathered_contra
 
 
 @pytest.mark.slow
+def test_global_batchnorm_under_bf16_autocast_takes_float32_statistics_of_the_global_batch(tmp_path):
+    mp.spawn(ddp_workers.bf16_global_batchnorm, args=(2, free_port(), str(tmp_path / "bn.pt")), nprocs=2)
+    got = torch.load(tmp_path / "bn.pt")
+    x = ddp_workers.bf16_batch().float().requires_grad_()
+    reference = torch.nn.BatchNorm2d(x.shape[1]).train()
+    expected = reference(x)  # one process, float32, the whole batch
+    expected.square().sum().backward()
+    half = len(x) // 2
+    assert got["out"].dtype == torch.bfloat16
+    torch.testing.assert_close(got["out"].float(), expected[:half].detach(), atol=2e-2, rtol=1e-2)
+    assert got["grad"].dtype == torch.bfloat16  # rank 0's share: its gradient holds every rank's terms
+    torch.testing.assert_close(got["grad"].float(), x.grad[:half], atol=5e-2, rtol=2e-2)
+    for name in ("running_mean", "running_var"):
+        assert got[name].dtype == torch.float32
+        torch.testing.assert_close(got[name], getattr(reference, name), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.slow
 def test_crd_memory_bank_is_identical_across_ranks(tmp_path):
     mp.spawn(ddp_workers.crd_banks, args=(2, free_port(), str(tmp_path)), nprocs=2)
     rank0, rank1 = torch.load(tmp_path / "banks0.pt"), torch.load(tmp_path / "banks1.pt")
@@ -52,7 +70,8 @@ def test_crd_memory_bank_is_identical_across_ranks(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_pckd_run_through_the_app(tmp_path):
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_two_process_pckd_run_through_the_app(tmp_path, precision):
     teacher = tmp_path / "teacher.pth"
     torch.manual_seed(0)
     torch.save({"model": ddp_workers.create_model("resnet20", num_classes=10).state_dict()}, teacher)
@@ -66,6 +85,7 @@ def test_two_process_pckd_run_through_the_app(tmp_path):
         f"model.teacher.checkpoint={teacher}",
         f"paths.log_dir={out}",
         "callbacks.progress_bar=null",
+        f"trainer.precision={precision}",
     ]
     run = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -77,6 +97,8 @@ def test_two_process_pckd_run_through_the_app(tmp_path):
         logged = {k for row in csv.DictReader(f) for k, v in row.items() if v}
     assert {"train/loss", "train/top1", "train/category_contrast", "preview/hard_fraction"} <= logged
     assert "It is recommended to use" not in run.stderr
+    if precision != "32-true":
+        return  # the float32 comparison below is for float32 runs
     # the synchronized val top-1 is the single-process accuracy of the same weights on the whole val set
     import json
 

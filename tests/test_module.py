@@ -37,7 +37,7 @@ def pckd_terms(preview: bool = True) -> dict:
     }
 
 
-def make_module(student="resnet8", teacher="resnet8", terms=None, seed=0) -> DistillationModule:
+def make_module(student="resnet8", teacher="resnet8", terms=None, seed=0, **kwargs) -> DistillationModule:
     torch.manual_seed(seed)
     return DistillationModule(
         student=create_model(student, num_classes=NUM_CLASSES),
@@ -46,6 +46,7 @@ def make_module(student="resnet8", teacher="resnet8", terms=None, seed=0) -> Dis
         optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9),
         num_classes=NUM_CLASSES,
         measure_teacher=False,
+        **kwargs,
     )
 
 
@@ -322,3 +323,32 @@ def test_the_compile_mode_reaches_torch_compile_and_a_wrong_one_is_refused(monke
             optimizer=partial(torch.optim.SGD, lr=0.05),
             compile_mode="fast",
         )
+
+
+@pytest.mark.parametrize("teacher_float32", [False, True])
+def test_under_bf16_mixed_the_teacher_runs_in_bf16_unless_configured(tmp_path, teacher_float32):
+    module = make_module(teacher_float32=teacher_float32)
+    seen = []
+    module.teacher.register_forward_hook(
+        lambda m, args, out: seen.append((out.stages[-1].dtype, out.logits.dtype))
+    )
+    images, labels, indices = batch(num_images=8)
+    loader = DataLoader(TensorDataset(images, labels, indices), batch_size=4)
+    trainer = quiet_trainer(
+        tmp_path, [PreviewWeighting()], max_steps=2, precision="bf16-mixed", limit_val_batches=0
+    )
+    trainer.fit(module, loader)
+    half = torch.float32 if teacher_float32 else torch.bfloat16
+    assert seen == [(half, half)] * 2
+    assert {m.weight.dtype for m in module.teacher.modules() if isinstance(m, torch.nn.Conv2d)} == {half}
+    assert module.teacher.classifier_layer.weight.dtype == torch.float32  # the category centers
+    assert torch.isfinite(trainer.logged_metrics["train/loss"])
+
+
+def test_a_float32_teacher_under_a_half_precision_model_is_refused(tmp_path):
+    module = make_module(teacher_float32=True)
+    images, labels, indices = batch(num_images=4)
+    loader = DataLoader(TensorDataset(images, labels, indices), batch_size=4)
+    trainer = quiet_trainer(tmp_path, [PreviewWeighting()], max_steps=1, precision="bf16-true")
+    with pytest.raises(ConfigError, match=r"teacher\.float32=true needs float32"):
+        trainer.fit(module, loader)

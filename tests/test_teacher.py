@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from pckd_lightning.distillation import load_teacher
+from pckd_lightning.distillation.teacher import cast_convolutions, freeze
 from pckd_lightning.errors import CheckpointError
-from pckd_lightning.models import create_model
+from pckd_lightning.models import create_model, list_models
 
 
 @pytest.fixture
@@ -59,3 +61,25 @@ def test_other_number_of_classes_is_reported(tmp_path, reference):
 def test_unset_checkpoint_is_reported():
     with pytest.raises(CheckpointError, match=r"model\.teacher\.checkpoint is not set"):
         load_teacher("resnet8", None, num_classes=10)
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if not n.startswith("imagenet_")])
+def test_convolutions_cast_once_give_the_outputs_of_autocast(name):
+    """Every CIFAR architecture (with conv biases, grouped and pre-activation convolutions): bit for bit."""
+    torch.manual_seed(0)
+    teacher = freeze(create_model(name, num_classes=10))
+    x = torch.randn(2, 3, 32, 32)
+
+    def outputs() -> list[torch.Tensor]:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = teacher(x, with_features=True)
+        return [*out.stages, out.pooled, out.logits]
+
+    expected = outputs()
+    convolutions = [m for m in teacher.modules() if isinstance(m, nn.Conv2d)]
+    assert cast_convolutions(teacher, torch.bfloat16) == len(convolutions) > 0
+    for got, want in zip(outputs(), expected, strict=True):
+        assert got.dtype == want.dtype and torch.equal(got, want)
+    for module in teacher.modules():
+        for param in module.parameters(recurse=False):
+            assert param.dtype == (torch.bfloat16 if isinstance(module, nn.Conv2d) else torch.float32), module

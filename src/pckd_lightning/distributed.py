@@ -68,6 +68,8 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     torch's SyncBatchNorm needs CUDA; this one runs on CPU/gloo too (exact two-pass mean and variance,
     differentiable all-reduces), so k CPU processes normalize like one process on the k-times batch.
+    Statistics are taken in float32 whatever the input dtype (a bf16 sum over a batch loses digits);
+    the output has the input's dtype, as torch's BatchNorm gives under autocast.
     """
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
@@ -79,11 +81,13 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
-        count = x.new_tensor(float(x.numel() // x.shape[1]))
-        totals = dist_nn.all_reduce(torch.cat([x.sum(dims), count[None]]))
+        features = x.float()
+        count = features.new_full((1,), float(x.numel() // x.shape[1]))
+        totals = dist_nn.all_reduce(torch.cat([features.sum(dims), count]))
         n = totals[-1]
         mean = totals[:-1] / n
-        var = dist_nn.all_reduce((x - mean.view(shape)).square().sum(dims)) / n
+        centered = features - mean.view(shape)
+        var = dist_nn.all_reduce(centered.square().sum(dims)) / n
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
@@ -92,8 +96,10 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
                 )
                 self.running_mean.lerp_(mean.detach(), momentum)
                 self.running_var.lerp_(var.detach() * n / (n - 1), momentum)
-        out = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
-        return out * self.weight.view(shape) + self.bias.view(shape) if self.affine else out
+        out = centered / torch.sqrt(var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out.to(x.dtype)
 
 
 def convert_batchnorm(module: nn.Module) -> nn.Module:

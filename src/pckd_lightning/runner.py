@@ -144,6 +144,7 @@ def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> Distilla
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") is not None else None,
         num_classes=num_classes,
         teacher_min_accuracy=cfg.get("teacher", {}).get("min_accuracy"),
+        teacher_float32=cfg.get("teacher", {}).get("float32", False),
         train_labels=torch.as_tensor(datamodule.train_labels),
         # done by the module (on CPU too), not by Lightning, whose SyncBatchNorm needs CUDA
         sync_batchnorm=cfg.trainer.get("sync_batchnorm", False),

@@ -10,13 +10,14 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.precision import HalfPrecision, MixedPrecision
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from pckd_lightning.distillation.numerics import LossMeter
-from pckd_lightning.distillation.teacher import freeze
+from pckd_lightning.distillation.teacher import cast_convolutions, freeze
 from pckd_lightning.distributed import convert_batchnorm, world_size
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.losses.context import DistillContext
@@ -49,6 +50,9 @@ class DistillationModule(L.LightningModule):
     written into checkpoints (it is reloaded from its own file). Terms with weight 0 are dropped.
     A callable set as ``sample_weighting`` (the :class:`PreviewWeighting` callback sets itself)
     turns the per-image cross-entropy of view 0 into weights for the terms marked ``preview``.
+
+    Under mixed precision the teacher runs under the student's autocast, its convolutions stored in the
+    autocast dtype; ``teacher_float32=True`` runs it in float32 instead (slower; for numerics checks).
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class DistillationModule(L.LightningModule):
         measure_teacher: bool = True,
         finite_check_every_n_steps: int = 25,
         teacher_min_accuracy: float | None = None,
+        teacher_float32: bool = False,
         train_labels: torch.Tensor | None = None,
         sync_batchnorm: bool = False,
         channels_last: bool = False,
@@ -79,6 +84,7 @@ class DistillationModule(L.LightningModule):
         self.measure_teacher = measure_teacher
         self.finite_check_every_n_steps = finite_check_every_n_steps
         self.teacher_min_accuracy = teacher_min_accuracy
+        self.teacher_float32 = teacher_float32
         self.sync_batchnorm = sync_batchnorm
         self.channels_last = channels_last
         self.compile_models = compile_models
@@ -142,6 +148,8 @@ class DistillationModule(L.LightningModule):
         if self.channels_last:
             for model in models:
                 model.to(memory_format=torch.channels_last)
+        if self.teacher is not None:
+            self._set_teacher_precision()
         # torch.compile in place: parameter names (and checkpoints) stay as they are. Compiled terms fuse
         # their many small kernels, forward and backward, into a few: what bounds the step of small models
         # on a fast GPU is the host launching kernels, not the arithmetic
@@ -152,6 +160,23 @@ class DistillationModule(L.LightningModule):
         if stage == "fit":
             for part in compiled:
                 part.compile(mode=self.compile_mode)
+
+    def _set_teacher_precision(self) -> None:
+        plugin = self.trainer.precision_plugin if self._trainer is not None else None
+        if self.teacher_float32 and isinstance(plugin, HalfPrecision):
+            raise ConfigError(
+                f"teacher.float32=true needs float32 weights, but trainer.precision={self.trainer.precision} "
+                "casts the whole model; use trainer.precision=bf16-mixed (or 16-mixed), or set teacher.float32=false"
+            )
+        if isinstance(plugin, MixedPrecision) and not self.teacher_float32:
+            cast_convolutions(self.teacher, plugin.autocast_context_manager().fast_dtype)
+
+    def _teacher_forward(self, images: torch.Tensor, **kwargs: Any) -> Any:
+        """The frozen teacher's forward: under the run's autocast, or in float32 if ``teacher_float32``."""
+        if not self.teacher_float32:
+            return self.teacher(images, **kwargs)
+        with torch.autocast(images.device.type, enabled=False):
+            return self.teacher(images.float(), **kwargs)
 
     # -- training ------------------------------------------------------------------------------------
 
@@ -176,7 +201,7 @@ class DistillationModule(L.LightningModule):
         teacher_out = None
         if self.teacher is not None:  # first: its activations are freed before the student's are kept
             with torch.no_grad():
-                teacher_out = self.teacher(images, with_features=True)
+                teacher_out = self._teacher_forward(images, with_features=True)
         student_out = self.student(images, with_features=True)
         return DistillContext(
             student=student_out,
@@ -269,10 +294,11 @@ class DistillationModule(L.LightningModule):
         if datamodule is None:
             return None
         correct = total = 0
-        for images, labels, *_ in datamodule.val_dataloader():
-            logits = self.teacher(images.to(self.device))
-            correct += (logits.argmax(1) == labels.to(logits.device)).sum().item()
-            total += labels.numel()
+        with self.trainer.precision_plugin.forward_context():  # the precision the teacher distills in
+            for images, labels, *_ in datamodule.val_dataloader():
+                logits = self._teacher_forward(images.to(self.device))
+                correct += (logits.argmax(1) == labels.to(logits.device)).sum().item()
+                total += labels.numel()
         top1 = 100.0 * correct / max(total, 1)
         for logger in self.loggers:
             logger.log_metrics({"teacher/val_top1": top1}, step=0)

@@ -92,3 +92,17 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def cast_convolutions(model: torch.nn.Module, dtype: torch.dtype) -> int:
+    """Store a frozen model's convolutions in ``dtype``, the autocast dtype it runs under; returns how many.
+
+    Autocast caches its casts only for weights that require grad, so a frozen teacher's float32
+    convolution weights would be cast again at every call: one extra kernel per convolution and step.
+    Cast once here they give the same outputs (the same rounding). BatchNorm and linear layers keep
+    float32, as autocast gives them (the classifier's float32 weights are the category centers).
+    """
+    convolutions = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    for conv in convolutions:
+        conv.to(dtype)
+    return len(convolutions)
