@@ -485,6 +485,28 @@ def test_category_contrast_under_autocast_matches_float32():
     torch.testing.assert_close(under_autocast, exact, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["category_contrast", "feature_align"])
+def test_pckd_terms_run_their_heads_in_float32_under_autocast(name):
+    """float32 features under bf16 autocast: the float32 value and gradients, the heads' included."""
+    g = torch.Generator().manual_seed(0)
+
+    def outputs(stages: list[tuple[int, int, int]]) -> ModelOutput:
+        return ModelOutput(
+            [torch.randn(B, *shape, generator=g) for shape in stages],
+            torch.randn(B, DIM, generator=g),
+            torch.randn(B, NUM_CLASSES, generator=g),
+        )
+
+    s_out, t_out, labels = outputs(STUDENT_STAGES), outputs(TEACHER_STAGES), torch.arange(B) % 2
+    exact, exact_grads = evaluate(name, s_out, t_out, labels, "float32")
+    value, grads = evaluate(name, s_out, t_out, labels, "float32-autocast")
+    torch.testing.assert_close(value, exact, rtol=1e-6, atol=1e-6)
+    assert len(grads) == len(exact_grads) > 1
+    for got, want in zip(grads, exact_grads, strict=True):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("precision", PRECISIONS)
 @SETTINGS
 @given(

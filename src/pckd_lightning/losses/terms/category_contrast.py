@@ -9,6 +9,7 @@ from torch import nn
 from pckd_lightning.distributed import gather, gather_with_gradient, world_size
 from pckd_lightning.losses import functional as LF
 from pckd_lightning.losses.context import DistillContext
+from pckd_lightning.losses.terms._common import full_precision
 from pckd_lightning.losses.terms.base import LossTerm, PairInfo
 
 
@@ -16,7 +17,9 @@ class CategoryContrastTerm(LossTerm):
     """Owns the projections E_s (d_s→d_s) and E_t (d_s→d_t); reads every view (spec §2.3).
 
     Under DDP with ``gather=True`` each rank contrasts its anchors against every rank's, so k
-    processes compute the loss of one process on the k-times batch.
+    processes compute the loss of one process on the k-times batch. The term runs in float32 under
+    autocast, heads included: the contrast is a difference of large logits, the heads' products are
+    tiny next to the networks', and casting their weights would cost more kernels than bf16 saves.
     """
 
     views = "all"
@@ -40,7 +43,10 @@ class CategoryContrastTerm(LossTerm):
         self.embed_teacher = nn.Linear(pair.student_dim, pair.teacher_dim)
 
     def forward(self, ctx: DistillContext) -> torch.Tensor:
-        h = ctx.student.pooled
+        with full_precision(ctx.student.pooled):
+            return self._contrast(ctx.student.pooled.float(), ctx)
+
+    def _contrast(self, h: torch.Tensor, ctx: DistillContext) -> torch.Tensor:
         e_s = F.normalize(self.embed_student(h), dim=1)
         e_t = F.normalize(self.embed_teacher(h), dim=1)
         sim_student = e_s @ ctx.student_model.classifier_layer.weight.T
