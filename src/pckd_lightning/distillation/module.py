@@ -162,6 +162,7 @@ class DistillationModule(L.LightningModule):
                 part.compile(mode=self.compile_mode)
 
     def _set_teacher_precision(self) -> None:
+        """Store the teacher's convolutions in the run's autocast dtype, unless it is to run in float32."""
         plugin = self.trainer.precision_plugin if self._trainer is not None else None
         if self.teacher_float32 and isinstance(plugin, HalfPrecision):
             raise ConfigError(
