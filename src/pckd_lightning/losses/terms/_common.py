@@ -84,7 +84,7 @@ def match_spatial(f_s: torch.Tensor, f_t: torch.Tensor) -> tuple[torch.Tensor, t
 
 def full_precision(x: torch.Tensor) -> torch.autocast:
     """Autocast switched off on ``x``'s device: for the pairwise products of a loss formula, whose small
-    differences bfloat16 would wipe out, and for heads too small to gain from bfloat16 (PCKD's)."""
+    differences bfloat16 would wipe out, and for heads too small to gain from bfloat16 (the category contrast's)."""
     return torch.autocast(device_type=x.device.type, enabled=False)
 
 

@@ -7,16 +7,11 @@ from torch import nn
 
 from pckd_lightning.losses import functional as LF
 from pckd_lightning.losses.context import DistillContext
-from pckd_lightning.losses.terms._common import full_precision
 from pckd_lightning.losses.terms.base import LossTerm, PairInfo
 
 
 class FeatureAlignTerm(LossTerm):
-    """Owns ``Linear(d_s→k·d_t) → BN → ReLU → Linear(k·d_t→d_t)`` (k = ``hidden_factor``, 16 published).
-
-    The MLP runs in float32 under autocast: it is small next to the networks, and casting its weights
-    (forward) and their gradients (backward) at every step would cost more kernels than bf16 saves.
-    """
+    """Owns ``Linear(d_s→k·d_t) → BN → ReLU → Linear(k·d_t→d_t)`` (k = ``hidden_factor``, 16 published)."""
 
     views = "all"
     per_sample = False
@@ -36,5 +31,4 @@ class FeatureAlignTerm(LossTerm):
         )
 
     def forward(self, ctx: DistillContext) -> torch.Tensor:
-        with full_precision(ctx.student.pooled):
-            return LF.feature_align(self.projector(ctx.student.pooled.float()), ctx.teacher.pooled)
+        return LF.feature_align(self.projector(ctx.student.pooled), ctx.teacher.pooled)
