@@ -340,7 +340,7 @@ class StepBench:
         with self.autocast():
             ctx = module._context(batch)
             losses = module.compute_losses(ctx)
-            return sum(module.terms[name].weight * value for name, value in losses.items())
+            return module.total_loss(losses)
 
     def full_step(self, batch: Batch) -> None:
         # the context (teacher outputs included) is released before backward, as after training_step

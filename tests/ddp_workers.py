@@ -64,7 +64,7 @@ class TotalLoss(nn.Module):
 
     def forward(self, batch):
         losses = self.module.compute_losses(self.module._context(batch))
-        return sum(self.module.terms[k].weight * v for k, v in losses.items())
+        return self.module.total_loss(losses)
 
 
 def gradients(module: DistillationModule) -> dict[str, torch.Tensor]:

@@ -72,7 +72,7 @@ def quiet_trainer(tmp_path, callbacks, **kwargs) -> L.Trainer:
 
 def total_loss(module, b):
     losses = module.compute_losses(module._context(b))
-    return sum(module.terms[k].weight * v for k, v in losses.items()), losses
+    return module.total_loss(losses), losses
 
 
 def test_a_few_steps_lower_the_loss_and_leave_the_teacher_untouched():
@@ -352,3 +352,14 @@ def test_a_float32_teacher_under_a_half_precision_model_is_refused(tmp_path):
     trainer = quiet_trainer(tmp_path, [PreviewWeighting()], max_steps=1, precision="bf16-true")
     with pytest.raises(ConfigError, match=r"teacher\.float32=true needs float32"):
         trainer.fit(module, loader)
+
+
+def test_total_loss_is_the_weighted_sum_of_the_terms():
+    module = make_module()
+    weights = [term.weight for term in module.terms.values()]
+    assert weights == [1.0, 1.0, 0.05, 1.0, 20.0]  # ce, kd, category_contrast, center_align, feature_align
+    losses = {name: torch.tensor(float(i + 1), requires_grad=True) for i, name in enumerate(module.terms)}
+    total = module.total_loss(losses)
+    assert total.item() == pytest.approx(1 + 2 + 0.05 * 3 + 4 + 20 * 5)
+    total.backward()
+    assert [losses[name].grad.item() for name in module.terms] == pytest.approx(weights)
