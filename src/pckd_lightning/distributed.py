@@ -52,6 +52,18 @@ def gather(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def reduced_to_host(tensor: torch.Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> list:
+    """``tensor`` reduced element-wise over every rank (``op``), read back to the host once, as a list.
+
+    For epoch-end values: every rank calls it at the same point, so no rank waits on a lazy reduction.
+    """
+    if world_size() > 1:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=op)
+    return tensor.tolist()
+
+
+@torch.no_grad()
 def global_mean(tensor: torch.Tensor) -> torch.Tensor:
     """The mean over every rank's elements (the single-process mean of the k-times batch)."""
     # new_full fills on the device: torch.tensor(..., device=) would copy from the host at every step

@@ -49,7 +49,7 @@ from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.export import EXPORT_FORMATS, export_model
 from pckd_lightning.models import create_model
 from pckd_lightning.models.base import ModelOutput
-from pckd_lightning.run_config import read_run_config as read_config_file
+from pckd_lightning.run_config import read_run_config
 from pckd_lightning.train import CONFIG_DIR
 
 
@@ -92,9 +92,9 @@ def evaluate(
 # ---- checkpoints ----------------------------------------------------------------------------------------
 
 
-def read_run_config(path: str | Path) -> dict[str, Any] | None:
+def read_student_config(path: str | Path) -> dict[str, Any] | None:
     """A run's resolved ``config.yaml`` as a dict when it names a student architecture, else None."""
-    cfg = read_config_file(path)
+    cfg = read_run_config(path)
     student = cfg["model"].get("student") if cfg is not None else None
     return cfg if isinstance(student, dict) and student.get("name") else None
 
@@ -103,7 +103,7 @@ def find_run_config(checkpoint: str | Path) -> Path | None:
     """``<run>/config.yaml`` for ``<run>/student.pth`` or ``<run>/checkpoints/<name>.ckpt``."""
     checkpoint = Path(checkpoint).resolve()
     for folder in (checkpoint.parent, checkpoint.parent.parent):
-        if read_run_config(folder / "config.yaml") is not None:
+        if read_student_config(folder / "config.yaml") is not None:
             return folder / "config.yaml"
     return None
 
@@ -237,7 +237,7 @@ def load_for_eval(
 ) -> Loaded:
     """Model (weights loaded, eval mode) and data module for ``checkpoint``, as ``pckd-eval`` builds them."""
     config_path = Path(config) if config is not None else find_run_config(checkpoint)
-    run_config = read_run_config(config_path) if config_path is not None else None
+    run_config = read_student_config(config_path) if config_path is not None else None
     if config is not None and run_config is None:
         raise ConfigError(f"--config {config}: not a run config.yaml with model.student.name")
     if arch is None and run_config is None:

@@ -135,7 +135,7 @@ def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> Distilla
     teacher = None
     if cfg.model.get("teacher") is not None:
         teacher = instantiate(cfg.model.teacher, num_classes=num_classes)
-    performance = cfg.get("performance") or {}
+    performance, teacher_options = cfg.get("performance") or {}, cfg.get("teacher") or {}
     return DistillationModule(
         student=student,
         teacher=teacher,
@@ -143,8 +143,8 @@ def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> Distilla
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") is not None else None,
         num_classes=num_classes,
-        teacher_min_accuracy=cfg.get("teacher", {}).get("min_accuracy"),
-        teacher_float32=cfg.get("teacher", {}).get("float32", False),
+        teacher_min_accuracy=teacher_options.get("min_accuracy"),
+        teacher_float32=teacher_options.get("float32", False),
         train_labels=torch.as_tensor(datamodule.train_labels),
         # done by the module (on CPU too), not by Lightning, whose SyncBatchNorm needs CUDA
         sync_batchnorm=cfg.trainer.get("sync_batchnorm", False),

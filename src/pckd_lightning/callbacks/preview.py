@@ -6,10 +6,9 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.distributed as dist
 from lightning.pytorch.loggers import WandbLogger
 
-from pckd_lightning.distributed import global_mean, world_size
+from pckd_lightning.distributed import global_mean, reduced_to_host, world_size
 from pckd_lightning.losses import functional as LF
 
 
@@ -73,9 +72,7 @@ class PreviewWeighting(L.Callback):
         # summed over the ranks here, on every rank: a sync_dist log would be reduced lazily, by whichever
         # rank reads it first (the progress bar, on rank 0 only), and wait forever for the others
         totals = torch.cat([self._histogram, self._stats, self._stats.new_full((1,), float(self._count))])
-        if world_size() > 1:
-            dist.all_reduce(totals)
-        *histogram, hard, weight_sum, count = totals.tolist()
+        *histogram, hard, weight_sum, count = reduced_to_host(totals)
         pl_module.log("preview/hard_fraction", hard / count)
         pl_module.log("preview/mean_weight", weight_sum / count)
         for logger in trainer.loggers:

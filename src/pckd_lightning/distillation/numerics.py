@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 import torch.distributed as dist
 
-from pckd_lightning.distributed import world_size
+from pckd_lightning.distributed import reduced_to_host
 from pckd_lightning.errors import PCKDError
 
 #: the "first non-finite step" of a value that has stayed finite
@@ -56,10 +56,7 @@ class LossMeter:
         """Raise :class:`NonFiniteLossError` if any value (on any rank) has been NaN or infinite."""
         if self._first_bad is None:
             return
-        first_bad = self._first_bad.clone()
-        if world_size() > 1:
-            dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)
-        first_bad = first_bad.tolist()
+        first_bad = reduced_to_host(self._first_bad, op=dist.ReduceOp.MIN)
         bad = [name for name, step in zip(self.names, first_bad, strict=True) if step != NEVER]
         if not bad:
             return
@@ -73,10 +70,7 @@ class LossMeter:
         """The epoch's sample-weighted mean of every value (over all ranks); empty before any update."""
         if self._sums is None or self.count == 0:
             return {}
-        totals = torch.cat([self._sums, self._sums.new_full((1,), float(self.count))])
-        if world_size() > 1:
-            dist.all_reduce(totals)
-        *sums, count = totals.tolist()
+        *sums, count = reduced_to_host(torch.cat([self._sums, self._sums.new_full((1,), float(self.count))]))
         return {name: total / count for name, total in zip(self.names, sums, strict=True)}
 
     def mean(self, name: str) -> torch.Tensor:

@@ -43,14 +43,12 @@ class CategoryContrastTerm(LossTerm):
         self.embed_teacher = nn.Linear(pair.student_dim, pair.teacher_dim)
 
     def forward(self, ctx: DistillContext) -> torch.Tensor:
-        with full_precision(ctx.student.pooled):
-            return self._contrast(ctx.student.pooled.float(), ctx)
-
-    def _contrast(self, h: torch.Tensor, ctx: DistillContext) -> torch.Tensor:
-        e_s = F.normalize(self.embed_student(h), dim=1)
-        e_t = F.normalize(self.embed_teacher(h), dim=1)
-        sim_student = e_s @ ctx.student_model.classifier_layer.weight.T
-        sim_teacher = e_t @ ctx.teacher_model.classifier_layer.weight.T
+        h = ctx.student.pooled.float()
+        with full_precision(h):
+            e_s = F.normalize(self.embed_student(h), dim=1)
+            e_t = F.normalize(self.embed_teacher(h), dim=1)
+            sim_student = e_s @ ctx.student_model.classifier_layer.weight.T
+            sim_teacher = e_t @ ctx.teacher_model.classifier_layer.weight.T
         contrast, offset = None, 0
         if self.gather and world_size() > 1:
             all_student, offset = gather_with_gradient(sim_student)
