@@ -20,7 +20,7 @@ run: install  ## the embedded demo: train a small teacher on digits (cached), di
 	$(BIN)/pckd-train
 
 test: install  ## the whole test suite, slow tests included
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

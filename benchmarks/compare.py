@@ -1,4 +1,5 @@
-"""Side-by-side CIFAR-100 comparison: a teacher, then from-scratch, KD, DKD and PCKD students.
+"""Side-by-side CIFAR-100 comparison: a teacher, then from-scratch, KD, DKD and PCKD students (or, with
+``--profile ablation``, PCKD with one part removed or changed per row).
 
 Every student run uses the same data, schedule and seeds; only ``distill`` changes. Runs that already
 finished (a ``summary.json`` in their folder) are skipped, so an interrupted comparison resumes. At the
@@ -26,8 +27,21 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A report row that is a method with some overrides (an ablation), not a plain ``conf/distill`` method."""
+
+    method: str  # conf/distill/<method>.yaml
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Profile:
-    """What to train: one or more pairs, the methods, seeds, schedule and data overrides."""
+    """What to train: one or more pairs, the rows, seeds, schedule and data overrides.
+
+    ``methods`` names the rows: a ``conf/distill`` method, or a key of ``variants``. A variant's runs are
+    recorded under the row's name (``distill.name``), which is the row the report shows. ``method_overrides``
+    apply to every row of that method (e.g. a warm-up shortened to the profile's schedule).
+    """
 
     pairs: tuple[tuple[str, str], ...]
     methods: tuple[str, ...]
@@ -37,6 +51,80 @@ class Profile:
     data: str = "cifar100"  # conf/data/<data>.yaml
     overrides: tuple[str, ...] = ()  # for every run (data subset, trainer, schedule)
     method_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    variants: dict[str, Variant] = field(default_factory=dict)
+
+    def row(self, name: str) -> tuple[str, list[str]]:
+        """The distill method of row ``name`` and the overrides that make it that row."""
+        variant = self.variants.get(name, Variant(name))
+        named = [f"distill.name={name}"] if name != variant.method else []
+        return variant.method, [*self.method_overrides.get(variant.method, ()), *variant.overrides, *named]
+
+
+#: linear warm-up of FA and CC in the ablation, in epochs of its 20, from the gradient-share log of PCKD's
+#: epoch 1 (grad/<term>/norm: CE 0.89, KD 0.66, CC 0.10, FA 16.8): FA's gradient is 19 times CE's. The rule:
+#: W = ceil(FA / (4 · CE)) at the first measurement = ceil(18.9 / 4) = 5, which brings FA under 4 times CE in
+#: epoch 1 and leaves the last three quarters of the schedule at the published weights. The ablation's pckd
+#: rows log grad/* every 50 steps (about once an epoch), so the rule can be rechecked on its own log.
+FA_CC_WARMUP_EPOCHS = 5
+#: the ablation's rows: scratch, KD (0.1/0.9), CE·1 + KD·1, PCKD and PCKD without or with one change each
+ABLATION_ROWS = (
+    "ce",
+    "kd",
+    "ce1_kd1",
+    "pckd",
+    "pckd_wo_preview",
+    "pckd_wo_fa",
+    "pckd_wo_cc",
+    "pckd_wo_ca",
+    "pckd_one_view",
+    "pckd_fa_cc_warmup",
+    "pckd_progress",
+)
+GRADIENT_SHARE = "callbacks.gradient_share.every_n_steps=50"
+ABLATION_VARIANTS = {
+    "ce1_kd1": Variant("kd", ("distill.terms.ce.weight=1.0", "distill.terms.kd.weight=1.0")),
+    "pckd": Variant("pckd", (GRADIENT_SHARE,)),
+    "pckd_wo_preview": Variant(
+        "pckd",
+        (
+            "distill.preview=null",
+            "distill.terms.kd.preview=false",
+            "distill.terms.category_contrast.preview=false",
+        ),
+    ),
+    "pckd_wo_fa": Variant("pckd", ("distill.terms.feature_align=null",)),
+    "pckd_wo_cc": Variant("pckd", ("distill.terms.category_contrast=null",)),
+    "pckd_wo_ca": Variant("pckd", ("distill.terms.center_align=null",)),
+    "pckd_one_view": Variant("pckd", ("distill.views=1",)),
+    "pckd_fa_cc_warmup": Variant(
+        "pckd",
+        (
+            f"++distill.terms.feature_align.warmup_epochs={FA_CC_WARMUP_EPOCHS}",
+            f"++distill.terms.category_contrast.warmup_epochs={FA_CC_WARMUP_EPOCHS}",
+            GRADIENT_SHARE,
+        ),
+    ),
+    "pckd_progress": Variant(
+        "pckd", ("++distill.preview.schedule=progress", "++distill.preview.reference_epochs=240")
+    ),
+}
+TINY_OVERRIDES = (
+    "data.train_per_class=2",
+    "data.val_per_class=1",
+    "data.num_workers=0",
+    "+trainer.limit_train_batches=2",
+    "scheduler=cosine",
+)
+CPU_OVERRIDES = (
+    "data.class_subset=20",
+    "data.train_per_class=150",
+    "data.val_per_class=50",
+    "data.split_seed=0",  # the same images in every run, whatever its seed
+    "data.num_workers=1",
+    "scheduler=cosine",
+    "trainer.accelerator=cpu",
+    "callbacks.progress_bar=null",
+)
 
 
 PROFILES = {
@@ -47,33 +135,45 @@ PROFILES = {
         seeds=(0, 1),
         teacher_epochs=1,
         student_epochs=1,
-        overrides=(
-            "data.train_per_class=2",
-            "data.val_per_class=1",
-            "data.num_workers=0",
-            "+trainer.limit_train_batches=2",
-            "scheduler=cosine",
-        ),
+        overrides=TINY_OVERRIDES,
         method_overrides={"dkd": ("distill.terms.dkd.warmup_epochs=1",)},
     ),
-    # 2 CPU cores, at most 45 minutes: the first 20 classes (150 train / 50 val images each), a short
-    # cosine schedule, resnet20 -> resnet8, three seeds
+    # the ablation's rows on the tiny profile's data: keeps the composition of every row tested
+    "tiny-ablation": Profile(
+        pairs=(("resnet14", "resnet8"),),
+        methods=ABLATION_ROWS,
+        seeds=(0, 1),
+        teacher_epochs=1,
+        student_epochs=1,
+        overrides=TINY_OVERRIDES,
+        variants=ABLATION_VARIANTS,
+    ),
+    # 2 CPU cores: the first 20 classes (150 train / 50 val images each), a short cosine schedule,
+    # resnet20 -> resnet8, three seeds (the first four rows took 28 minutes; eight rows about an hour)
     "cpu": Profile(
         pairs=(("resnet20", "resnet8"),),
-        methods=("ce", "kd", "dkd", "pckd"),
+        # the 2022-2024 logit methods beside the CRD-benchmark rows (their published weights)
+        methods=("ce", "kd", "dkd", "pckd", "kd_ls", "dkd_ls", "dist", "mlkd"),
         seeds=(0, 1, 2),
         teacher_epochs=30,
         student_epochs=20,
-        overrides=(
-            "data.class_subset=20",
-            "data.train_per_class=150",
-            "data.val_per_class=50",
-            "data.num_workers=1",
-            "scheduler=cosine",
-            "trainer.accelerator=cpu",
-            "callbacks.progress_bar=null",
-        ),
-        method_overrides={"dkd": ("distill.terms.dkd.warmup_epochs=4",)},
+        overrides=CPU_OVERRIDES,
+        # DKD's 20-epoch warm-up scaled to the 20-epoch schedule, as for dkd
+        method_overrides={
+            "dkd": ("distill.terms.dkd.warmup_epochs=4",),
+            "dkd_ls": ("distill.terms.dkd.warmup_epochs=4",),
+        },
+    ),
+    # what PCKD's terms add on the cpu profile's data, pair and schedule: 11 rows x 3 seeds (33 student runs
+    # of the cpu profile's size, a few hours on 2 cores); the report pairs each row with KD seed by seed
+    "ablation": Profile(
+        pairs=(("resnet20", "resnet8"),),
+        methods=ABLATION_ROWS,
+        seeds=(0, 1, 2),
+        teacher_epochs=30,
+        student_epochs=20,
+        overrides=CPU_OVERRIDES,
+        variants=ABLATION_VARIANTS,
     ),
     # full CIFAR-100 on one GPU with the device-resident data path, bf16 and channels_last
     "gpu-short": Profile(
@@ -92,6 +192,19 @@ PROFILES = {
             "callbacks.progress_bar=null",
         ),
         method_overrides={"dkd": ("distill.terms.dkd.warmup_epochs=5",)},
+    ),
+    # one published row on one GPU (benchmarks/packed_runs.py row packs its students; gpu_suite.sh runs it):
+    # resnet56 -> resnet20, the teacher then KD, DKD, PCKD w/o L_KD and PCKD, published recipe (240 epochs,
+    # batch 64, lr 0.05, x0.1 at 150/180/210). Published: teacher 72.34, KD 70.66, DKD 71.97,
+    # PCKD w/o L_KD 71.92, PCKD 72.21
+    "paper-row": Profile(
+        pairs=(("resnet56", "resnet20"),),
+        methods=("kd", "dkd", "pckd_wo_kd", "pckd"),
+        seeds=(0,),
+        teacher_epochs=240,
+        student_epochs=240,
+        data="cifar100_gpu",
+        overrides=("callbacks.progress_bar=null",),
     ),
     # the published recipe (240 epochs) for the seven published pairs
     "paper": Profile(
@@ -136,15 +249,37 @@ def run_once(name: str, overrides: list[str], output_dir: Path) -> None:
 
 def pair_config(teacher: str, student: str) -> list[str]:
     """The published pair's config where there is one (it carries per-pair settings), else the generic one."""
-    if (CONF_DIR / "model" / "cifar100" / f"{teacher}_{student}.yaml").is_file():
-        return [f"model=cifar100/{teacher}_{student}"]
-    return ["model=cifar100/pair", f"model.teacher.name={teacher}", f"model.student.name={student}"]
+    if (CONF_DIR / "model" / f"cifar100_{teacher}_{student}.yaml").is_file():
+        return [f"model=cifar100_{teacher}_{student}"]
+    return ["model=cifar100_pair", f"model.teacher.name={teacher}", f"model.student.name={student}"]
 
 
 def teacher_path(out: Path, arch: str, teacher_dir: Path | None) -> Path:
     if teacher_dir is not None:
         return teacher_dir / f"{arch}_vanilla" / "ckpt_epoch_240.pth"
     return out / "teachers" / arch / "student.pth"
+
+
+def student_run(
+    profile: Profile, row: str, root: str, pair: tuple[str, str], weights: Path, seed: int
+) -> list[str]:
+    """The overrides of one student run of ``row``: model, method, the profile's and the row's overrides."""
+    teacher, student = pair
+    method, row_overrides = profile.row(row)
+    if method == "ce":  # the from-scratch student row
+        model = ["model=cifar100_scratch", f"model.student.name={student}"]
+    else:
+        model = [*pair_config(teacher, student), f"model.teacher.checkpoint={weights}"]
+    return [
+        *model,
+        f"distill={method}",
+        f"data={profile.data}",
+        f"data.root={root}",
+        *profile.overrides,
+        *row_overrides,
+        f"trainer.max_epochs={profile.student_epochs}",
+        f"seed={seed}",
+    ]
 
 
 def compare(profile: Profile, root: str, out: Path, teacher_dir: Path | None = None) -> str:
@@ -156,7 +291,7 @@ def compare(profile: Profile, root: str, out: Path, teacher_dir: Path | None = N
             run_once(
                 f"teacher {teacher}",
                 [
-                    "model=cifar100/scratch",
+                    "model=cifar100_scratch",
                     f"model.student.name={teacher}",
                     "distill=ce",
                     *common,
@@ -165,23 +300,12 @@ def compare(profile: Profile, root: str, out: Path, teacher_dir: Path | None = N
                 ],
                 weights.parent,
             )
-        for method in profile.methods:
+        for name in profile.methods:
             for seed in profile.seeds:
-                if method == "ce":  # the from-scratch student row
-                    model = ["model=cifar100/scratch", f"model.student.name={student}"]
-                else:
-                    model = [*pair_config(teacher, student), f"model.teacher.checkpoint={weights}"]
                 run_once(
-                    f"{teacher}->{student} {method} seed {seed}",
-                    [
-                        *model,
-                        f"distill={method}",
-                        *common,
-                        *profile.method_overrides.get(method, ()),
-                        f"trainer.max_epochs={profile.student_epochs}",
-                        f"seed={seed}",
-                    ],
-                    out / f"{teacher}_{student}" / method / f"seed{seed}",
+                    f"{teacher}->{student} {name} seed {seed}",
+                    student_run(profile, name, root, (teacher, student), weights, seed),
+                    out / f"{teacher}_{student}" / name / f"seed{seed}",
                 )
     _, markdown = build_report(out, out / "report")
     return markdown

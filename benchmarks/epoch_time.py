@@ -103,7 +103,7 @@ def time_path(
     """Time ``args.steps`` PCKD steps of ``args.pair`` (batch ``args.batch_size`` x 4 views) on one data path."""
     teacher_name, student_name = args.pair.split(":")
     overrides = [
-        "experiment=cifar100/pckd/resnet32x4_resnet8x4",
+        "experiment=cifar100_pckd_resnet32x4_resnet8x4",
         f"data={data}",
         f"data.root={root}",
         f"data.batch_size={args.batch_size}",

@@ -14,10 +14,20 @@
 #    then PCKD and KD in fp32 and bf16, KD in bf16 + channels_last, and compiled models last;
 # 3. the CIFAR-100 train loader (4 views): DataLoader per worker count vs the GPU-resident path, on the data in
 #    .device_data/cifar-100-python (skipped when absent).
+# Steps 2-3 are the stage "bench". Two more stages (STAGES="bench packed row" runs all three, in that order):
+# - packed: aggregate epochs/s and memory per run of $PACKED_RUNS runs side by side through the joblib
+#   launcher (benchmarks/packed_runs.py throughput, $PACKED_EPOCHS epochs each, on the real data);
+# - row: the paper row (benchmarks/packed_runs.py row --profile paper-row: the teacher, then its $ROW_JOBS
+#   students at once, resumable in $ROW_OUT), $ROW_EPOCHS epochs (empty: the published 240); its report and
+#   summaries are copied to $OUT/paper_row.
+# Real CIFAR-100 arrives as chunks (benchmarks/device_data.py, one chunk carried per device call): when
+# $DATA_ROOT/manifest.json exists, the chunks are checked and unpacked into $DATA_ROOT/cifar-100-python first.
 # Every JSON line goes to $OUT/bench.jsonl. The whole suite stops starting runs once $BUDGET_S seconds
 # (default 330) have passed and kills a run at that point, so it stays under 6 minutes; compiled runs go
 # last. Overridable: PYTHON, OUT, BUDGET_S, STEPS, WARMUP, EPOCH_STEPS, PAIR, DEVICE, DATA_ROOT, WHEELS, WORKERS,
-# SKIP_COMPILE=1, SKIP_INSTALL=1.
+# LOADER_BATCHES, LOADER_ARGS, SKIP_COMPILE=1, SKIP_INSTALL=1, STAGES, PACKED_RUNS, PACKED_EPOCHS, PACKED_PAIR,
+# PACKED_OVERRIDES, ROW_EPOCHS, ROW_JOBS, ROW_OUT, ROW_OVERRIDES (overrides: space-separated Hydra overrides).
+# DEVICE=cpu with tiny sizes runs the whole script as a dry run (tests/test_packed_runs.py shows how).
 set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +43,17 @@ DATA_ROOT="${DATA_ROOT:-$REPO/.device_data}"
 WHEELS="${WHEELS:-$REPO/.whl}"
 WORKERS="${WORKERS:-0 2 4 8}"
 EPOCH_STEPS="${EPOCH_STEPS:-150}"
+LOADER_BATCHES="${LOADER_BATCHES:-50}"
+LOADER_ARGS="${LOADER_ARGS:-}"  # e.g. --partial for a cut-down copy (dry runs)
+STAGES="${STAGES:-bench}"
+PACKED_RUNS="${PACKED_RUNS:-1 2 4 8}"
+PACKED_EPOCHS="${PACKED_EPOCHS:-2}"
+PACKED_PAIR="${PACKED_PAIR:-resnet56:resnet20}"
+PACKED_OVERRIDES="${PACKED_OVERRIDES:-}"
+ROW_EPOCHS="${ROW_EPOCHS:-}"
+ROW_JOBS="${ROW_JOBS:-4}"
+ROW_OUT="${ROW_OUT:-$REPO/outputs/paper_row}"
+ROW_OVERRIDES="${ROW_OVERRIDES:-}"
 mkdir -p "$OUT"
 JSONL="$OUT/bench.jsonl"
 LOG="$OUT/suite.log"
@@ -62,8 +83,17 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
     missing=$("$PY" - <<'EOF'
 import importlib.util as u
 need = {"torch": "torch", "torchvision": "torchvision", "lightning": "lightning", "torchmetrics": "torchmetrics",
-        "yaml": "pyyaml", "numpy": "numpy", "PIL": "pillow", "hydra": "hydra-core", "omegaconf": "omegaconf"}
-print(" ".join(pkg for mod, pkg in need.items() if u.find_spec(mod) is None))
+        "yaml": "pyyaml", "numpy": "numpy", "PIL": "pillow", "hydra": "hydra-core", "omegaconf": "omegaconf",
+        "sklearn": "scikit-learn", "rich": "rich", "joblib": "joblib",
+        "hydra_plugins.hydra_joblib_launcher": "hydra-joblib-launcher"}
+
+def have(mod):
+    try:
+        return u.find_spec(mod) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent is missing
+        return False
+
+print(" ".join(pkg for mod, pkg in need.items() if not have(mod)))
 EOF
     )
     if [ -n "$missing" ]; then
@@ -109,10 +139,17 @@ run() {
     fi
 }
 
+stage() { [[ " $STAGES " == *" $1 "* ]]; }
+if [ -f "$DATA_ROOT/manifest.json" ]; then
+    log "unpacking the CIFAR-100 chunks in $DATA_ROOT"
+    "$PY" benchmarks/device_data.py unpack --src "$DATA_ROOT" 2>&1 | tee -a "$LOG" >&2
+fi
+
 STEP=(benchmarks/step_throughput.py --pair "$PAIR" --device "$DEVICE" --steps "$STEPS" --warmup "$WARMUP")
 [ "$DEVICE" = cuda ] && STEP+=(--cudnn-benchmark)
 EPOCH=(benchmarks/epoch_time.py --paths cifar100_gpu --pair "$PAIR" --steps "$EPOCH_STEPS" --warmup 20)
 
+if stage bench; then
 # most telling first: PCKD's step as the app runs it, eager and with compiled loss terms, then whole app steps
 run step_pckd_bf16_cl 20 "${STEP[@]}" --method pckd --precision bf16 --channels-last
 run step_pckd_bf16_cl_compile_losses 60 "${STEP[@]}" --method pckd --precision bf16 --channels-last \
@@ -129,9 +166,9 @@ for config in "fp32" "bf16"; do
 done
 
 if [ -d "$DATA_ROOT/cifar-100-python" ]; then
-    # shellcheck disable=SC2086  # WORKERS is a list
-    run loader 25 benchmarks/loader_throughput.py --root "$DATA_ROOT" --device "$DEVICE" --batches 50 \
-        --workers $WORKERS
+    # shellcheck disable=SC2086  # WORKERS and LOADER_ARGS are lists
+    run loader 25 benchmarks/loader_throughput.py --root "$DATA_ROOT" --device "$DEVICE" --batches "$LOADER_BATCHES" \
+        --workers $WORKERS $LOADER_ARGS
 else
     log "SKIP loader: no $DATA_ROOT/cifar-100-python"
     echo "{\"bench\": \"skipped\", \"name\": \"loader\", \"reason\": \"no data\"}" >>"$JSONL"
@@ -142,6 +179,35 @@ if [ "${SKIP_COMPILE:-0}" != 1 ]; then
         run "step_${method}_bf16_cl_compile" 60 "${STEP[@]}" --method "$method" --precision bf16 \
             --channels-last --compile
     done
+fi
+fi  # stage bench
+
+# ---- several runs on one GPU, and the paper row -----------------------------------------------------------
+overrides() { local o; for o in $1; do printf -- '--override=%s\n' "$o"; done; }
+ON_DEVICE=()
+[ "$DEVICE" = cpu ] && ON_DEVICE=(--override=trainer.accelerator=cpu)
+for name in packed row; do
+    stage "$name" && [ ! -d "$DATA_ROOT/cifar-100-python" ] && {
+        log "SKIP $name: no $DATA_ROOT/cifar-100-python (pack it with benchmarks/device_data.py and carry the chunks)"
+        echo "{\"bench\": \"skipped\", \"name\": \"$name\", \"reason\": \"no data\"}" >>"$JSONL"
+    }
+done
+if stage packed && [ -d "$DATA_ROOT/cifar-100-python" ]; then
+    mapfile -t extra < <(overrides "$PACKED_OVERRIDES")
+    # shellcheck disable=SC2086  # PACKED_RUNS is a list
+    run packed_runs 60 benchmarks/packed_runs.py throughput --runs $PACKED_RUNS --epochs "$PACKED_EPOCHS" \
+        --root "$DATA_ROOT" --device "$DEVICE" --pair "$PACKED_PAIR" --out "$TMP/packed_runs" \
+        "${ON_DEVICE[@]}" "${extra[@]}"
+fi
+if stage row && [ -d "$DATA_ROOT/cifar-100-python" ]; then
+    mapfile -t extra < <(overrides "$ROW_OVERRIDES")
+    run paper_row 60 benchmarks/packed_runs.py row --profile paper-row --root "$DATA_ROOT" --out "$ROW_OUT" \
+        --jobs "$ROW_JOBS" ${ROW_EPOCHS:+--epochs "$ROW_EPOCHS"} "${ON_DEVICE[@]}" "${extra[@]}"
+    # what exists comes back, finished or not (a later call on the same warm machine resumes the row)
+    mkdir -p "$OUT/paper_row"
+    (cd "$ROW_OUT" && find . -path ./report -prune -exec cp -r --parents {} "$OUT/paper_row" \; \
+        -o -name summary.json -exec cp --parents {} "$OUT/paper_row" \;)
+    [ -f "$ROW_OUT/report/report.md" ] && tee -a "$LOG" <"$ROW_OUT/report/report.md" >&2
 fi
 
 log "done: $(grep -c '"ratio"' "$JSONL") step results, $(grep -c '"bench": "loader"' "$JSONL") loader results in $JSONL"
@@ -161,6 +227,10 @@ for r in rows:
     if "epoch_s_extrapolated" in r:
         print(f"app epoch {r['data_path']} {' '.join(r['overrides'])}: {r['ms_per_step']} ms/step, "
               f"{r['images_per_s']} img/s, epoch {r['epoch_s_extrapolated']} s, {r['ops_per_step']} ops/step")
+for r in rows:
+    if r.get("bench") == "packed_runs":
+        print(f"{r['runs']} runs side by side: {r['epochs_per_s']:.3f} epochs/s in all, "
+              f"peak {max(r['peak_mib_per_run'], default=0)} MiB ({r['memory']}) per run")
 for r in rows:
     if r.get("bench") == "loader":
         print(f"loader {r['path']:<13} workers {r['workers']:>2}: {r['img_s']:>9.0f} img/s")

@@ -29,7 +29,7 @@ def save_teacher(path: Path, name: str, num_classes: int) -> Path:
 @pytest.mark.slow
 def test_teacher_training_fast_dev_run(tmp_path):
     cfg = compose_config(
-        ["model=digits/scratch_resnet8", "distill=ce", "+trainer.fast_dev_run=2", *QUIET], output_dir=tmp_path
+        ["model=digits_scratch_resnet8", "distill=ce", "+trainer.fast_dev_run=2", *QUIET], output_dir=tmp_path
     )
     summary = fit(cfg)
     weights = torch.load(summary["student_weights"], weights_only=True)["model"]
@@ -57,7 +57,7 @@ def test_pckd_end_to_end_on_real_cifar100(tmp_path, cifar_root):
     teacher = save_teacher(tmp_path / "resnet56.pth", "resnet56", 100)
     cfg = compose_config(
         [
-            "experiment=cifar100/pckd/resnet56_resnet20",
+            "experiment=cifar100_pckd_resnet56_resnet20",
             f"data.root={cifar_root}",
             "data.train_per_class=2",
             "data.val_per_class=1",

@@ -36,7 +36,6 @@ from pckd_lightning.losses import (
 )
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms import PairInfo
-from pckd_lightning.losses.terms._common import EpochAwareTerm
 from pckd_lightning.losses.terms.fitnet import hint_regressor
 from pckd_lightning.losses.terms.reviewkd import hcl
 from pckd_lightning.losses.terms.vid import VIDHead
@@ -479,7 +478,7 @@ def test_term_on_pair_has_its_shape_and_trains_the_student_and_heads_only(pair, 
     term = TERMS[name]()
     term.build(PairInfo(student=pair.student, teacher=pair.teacher, num_classes=10))
     assert pair.student.training and pair.teacher.training  # the dry forward restored the modes
-    if isinstance(term, EpochAwareTerm):
+    if term.warmup_epochs:  # a warm-up needs the epoch
         term.on_train_epoch_start(1)
     ctx = context(pair.s_out, pair.t_out, pair.labels, pair.indices, pair.student, pair.teacher)
     value = term(ctx)
@@ -630,7 +629,7 @@ def test_every_distill_config_composes_builds_and_runs(name, small_pair, small_o
         term.build(small_pair)
         if term.skip_reason:
             continue
-        if isinstance(term, EpochAwareTerm):
+        if term.warmup_epochs:  # a warm-up needs the epoch
             term.on_train_epoch_start(1)
         value = term(ctx if term.views == "all" else ctx.first_view())
         assert torch.isfinite(value).all()

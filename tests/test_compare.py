@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from functools import partial
 
 import pytest
+import torch
 
 from conftest import REPO
+from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.models import create_model
+from pckd_lightning.runner import build_terms, instantiate
 
 
 def load_compare():
@@ -35,11 +40,97 @@ def test_tiny_profile_trains_every_method_and_writes_the_table(tmp_path, cifar_r
     assert capsys.readouterr().out.count("done before, skipped") == 9
 
 
-def test_every_profile_composes(tmp_path):
+def test_every_row_of_every_profile_composes(tmp_path):
     compare = load_compare()
     for name, profile in compare.PROFILES.items():
-        teacher, student = profile.pairs[0]
-        model = compare.pair_config(teacher, student)
-        overrides = [f"data={profile.data}", *profile.overrides, *model, "distill=pckd"]
-        cfg = compare.compose_run(overrides, tmp_path)
-        assert cfg.model.student.name == student, name
+        for row in profile.methods:
+            overrides = compare.student_run(profile, row, "data", profile.pairs[0], tmp_path / "t.pth", 0)
+            cfg = compare.compose_run(overrides, tmp_path)
+            assert cfg.model.student.name == profile.pairs[0][1], name
+            assert cfg.distill.name == row, (name, row)  # the report's row
+
+
+def ablation_config(row: str, tmp_path):
+    compare = load_compare()
+    profile = compare.PROFILES["ablation"]
+    overrides = compare.student_run(profile, row, "data", profile.pairs[0], tmp_path / "t.pth", 0)
+    return compare.compose_run(overrides, tmp_path)
+
+
+def test_the_ablation_profile_is_the_cpu_profile_with_one_change_per_row(tmp_path):
+    compare = load_compare()
+    ablation, cpu = compare.PROFILES["ablation"], compare.PROFILES["cpu"]
+    assert (ablation.pairs, ablation.overrides, ablation.student_epochs) == (
+        cpu.pairs,
+        cpu.overrides,
+        cpu.student_epochs,
+    )
+    assert "data.split_seed=0" in ablation.overrides and len(ablation.seeds) >= 3
+    cfgs = {row: ablation_config(row, tmp_path) for row in ablation.methods}
+    terms = {row: {k for k, v in cfg.distill.terms.items() if v is not None} for row, cfg in cfgs.items()}
+    full = {"ce", "kd", "category_contrast", "center_align", "feature_align"}
+    assert terms["pckd"] == full and cfgs["pckd"].distill.views == 4
+    assert cfgs["ce"].model.teacher is None and terms["ce"] == {"ce"}
+    kd, ce1_kd1 = cfgs["kd"].distill.terms, cfgs["ce1_kd1"].distill.terms
+    assert (kd.ce.weight, kd.kd.weight, ce1_kd1.ce.weight, ce1_kd1.kd.weight) == (0.1, 0.9, 1.0, 1.0)
+    wo_preview = cfgs["pckd_wo_preview"].distill
+    assert wo_preview.preview is None and not any(t.get("preview") for t in wo_preview.terms.values())
+    for row, removed in (
+        ("pckd_wo_fa", "feature_align"),
+        ("pckd_wo_cc", "category_contrast"),
+        ("pckd_wo_ca", "center_align"),
+    ):
+        assert terms[row] == full - {removed}, row
+    assert cfgs["pckd_one_view"].distill.views == 1 and cfgs["pckd_one_view"].data.views == 1
+    warm = cfgs["pckd_fa_cc_warmup"].distill.terms
+    assert (
+        warm.feature_align.warmup_epochs
+        == warm.category_contrast.warmup_epochs
+        == compare.FA_CC_WARMUP_EPOCHS
+    )
+    assert "warmup_epochs" not in cfgs["pckd"].distill.terms.feature_align
+    assert cfgs["pckd_progress"].distill.preview.schedule == "progress"
+    assert cfgs["pckd"].callbacks.gradient_share.every_n_steps == 50
+    assert cfgs["kd"].callbacks.gradient_share.every_n_steps == 0
+    # every run is recorded under its row's name: the row label of the report
+    assert {row: cfg.distill.name for row, cfg in cfgs.items()} == {row: row for row in ablation.methods}
+
+
+@pytest.mark.parametrize("row", load_compare().ABLATION_ROWS)
+def test_every_ablation_row_builds_and_computes_its_losses(row, tmp_path, one_thread):
+    cfg = ablation_config(row, tmp_path)
+    torch.manual_seed(0)
+    teacher = None if cfg.model.teacher is None else create_model("resnet14", 5)
+    module = DistillationModule(
+        student=create_model("resnet8", 5),
+        teacher=teacher,
+        terms=build_terms(cfg.distill),
+        optimizer=partial(torch.optim.SGD, lr=0.1),
+        num_classes=5,
+        measure_teacher=False,
+    )
+    if cfg.distill.preview is not None:
+        preview = instantiate(cfg.distill.preview)
+        preview.set_max_epochs(cfg.trainer.max_epochs)
+        module.sample_weighting = preview
+    module.on_train_epoch_start()
+    views = cfg.distill.views
+    images = torch.randn(4, views, 3, 16, 16) if views > 1 else torch.randn(4, 3, 16, 16)
+    losses = module.compute_losses(module.context((images, torch.arange(4), torch.arange(4))))
+    assert set(losses) == {k for k, v in cfg.distill.terms.items() if v is not None}
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+@pytest.mark.slow
+@pytest.mark.cifar
+def test_tiny_ablation_profile_reports_every_row_paired_with_kd(tmp_path, cifar_root):
+    compare = load_compare()
+    compare.main(["--profile", "tiny-ablation", "--root", str(cifar_root), "--out", str(tmp_path)])
+    report = (tmp_path / "report" / "report.md").read_text()
+    rows = compare.PROFILES["tiny-ablation"].methods
+    assert len(list(tmp_path.rglob("summary.json"))) == 1 + len(rows) * 2
+    paired = report.split("### Paired Δ vs KD over the same seeds, best-epoch top-1 (%)")[1].split("##")[0]
+    for row in rows:
+        label = "student (scratch)" if row == "ce" else row
+        assert f"| {label} |" in report, row
+        assert (f"| {label} |" in paired) == (row != "kd"), row

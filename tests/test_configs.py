@@ -11,12 +11,11 @@ from pckd_lightning.runner import build_terms, instantiate
 
 DISTILLS = sorted(p.stem for p in (CONF_DIR / "distill").glob("*.yaml"))
 PAIRS = sorted(
-    p.stem for p in (CONF_DIR / "model" / "cifar100").glob("*.yaml") if p.stem not in {"scratch", "pair"}
+    p.stem.removeprefix("cifar100_")
+    for p in (CONF_DIR / "model").glob("cifar100_*.yaml")
+    if p.stem not in {"cifar100_scratch", "cifar100_pair"}
 )
-EXPERIMENTS = sorted(
-    str(p.relative_to(CONF_DIR / "experiment").with_suffix(""))
-    for p in (CONF_DIR / "experiment").rglob("*.yaml")
-)
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 PUBLISHED_PAIRS = {
     "wrn_40_2_wrn_16_2",
     "wrn_40_2_wrn_40_1",
@@ -36,7 +35,9 @@ PUBLISHED_PAIRS = {
 
 def test_every_published_pair_has_a_model_config_and_a_pckd_experiment():
     assert set(PAIRS) == PUBLISHED_PAIRS
-    assert {e.split("/")[-1] for e in EXPERIMENTS if e.startswith("cifar100/pckd/")} == PUBLISHED_PAIRS
+    assert {
+        e.removeprefix("cifar100_pckd_") for e in EXPERIMENTS if e.startswith("cifar100_pckd_")
+    } == PUBLISHED_PAIRS
 
 
 def test_the_default_config_is_the_digits_pckd_demo():
@@ -48,7 +49,7 @@ def test_the_default_config_is_the_digits_pckd_demo():
 @pytest.mark.parametrize("distill", DISTILLS)
 @pytest.mark.parametrize("pair", PAIRS)
 def test_every_distill_composes_with_every_pair(distill, pair):
-    cfg = compose_config([f"model=cifar100/{pair}", f"distill={distill}", "data=cifar100"])
+    cfg = compose_config([f"model=cifar100_{pair}", f"distill={distill}", "data=cifar100"])
     assert cfg.data.views == cfg.distill.views
     assert cfg.trainer.max_epochs == 240 and list(cfg.scheduler.milestones) == [150, 180, 210]
     assert build_terms(cfg.distill)
@@ -64,7 +65,7 @@ def test_every_experiment_composes(experiment):
 
 @pytest.mark.parametrize("pair", sorted(PUBLISHED_PAIRS))
 def test_published_students_build_and_use_the_published_lr(pair):
-    cfg = compose_config([f"experiment=cifar100/pckd/{pair}"])
+    cfg = compose_config([f"experiment=cifar100_pckd_{pair}"])
     student = instantiate(cfg.model.student, num_classes=100)
     assert student.classifier_layer.out_features == 100
     small_lr_students = {"MobileNetV2", "ShuffleV1", "ShuffleV2"}
@@ -84,9 +85,9 @@ def test_pckd_published_defaults():
 
 def test_missing_teacher_checkpoint_says_how_to_get_one(tmp_path):
     cfg = compose_config(
-        ["experiment=cifar100/pckd/resnet56_resnet20", f"model.teacher.checkpoint={tmp_path}/x.pth"]
+        ["experiment=cifar100_pckd_resnet56_resnet20", f"model.teacher.checkpoint={tmp_path}/x.pth"]
     )
-    with pytest.raises(CheckpointError, match=r"experiment=cifar100/teacher/<arch>"):
+    with pytest.raises(CheckpointError, match=r"experiment=cifar100_teacher_<arch>"):
         instantiate(cfg.model.teacher, num_classes=100)
 
 
@@ -95,7 +96,7 @@ def test_missing_teacher_checkpoint_says_how_to_get_one(tmp_path):
     [("resnet56_resnet20", 2), ("vgg13_vgg8", 6), ("wrn_40_2_wrn_16_2", 6), ("resnet32x4_resnet8x4", 8)],
 )
 def test_dkd_uses_the_published_per_pair_beta(pair, beta):
-    cfg = compose_config([f"experiment=cifar100/pckd/{pair}", "distill=dkd"])
+    cfg = compose_config([f"experiment=cifar100_pckd_{pair}", "distill=dkd"])
     assert cfg.distill.terms.dkd.beta == beta
     assert build_terms(cfg.distill)["dkd"].beta == beta
 

@@ -30,6 +30,8 @@ from pckd_lightning.models import create_model
 
 CIFAR_FIX = ("Fix: point data.root at the folder that contains 'cifar-100-python'", "data.download=true")
 CIFAR_EXPECTED_SPLIT = "expected a dict with 'data' (uint8, 50000 x 3072) and 'fine_labels'"
+#: a file that exists but cannot be read: delete it first, since a download skips existing files
+CIFAR_CORRUPT_FIX = ("The file is corrupt", "delete the folder", "data.download=true", "downloading skips")
 IMAGEFOLDER_FIX = "Fix: point data.root at the folder that holds train/ and val/"
 
 
@@ -89,7 +91,7 @@ def test_truncated_pickle_names_the_file_and_the_fix(cifar: Path, name: str):
     (cifar / name).write_bytes(whole[: len(whole) // 2])
     with pytest.raises(DataError) as err:
         load_cifar(cifar.parent)
-    msg = assert_message(err, f"cannot unpickle {cifar / name}", "expected a dict with", *CIFAR_FIX)
+    msg = assert_message(err, f"cannot unpickle {cifar / name}", "expected a dict with", *CIFAR_CORRUPT_FIX)
     assert "truncated" in msg or "Ran out of input" in msg or "EOF" in msg
 
 
@@ -106,7 +108,7 @@ def test_malformed_file_names_the_file_and_the_fix(cifar: Path, content: bytes, 
     (cifar / "train").write_bytes(content)
     with pytest.raises(DataError) as err:
         load_cifar(cifar.parent)
-    assert_message(err, str(cifar / "train"), detail, CIFAR_EXPECTED_SPLIT, *CIFAR_FIX)
+    assert_message(err, str(cifar / "train"), detail, CIFAR_EXPECTED_SPLIT, *CIFAR_CORRUPT_FIX)
 
 
 def _patch(split: str, **changes) -> Callable[[Path], None]:

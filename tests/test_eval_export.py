@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def test_evaluate_counts_top1_and_top5_exactly():
 def run(tmp_path_factory) -> tuple[Path, dict]:
     """A real (tiny) run on the digits: one epoch, two training batches, the whole validation split."""
     folder = tmp_path_factory.mktemp("eval") / "run"
-    overrides = ["model=digits/scratch_resnet8", "distill=ce", "trainer.max_epochs=1"]
+    overrides = ["model=digits_scratch_resnet8", "distill=ce", "trainer.max_epochs=1"]
     summary = fit(compose_config([*overrides, "+trainer.limit_train_batches=2", *QUIET], output_dir=folder))
     return folder, summary
 
@@ -82,6 +83,22 @@ def test_pckd_eval_reproduces_the_runs_validation_accuracy(run, capsys):
     assert "--arch" in capsys.readouterr().err
     assert eval_main(["--checkpoint", str(teacher_like), "--arch", "resnet20", "--data", "digits"]) == 2
     assert "does not match architecture 'resnet20'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_pckd_eval_says_what_is_wrong_and_accepts_a_run_folder(run, tmp_path, capsys):
+    folder, summary = run
+    assert eval_main(["--checkpoint", str(folder), "--json"]) == 0  # a run folder: its student.pth
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(summary["last_top1"], abs=1e-4)
+    assert eval_main(["--checkpoint", str(tmp_path / "nope.pth")]) == 2
+    assert "nope.pth' does not exist" in capsys.readouterr().err
+    assert eval_main(["--checkpoint", str(tmp_path)]) == 2
+    assert "holds no student.pth" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    (broken / "config.yaml").write_text("model: [unclosed\n")
+    assert eval_main(["--checkpoint", str(broken / "student.pth")]) == 2
+    assert f"{broken / 'config.yaml'} is not a readable run config" in capsys.readouterr().err
 
 
 @pytest.mark.slow

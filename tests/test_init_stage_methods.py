@@ -442,7 +442,7 @@ PUBLISHED = {  # method: (term, its options, init-stage lr in the config)
 
 @pytest.mark.parametrize("method", sorted(PUBLISHED))
 def test_configs_compose_with_published_settings_and_build(method, tmp_path):
-    overrides = [f"distill={method}", "model=cifar100/resnet32x4_resnet8x4", "data=cifar100"]
+    overrides = [f"distill={method}", "model=cifar100_resnet32x4_resnet8x4", "data=cifar100"]
     cfg = compose_config(overrides, output_dir=tmp_path)
     name, options, lr = PUBLISHED[method]
     assert cfg.distill.name == method and cfg.distill.views == 1 and cfg.distill.preview is None

@@ -8,7 +8,7 @@ from conftest import compose_config
 from pckd_lightning.runner import fit
 
 SHORT = [
-    "model=digits/scratch_resnet8",
+    "model=digits_scratch_resnet8",
     "distill=ce",
     "trainer.max_epochs=1",
     "+trainer.limit_train_batches=2",

@@ -38,9 +38,13 @@ def test_the_first_non_finite_step_of_each_term_is_reported_and_survives_the_epo
     meter.update({"ce": t(float("nan")), "kd": t(1.0)}, weight=1, step=9)  # later, another term
     meter.reset()
     with pytest.raises(
-        NonFiniteLossError, match=r"term\(s\) ce, kd became NaN/Inf at global step 7 \(epoch 2\)"
+        NonFiniteLossError,
+        match=r"term\(s\) kd became NaN/Inf first, at global step 7 \(epoch 2\); later also ce \(step 9\).*"
+        r"no epoch had finished, so there is no checkpoint",
     ):
         meter.check(epoch=2)
+    with pytest.raises(NonFiniteLossError, match=r"the last good checkpoint is kept \(/runs/a/last\.ckpt\)"):
+        meter.check(epoch=2, last_checkpoint="/runs/a/last.ckpt")
 
 
 def test_values_are_read_from_the_graph_without_keeping_it():

@@ -302,7 +302,10 @@ def test_logged_epoch_means_weight_each_step_by_its_images_and_the_bar_shows_the
     expected = sum(loss * n for loss, n, _ in steps) / 10
     assert trainer.callback_metrics["train/loss"].item() == pytest.approx(expected, rel=1e-5)
     assert trainer.callback_metrics["train/ce"].item() == pytest.approx(expected, rel=1e-5)
-    assert trainer.callback_metrics["train/top1"].item() == pytest.approx(sum(c for *_, c in steps) / 10)
+    # in percent, as val/top1 and the paper's tables
+    assert trainer.callback_metrics["train/top1"].item() == pytest.approx(
+        100 * sum(c for *_, c in steps) / 10
+    )
     # the bar's loss is the running mean; after the last step, the epoch's mean
     assert trainer.progress_bar_metrics["loss"] == pytest.approx(expected, rel=1e-5)
 

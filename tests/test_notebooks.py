@@ -26,7 +26,7 @@ from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402  (after th
 from jupyter_client.manager import AsyncKernelManager  # noqa: E402
 
 NOTEBOOKS = REPO / "notebooks"
-NAMES = ("quickstart", "analysis")
+NAMES = ("quickstart", "analysis", "comparison")
 KERNEL = "pckd-test-python"
 CELL_TIMEOUT_S = 600
 ACCURACY = re.compile(r"^(teacher|student) \((\S+)\)\s+val top-1: ([-+\d.eE]+|nan|inf)%$", re.MULTILINE)
@@ -163,3 +163,19 @@ def test_analysis_reads_the_quickstart_checkpoints(quickstart, tmp_path):
     assert "trained a" not in text and "distilled a" not in text
     for who, value in accuracies(quick_nb).items():
         assert result[who] == pytest.approx(value, abs=0.3), who  # same weights, same validation split
+
+
+@pytest.mark.slow
+def test_comparison_sweeps_reports_plots_and_keeps_wandb_offline(tmp_path):
+    nb = execute(read("comparison"), tmp_path)
+    text = stdout(nb)
+    assert "6 jobs finished" in text and "6 offline W&B runs" in text
+    for row in ("| kd |", "| pckd |", "| student (scratch) |"):
+        assert row in text, row
+    assert "Δ vs KD" in text
+    plotting = [cell for cell in nb.cells if cell.cell_type == "code" and "plt.show()" in cell.source]
+    assert plotting and all(
+        "image/png" in {kind for out in cell.outputs for kind in out.get("data", {})} for cell in plotting
+    )
+    written = re.search(r"this notebook writes into (\S+)", text)
+    assert written and Path(written.group(1)).is_relative_to(tmp_path / "tmp")

@@ -47,7 +47,6 @@ from pckd_lightning.losses.terms import (
     SPTerm,
     VIDTerm,
 )
-from pckd_lightning.losses.terms._common import EpochAwareTerm
 from pckd_lightning.losses.terms.attention import attention_map
 from pckd_lightning.losses.terms.correlation import correlation_congruence
 from pckd_lightning.losses.terms.crd import nce_loss
@@ -258,7 +257,7 @@ def built_term(name: str, center_scale: float = 1.0, epoch: int = 100):
     student, teacher = ShapeModel(STUDENT_STAGES, center_scale), ShapeModel(teacher_stages, center_scale)
     term = TERMS[name]()
     term.build(PairInfo(student, teacher, NUM_CLASSES, train_labels=torch.arange(NUM_DATA) % NUM_CLASSES))
-    if isinstance(term, EpochAwareTerm):
+    if term.warmup_epochs:  # a warm-up needs the epoch
         term.on_train_epoch_start(epoch)
     return term, student, teacher
 

@@ -65,6 +65,7 @@ def test_a_nan_loss_stops_the_run_names_the_term_and_keeps_the_last_good_checkpo
         trainer.fit(module, train, val)
     assert "ce" not in str(err.value).split("became")[0]
     assert "lr" in str(err.value)  # and says what to try
+    assert f"the last good checkpoint is kept ({tmp_path / 'last.ckpt'})" in str(err.value)
     saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
     assert saved["epoch"] == 0  # written after the good epoch, never after the broken one
     assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
@@ -107,7 +108,7 @@ def test_views_mismatched_between_data_and_method_are_refused(tmp_path):
 @pytest.mark.slow
 def test_resuming_with_another_student_is_refused(tmp_path):
     common = [
-        "model=digits/scratch_resnet8",
+        "model=digits_scratch_resnet8",
         "distill=ce",
         "+trainer.limit_train_batches=1",
         "+trainer.limit_val_batches=1",
@@ -122,8 +123,12 @@ def test_resuming_with_another_student_is_refused(tmp_path):
         "trainer.max_epochs=2",
         f"ckpt_path={first['last_checkpoint']}",
     ]
-    with pytest.raises(ConfigError, match=r"does not fit this run's model.*config\.yaml"):
+    with pytest.raises(ConfigError, match=r"model\.student\.name: 'resnet8' -> 'resnet14'.*config\.yaml"):
         fit(compose_config(changed, output_dir=tmp_path / "b"))
+    # allowed by the config check, the weights still cannot be loaded into another architecture
+    allowed = [*changed, "resume.allow_changes=[model.student.name]"]
+    with pytest.raises(ConfigError, match=r"does not fit this run's model.*config\.yaml"):
+        fit(compose_config(allowed, output_dir=tmp_path / "c"))
 
 
 def test_a_teacher_at_chance_level_is_flagged_and_refused_under_min_accuracy(tmp_path, caplog):

@@ -93,8 +93,8 @@ def write_run(
         writer.writerow(["epoch", "step", "train/loss_epoch", "val/top1", "val/top1_best", "val/top5"])
         for epoch in range(epochs):
             writer.writerow([epoch, 10 * epoch + 9, 1.0, "", "", ""])
-            val = (last - (epochs - 1 - epoch)) / 100.0
-            writer.writerow([epoch, 10 * epoch + 9, "", val, val, 0.9])
+            val = last - (epochs - 1 - epoch)  # percent, as the module logs it
+            writer.writerow([epoch, 10 * epoch + 9, "", val, val, 90.0])
     return folder
 
 
@@ -266,7 +266,7 @@ def test_reads_what_fit_really_writes(tmp_path):
         "logger=csv",
         "callbacks.progress_bar=null",
         "data.num_workers=0",
-        "model=digits/scratch_resnet8",
+        "model=digits_scratch_resnet8",
     ]
     complete = fit(
         compose_config(
@@ -298,3 +298,72 @@ def test_reads_what_fit_really_writes(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "resnet8 | digits" in result.stdout and "Incomplete runs" in result.stdout
     assert (tmp_path / "report" / "curves.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_paired_delta_vs_kd_is_taken_seed_by_seed(runs, tmp_path):
+    report, markdown = build_report(runs, tmp_path / "report", plot=False)
+    paired = parse_table(markdown, "### Paired Δ vs KD over the same seeds, best-epoch top-1 (%)")
+    # P1 pckd - kd per seed: 72.0-70.6, 71.5-70.9, 72.4-71.2 = 1.4, 0.6, 1.2: mean 1.0667,
+    # squared deviations 0.1111 + 0.2178 + 0.0178 = 0.3467, / 2 -> std 0.4163
+    assert paired["pckd"][1] == "+1.07 ± 0.42"
+    # scratch P1: -1.6, -1.4, -1.1 -> -1.3667 ± 0.2517; crd has seed 0 only: 71.7 - 70.6
+    assert paired["student (scratch)"][1] == "-1.37 ± 0.25"
+    assert paired["crd"] == ["—", "+1.10 ± n/a (n=1)"]
+    assert "kd" not in paired
+    stat = report.paired[("pckd", report.pairs[1], "best")]
+    assert stat.seeds == (0, 1, 2)
+    assert stat.values == pytest.approx(
+        [a - b for a, b in zip(BEST[(P1, "pckd")], BEST[(P1, "kd")], strict=True)]
+    )
+    agg = {
+        (r["student"], r["row"], r["metric"]): r
+        for r in csv.DictReader((tmp_path / "report" / "aggregate.csv").open())
+    }
+    row = agg[("resnet20", "pckd", "best")]
+    assert float(row["paired_delta_vs_kd"]) == pytest.approx(statistics.mean([1.4, 0.6, 1.2]))
+    assert float(row["paired_delta_std"]) == pytest.approx(statistics.stdev([1.4, 0.6, 1.2]))
+    assert row["paired_seeds"] == "0;1;2" and agg[("resnet20", "kd", "best")]["paired_delta_vs_kd"] == ""
+
+
+def test_paired_delta_uses_only_the_seeds_both_rows_have(tmp_path):
+    root = tmp_path / "runs"
+    for seed, best in enumerate([70.0, 71.0, 75.0]):
+        write_run(root / f"kd{seed}", P1, "kd", seed, best, best)
+    for seed, best in ((1, 72.0), (2, 76.5), (3, 99.0)):  # seed 3 has no KD partner
+        write_run(root / f"pckd{seed}", P1, "pckd", seed, best, best)
+    report = build_report(root, tmp_path / "out", plot=False)[0]
+    stat = report.paired[("pckd", report.pairs[0], "best")]
+    assert stat.seeds == (1, 2) and stat.values == pytest.approx([1.0, 1.5])
+    # the unpaired Δ mixes the seeds: mean(72, 76.5, 99) - mean(70, 71, 75)
+    assert report.delta[("pckd", report.pairs[0], "best")] == pytest.approx(82.5 - 72.0)
+
+
+def test_a_subsampled_data_set_is_named_as_such_and_never_mixed_with_the_full_one():
+    from pckd_lightning.report.collect import dataset_name
+
+    subset = {
+        "_target_": "x.CIFAR100DataModule",
+        "class_subset": 20,
+        "train_per_class": 150,
+        "val_per_class": 50,
+    }
+    assert (
+        dataset_name({"data": subset}) == "cifar100 (subsampled: 20 classes, 150 train/class, 50 val/class)"
+    )
+    assert dataset_name({"data": {"_target_": "x.CIFAR100DataModule", "class_subset": None}}) == "cifar100"
+
+
+def test_no_delta_between_rows_of_different_schedules(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(2):
+        write_run(root / f"kd{seed}", P1, "kd", seed, 70.0 + seed, 69.0)
+        short = write_run(root / f"pckd{seed}", P1, "pckd", seed, 60.0 + seed, 59.0)
+        cfg = yaml.safe_load((short / "config.yaml").read_text())
+        cfg["trainer"]["max_epochs"] = 2  # a shorter schedule than KD's; the run finished it
+        (short / "config.yaml").write_text(yaml.safe_dump(cfg))
+        summary = json.loads((short / "summary.json").read_text())
+        (short / "summary.json").write_text(json.dumps({**summary, "epochs": 2}))
+    report = build_report(root, tmp_path / "out", plot=False)[0]
+    pair = report.pairs[0]
+    assert report.cells[("pckd", pair, "best")].values == (60.0, 61.0)
+    assert ("pckd", pair, "best") not in report.delta and ("pckd", pair, "best") not in report.paired

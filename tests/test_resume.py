@@ -9,7 +9,7 @@ from conftest import compose_config
 from pckd_lightning.runner import fit
 
 COMMON = [
-    "model=digits/scratch_resnet8",
+    "model=digits_scratch_resnet8",
     "+trainer.limit_train_batches=3",
     "+trainer.limit_val_batches=1",
     "callbacks.progress_bar=null",
@@ -27,7 +27,8 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, distill):
     overrides = [*COMMON, f"distill={distill}"]
     if distill == "pckd":  # a teacher, trainable heads and the preview schedule all have to resume
         overrides = [o for o in overrides if not o.startswith("model=")]
-        teacher = tmp_path / "teacher.pth"  # trained once by the first run, shared by all three
+        # trained once, into the first run's teacher cache, and shared by all three
+        teacher = tmp_path / "straight" / "cache" / "teachers" / "teacher.pth"
         overrides += [
             "model.train_teacher_if_missing.max_epochs=1",
             f"model.teacher.checkpoint={teacher}",

@@ -1,7 +1,9 @@
-"""Hydra multiruns: one folder, one summary and one W&B run per job; the Optuna and Slurm configs compose."""
+"""Hydra multiruns: one folder, one summary and one W&B run per job (also side by side, through the joblib
+launcher); the Optuna and Slurm configs compose."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +42,25 @@ def test_a_multirun_gives_each_job_its_folder_and_wandb_run(tmp_path):
     assert len(jobs) == 4, summaries
     for job in jobs:
         assert len(list((job / "wandb").glob("offline-run-*"))) == 1, job
+
+
+@pytest.mark.slow
+def test_the_joblib_launcher_runs_jobs_side_by_side_each_with_its_folder_seed_and_wandb_run(tmp_path):
+    run = pckd_train(
+        [
+            *("-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "logger=wandb"),
+            *into(tmp_path),
+            *TINY,
+        ],
+        cwd=REPO,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in run.stdout + run.stderr  # the jobs ran in 2 worker processes
+    summaries = [p for p in tmp_path.rglob("summary.json") if p.parent.name != "teacher"]
+    assert sorted(json.loads(p.read_text())["seed"] for p in summaries) == [0, 1]
+    assert len({p.parent for p in summaries}) == 2
+    for summary in summaries:
+        assert len(list((summary.parent / "wandb").glob("offline-run-*"))) == 1, summary.parent
 
 
 @pytest.mark.slow

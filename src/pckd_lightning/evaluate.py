@@ -44,13 +44,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from pckd_lightning.distillation.checkpoint_io import read_checkpoint
 from pckd_lightning.distillation.teacher import extract_state_dict
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.export import EXPORT_FORMATS, export_model
 from pckd_lightning.models import create_model
 from pckd_lightning.models.base import ModelOutput
+from pckd_lightning.paths import CONFIG_DIR
 from pckd_lightning.run_config import read_run_config
-from pckd_lightning.train import CONFIG_DIR
 
 
 @torch.no_grad()
@@ -111,17 +112,7 @@ def find_run_config(checkpoint: str | Path) -> Path | None:
 def load_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     """The model weights of any accepted checkpoint layout (read with ``weights_only=True``)."""
     path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unpickling failure means the file is unusable here
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} cannot be read ({type(err).__name__}: {str(err)[:300]}); expected a "
-            "PyTorch file with {'model': state_dict}, a Lightning checkpoint or a state dict"
-        ) from err
-    if not isinstance(raw, Mapping):
-        raise CheckpointError(f"checkpoint {str(path)!r} holds a {type(raw).__name__}, not a dict of weights")
+    raw = read_checkpoint(path, weights_only=True)
     state = extract_state_dict(raw)
     if not state:
         raise CheckpointError(f"checkpoint {str(path)!r} has no student weights (no 'student.' keys)")
@@ -225,6 +216,21 @@ class Loaded:
     run_config: Path | None
 
 
+def checkpoint_file(checkpoint: str | Path) -> Path:
+    """The file to evaluate: ``checkpoint`` itself, or a run folder's ``student.pth``; refused when absent."""
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        if (path / "student.pth").is_file():
+            return path / "student.pth"
+        raise CheckpointError(
+            f"the folder {str(path)!r} holds no student.pth (a run writes it when it finishes); pass a "
+            "checkpoint file, e.g. <run>/checkpoints/last.ckpt"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; check the path")
+    return path
+
+
 def load_for_eval(
     checkpoint: str | Path,
     arch: str | None = None,
@@ -235,12 +241,27 @@ def load_for_eval(
     batch_size: int | None = None,
     num_workers: int | None = None,
 ) -> Loaded:
-    """Model (weights loaded, eval mode) and data module for ``checkpoint``, as ``pckd-eval`` builds them."""
+    """Model (weights loaded, eval mode) and data module for ``checkpoint``, as ``pckd-eval`` builds them.
+
+    ``checkpoint`` may be a run folder: its ``student.pth`` is evaluated.
+    """
+    checkpoint = checkpoint_file(checkpoint)
     config_path = Path(config) if config is not None else find_run_config(checkpoint)
     run_config = read_student_config(config_path) if config_path is not None else None
     if config is not None and run_config is None:
         raise ConfigError(f"--config {config}: not a run config.yaml with model.student.name")
     if arch is None and run_config is None:
+        broken = [
+            folder / "config.yaml"
+            for folder in (checkpoint.resolve().parent, checkpoint.resolve().parent.parent)
+            if (folder / "config.yaml").is_file()
+        ]
+        if broken:
+            raise ConfigError(
+                f"{broken[0]} is not a readable run config (corrupt YAML, or no model.student.name), so the "
+                "architecture is unknown: repair it (the run's .hydra/config.yaml holds a copy), or pass --arch "
+                "NAME and --data NAME"
+            )
         raise ConfigError(
             f"cannot tell the architecture of {str(checkpoint)!r}: pass --arch NAME (and --data NAME); "
             "there is no run config.yaml next to the checkpoint or one folder above"

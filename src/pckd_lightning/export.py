@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pckd_lightning.atomic import atomic_open
 from pckd_lightning.models.base import ModelOutput
 
 EXPORT_FORMATS = ("state_dict", "torchscript", "onnx")
@@ -71,11 +72,10 @@ def _example_on(model: nn.Module, example_input: torch.Tensor) -> torch.Tensor:
 
 def export_state_dict(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write ``{"model": model.state_dict()}`` (atomically): the layout teachers and ``pckd-eval`` load."""
-    path = _prepare_path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    path = Path(path).expanduser()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"model": state}, tmp)
-    os.replace(tmp, path)
+    with atomic_open(path) as f:
+        torch.save({"model": state}, f)
     return path
 
 

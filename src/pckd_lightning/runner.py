@@ -10,8 +10,10 @@ import inspect
 import json
 import logging
 import math
-import os
+import re
+import sys
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +22,22 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class
 from hydra.utils import instantiate as hydra_instantiate
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pckd_lightning.atomic import atomic_write_text
+from pckd_lightning.callbacks.config_record import RunConfigRecord
+from pckd_lightning.config_schema import validate
 from pckd_lightning.distillation import DistillationModule
-from pckd_lightning.errors import ConfigError, PCKDError
+from pckd_lightning.errors import CheckpointError, ConfigError, PCKDError
+from pckd_lightning.export import export_state_dict
+from pckd_lightning.loggers import EpochLineLogger, RunCSVLogger
 from pckd_lightning.losses import LossTerm
+from pckd_lightning.resume import ResumePlan, carry_history, plan_resume
+from pckd_lightning.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +96,9 @@ def apply_preview_switch(cfg: DictConfig) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Cross-group consistency that no single group can check by itself."""
+    """Cross-group consistency that no single group can check by itself (after :func:`validate`)."""
+    if cfg.distill.get("preview") is not None:  # its schedule must stay finite over trainer.max_epochs
+        instantiate(cfg.distill.preview).set_max_epochs(cfg.trainer.max_epochs)
     data_views, method_views = cfg.data.get("views"), cfg.distill.get("views")
     if data_views is not None and method_views is not None and data_views != method_views:
         raise ConfigError(
@@ -94,18 +107,56 @@ def check_config(cfg: DictConfig) -> None:
         )
 
 
-def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """The run's callbacks plus the method's own (its preview weighting and any ``distill.callbacks``)."""
+class RunInterrupted(SystemExit):
+    """The run was stopped by a signal; its summary says so. Exits 128 + the signal (143 SIGTERM, 130 SIGINT)."""
+
+
+def build_callbacks(cfg: DictConfig, record: RunConfigRecord | None = None) -> list[L.Callback]:
+    """The run's callbacks plus the method's own (its preview weighting and any ``distill.callbacks``).
+
+    A progress bar redraws one line, which a batch system's log file keeps only the end of: when stdout is
+    not a terminal it is left out (the per-epoch lines of :class:`EpochLineLogger` take its place).
+    """
     configured = [*(cfg.get("callbacks") or {}).values(), *(cfg.distill.get("callbacks") or {}).values()]
     callbacks = [instantiate(c) for c in configured if c is not None]
     if cfg.distill.get("preview") is not None:
         callbacks.append(instantiate(cfg.distill.preview))
-    return callbacks
+    if not sys.stdout.isatty():
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    return callbacks if record is None else [*callbacks, record]
 
 
-def build_loggers(cfg: DictConfig) -> list[Any]:
-    """The configured loggers, each given the resolved config as its hyper-parameters."""
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+#: a W&B run folder: ``[offline-]run-<date>_<time>-<id>``, with ``-<n>`` when W&B made a second one
+WANDB_RUN_FOLDER = re.compile(r"^(?:offline-)?run-\d{8}_\d{6}-([a-z0-9]+)(?:-\d+)?$")
+
+
+def previous_wandb_id(plan: ResumePlan) -> str | None:
+    """The W&B run id of the checkpoint's run (in ``<run>/wandb/``), to continue its curves."""
+    folders = sorted((plan.checkpoint.resolve().parent.parent / "wandb").glob("*run-*"))
+    ids = [m.group(1) for folder in folders if (m := WANDB_RUN_FOLDER.match(folder.name))]
+    return ids[-1] if ids else None
+
+
+def build_loggers(cfg: DictConfig, resume: ResumePlan | None) -> list[Any]:
+    """The configured loggers, the CSV record (always) and the epoch lines, given the resolved config.
+
+    A resumed run appends to its CSV history and continues the checkpoint's W&B run.
+    """
+    loggers = []
+    for logger_cfg in (cfg.get("logger") or {}).values():
+        if not isinstance(logger_cfg, DictConfig):  # options such as logger.log_every_n_steps
+            continue
+        kwargs = {}
+        if resume is not None and issubclass(get_class(logger_cfg._target_), WandbLogger):
+            run_id = previous_wandb_id(resume)
+            kwargs = {"id": run_id, "resume": "allow"} if run_id else {}
+        loggers.append(instantiate(logger_cfg, **kwargs))
+    if not any(isinstance(logger, CSVLogger) for logger in loggers):
+        loggers.insert(0, RunCSVLogger(save_dir=cfg.paths.output_dir, name="csv", version=""))
+    for logger in loggers:
+        if isinstance(logger, RunCSVLogger):
+            logger.append = resume is not None
+    loggers.append(EpochLineLogger(max_epochs=cfg.trainer.max_epochs))
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return loggers
@@ -122,9 +173,9 @@ def close_loggers(loggers: list[Any], summary: dict[str, Any]) -> None:
     }
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update(results)
+            logger.experiment.summary.update({**results, "status": summary["status"]})
             logger.experiment.finish()
-        else:
+        elif not isinstance(logger, EpochLineLogger):
             logger.log_metrics({f"summary/{k}": v for k, v in results.items()})
             logger.save()
 
@@ -153,6 +204,7 @@ def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> Distilla
         compile_losses=performance.get("compile_losses", False),
         compile_mode=performance.get("compile_mode"),
         scale_lr_with_world_size=cfg.get("lr_scaling", "none") == "linear",
+        log_every_n_steps=(cfg.get("logger") or {}).get("log_every_n_steps"),
     )
 
 
@@ -185,31 +237,33 @@ def teacher_training_config(cfg: DictConfig) -> DictConfig:
 
 
 def ensure_teacher(cfg: DictConfig) -> dict[str, Any] | None:
-    """Train and cache the teacher when the config asks for it and its checkpoint does not exist yet."""
+    """Train and cache the teacher when the config asks for it and its checkpoint does not exist yet.
+
+    Only into the teacher cache (``paths.cache_dir/teachers``): a missing file elsewhere is most likely a
+    typo, and training a teacher at the typo's path would hide it.
+    """
     teacher = cfg.model.get("teacher")
     if teacher is None or cfg.model.get("train_teacher_if_missing") is None:
         return None
-    if Path(teacher.checkpoint).is_file():
+    path = Path(teacher.checkpoint).expanduser()
+    if path.is_file():
         log.info("teacher checkpoint found at %s: skipping teacher training", teacher.checkpoint)
         return None
+    cache = (Path(cfg.paths.cache_dir) / "teachers").resolve()
+    if path.resolve().parent != cache:
+        raise CheckpointError(
+            f"model.teacher.checkpoint={str(path)!r} does not exist. A teacher is trained automatically only "
+            f"into the teacher cache ({cache}); check the path, or train one first: pckd-train "
+            f"model=digits_scratch_resnet8 model.student.name={teacher.name} distill=ce export_path={path}"
+        )
     log.info("no teacher at %s: training %s from scratch first", teacher.checkpoint, teacher.name)
     return fit(teacher_training_config(cfg))
 
 
-def export_student(module: DistillationModule, path: str | Path) -> Path:
-    """Write the student as ``{"model": state_dict}`` (the layout teachers are loaded from), atomically."""
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"model": module.student.state_dict()}, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def _percent(trainer: L.Trainer, name: str) -> float | None:
-    """A logged accuracy (a fraction) as a percentage, or None when it was never logged."""
+def _metric(trainer: L.Trainer, name: str) -> float | None:
+    """A logged value (accuracies are in percent), or None when it was never logged."""
     value = trainer.callback_metrics.get(name)
-    return None if value is None else 100.0 * float(value)
+    return None if value is None else float(value)
 
 
 def checkpoint_paths(trainer: L.Trainer) -> tuple[str | None, str | None]:
@@ -223,9 +277,16 @@ def checkpoint_paths(trainer: L.Trainer) -> tuple[str | None, str | None]:
     return best, last
 
 
-def summarize(cfg: DictConfig, trainer: L.Trainer, module: DistillationModule, student_path: Path) -> dict:
+def summarize(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: DistillationModule,
+    student_path: Path | None,
+    status: str = "complete",
+) -> dict:
     best_checkpoint, last_checkpoint = checkpoint_paths(trainer)
     summary = {
+        "status": status,
         "method": cfg.distill.get("name"),
         "student": cfg.model.student.get("name"),
         "teacher": None if cfg.model.get("teacher") is None else cfg.model.teacher.name,
@@ -234,13 +295,13 @@ def summarize(cfg: DictConfig, trainer: L.Trainer, module: DistillationModule, s
         "teacher_top1": module.teacher_top1,
         "teacher_checkpoint": getattr(module.teacher, "checkpoint_path", None),
         "teacher_sha256": getattr(module.teacher, "checkpoint_sha256", None),
-        "best_top1": _percent(trainer, "val/top1_best"),
-        "last_top1": _percent(trainer, "val/top1"),
-        "last_top5": _percent(trainer, "val/top5"),
+        "best_top1": _metric(trainer, "val/top1_best"),
+        "last_top1": _metric(trainer, "val/top1"),
+        "last_top5": _metric(trainer, "val/top5"),
         "skipped_terms": module.skipped_terms,
         "terms": {name: term.weight for name, term in module.terms.items()},
         "output_dir": str(cfg.paths.output_dir),
-        "student_weights": str(student_path),
+        "student_weights": None if student_path is None else str(student_path),
         "best_checkpoint": best_checkpoint,
         "last_checkpoint": last_checkpoint,
     }
@@ -251,29 +312,118 @@ def summarize(cfg: DictConfig, trainer: L.Trainer, module: DistillationModule, s
 
 
 def fit(cfg: DictConfig) -> dict[str, Any]:
-    """Run one training job described by ``cfg``; returns (and writes) its summary."""
+    """Run one training job described by ``cfg``; returns (and writes) its summary.
+
+    Every value is checked before any work, a resume is checked against its checkpoint, and the run holds
+    its folder's lock until it ends. A run stopped by SIGTERM (Slurm, ``timeout``) or Ctrl-C writes its
+    summary marked ``interrupted``, with the checkpoint to resume from, and raises :class:`RunInterrupted`.
+    """
+    validate(cfg)
     check_config(cfg)
     apply_preview_switch(cfg)
-    teacher_summary = ensure_teacher(cfg)
-    # seeded after the (optional) teacher training, so a run does not depend on whether it was cached
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    module = build_module(cfg, datamodule)
+    resume = plan_resume(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if rank_zero_only.rank == 0:
-        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
-    loggers = build_loggers(cfg)
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False, sync_batchnorm=False
-    )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    student_path = Path(cfg.get("export_path") or output_dir / "student.pth")
-    summary = summarize(cfg, trainer, module, student_path)
-    if teacher_summary is not None:
-        summary["teacher_training"] = teacher_summary
-    if trainer.is_global_zero:  # one writer under DDP
-        export_student(module, student_path)
-        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    close_loggers(loggers, summary)
+    writer = rank_zero_only.rank == 0  # one writer under DDP
+    with RunFolder(output_dir) if writer else nullcontext():
+        teacher_summary = ensure_teacher(cfg)
+        # seeded after the (optional) teacher training, so a run does not depend on whether it was cached
+        L.seed_everything(cfg.seed, workers=True)
+        datamodule = instantiate(cfg.data)
+        module = build_module(cfg, datamodule)
+        config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+        if writer:
+            atomic_write_text(output_dir / "config.yaml", config_yaml)
+            if resume is not None:
+                carry_history(resume, output_dir)
+        record = RunConfigRecord(OmegaConf.to_container(cfg, resolve=True), config_yaml)
+        loggers = build_loggers(cfg, resume)
+        callbacks = build_callbacks(cfg, record)
+        trainer: L.Trainer = instantiate(
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=loggers,
+            sync_batchnorm=False,
+            enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
+            **_step_logging(cfg),
+        )
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        except SystemExit:  # Lightning's answer to SIGTERM and Ctrl-C
+            if trainer.state.status != TrainerStatus.INTERRUPTED:
+                raise
+            _stop_interrupted(cfg, trainer, module, loggers, record, resume)
+        student_path = Path(cfg.get("export_path") or output_dir / "student.pth")
+        summary = summarize(cfg, trainer, module, student_path)
+        summary |= final_test(trainer, module, datamodule)
+        summary |= _provenance(record, resume, teacher_summary)
+        if writer:
+            export_state_dict(module.student, student_path)
+            atomic_write_text(output_dir / "summary.json", json.dumps(summary, indent=2))
+        close_loggers(loggers, summary)
     return summary
+
+
+def final_test(trainer: L.Trainer, module: DistillationModule, datamodule: Any) -> dict[str, Any]:
+    """With validation held out of training (``data.val_source=holdout``), test the final student once on
+    the evaluation split: tuning picked settings by the holdout, and this split stays unseen until now."""
+    source = getattr(datamodule, "val_source", "test")
+    if source != "holdout":
+        return {"val_source": source}
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    return {
+        "val_source": source,
+        "test_top1": _metric(trainer, "test/top1"),
+        "test_top5": _metric(trainer, "test/top5"),
+    }
+
+
+def _step_logging(cfg: DictConfig) -> dict[str, Any]:
+    """``logger.log_every_n_steps`` also sets how often Lightning hands per-step values to the loggers."""
+    every = (cfg.get("logger") or {}).get("log_every_n_steps")
+    return {} if every is None else {"log_every_n_steps": every}
+
+
+def _provenance(record: RunConfigRecord, resume: ResumePlan | None, teacher: dict | None) -> dict[str, Any]:
+    """Where the numbers come from: the config's hash, the resume and any teacher trained first."""
+    out: dict[str, Any] = {"config_sha256": record.sha256}
+    if resume is not None:
+        out["resumed_from"] = {
+            "checkpoint": str(resume.checkpoint),
+            "completed_epochs": resume.epoch + 1,
+            "changed": resume.changed,
+            "config_checked": resume.config_checked,
+        }
+    if teacher is not None:
+        out["teacher_training"] = teacher
+    return out
+
+
+def _stop_interrupted(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: DistillationModule,
+    loggers: list[Any],
+    record: RunConfigRecord,
+    resume: ResumePlan | None,
+) -> None:
+    """Write the summary of a run stopped by a signal (no student.pth: it is not a finished student)."""
+    sigterm = trainer.received_sigterm
+    summary = summarize(cfg, trainer, module, None, status="interrupted")
+    summary |= _provenance(record, resume, None)
+    _, last = checkpoint_paths(trainer)
+    resume_from = last if last and Path(last).is_file() else None
+    summary["interrupted_by"] = "SIGTERM" if sigterm else "SIGINT"
+    summary["resume_checkpoint"] = resume_from
+    if rank_zero_only.rank == 0:
+        atomic_write_text(Path(cfg.paths.output_dir) / "summary.json", json.dumps(summary, indent=2))
+    close_loggers(loggers, summary)
+    how = (
+        f"resume with ckpt_path={resume_from}" if resume_from else "no epoch had finished: nothing to resume"
+    )
+    log.error(
+        "run interrupted by %s after %d completed epoch(s); summary.json is marked interrupted; %s",
+        summary["interrupted_by"],
+        summary["epochs"],
+        how,
+    )
+    raise RunInterrupted(143 if sigterm else 130)

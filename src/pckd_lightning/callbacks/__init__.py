@@ -1,7 +1,8 @@
 """Lightning callbacks of pckd-lightning."""
 
+from pckd_lightning.callbacks.gradient_share import GradientShare
 from pckd_lightning.callbacks.init_stage import InitStage
 from pckd_lightning.callbacks.preview import PreviewWeighting
 from pckd_lightning.callbacks.rng_state import RNGStateCheckpoint
 
-__all__ = ["InitStage", "PreviewWeighting", "RNGStateCheckpoint"]
+__all__ = ["GradientShare", "InitStage", "PreviewWeighting", "RNGStateCheckpoint"]

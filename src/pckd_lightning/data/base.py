@@ -13,12 +13,22 @@ from torch.utils.data import DataLoader
 
 from pckd_lightning.data.datasets import ImageSource, IndexedDataset
 from pckd_lightning.data.sampling import EpochShuffleSampler, per_class_subsample
-from pckd_lightning.data.transforms import Crop, MultiViewRotation, train_transform, val_transform
+from pckd_lightning.data.transforms import (
+    Crop,
+    MultiViewRotation,
+    WeakStrongViews,
+    train_transform,
+    val_transform,
+)
 from pckd_lightning.errors import ConfigError
 
 #: the smallest image side every model of the zoo takes: the VGGs max-pool their input three times
 #: (2x2, stride 2) before the last block, so a side below 8 leaves them an empty feature map
 MIN_IMAGE_SIZE = 8
+#: how a multi-view batch is made: PCKD's rotated copies, or MLKD's weak + strong augmentation (2 views)
+VIEW_RECIPES = ("rotation", "weak_strong")
+#: what validation (checkpoint choice, sweeps) reads: the evaluation split, or images held out of training
+VAL_SOURCES = ("test", "holdout")
 
 
 def check_image_size(image_size: object, dataset: str) -> int:
@@ -64,6 +74,9 @@ class ClassificationDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         class_subset: int | None = None,
         split_seed: int = 0,
+        view_recipe: str = "rotation",
+        val_source: str = "test",
+        holdout_per_class: int = 50,
     ) -> None:
         super().__init__()
         checks = (("batch_size", batch_size, 1), ("views", views, 1), ("num_workers", num_workers, 0))
@@ -76,6 +89,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
         self.views = views
+        self.view_recipe = self._check_view_recipe(view_recipe, views)
         self.train_per_class = train_per_class
         self.val_per_class = val_per_class
         self.seed = seed
@@ -89,8 +103,18 @@ class ClassificationDataModule(L.LightningDataModule):
             )
         #: keep only labels 0..class_subset-1 (small, fast benchmarks); None keeps every class
         self.class_subset = class_subset
+        if val_source not in VAL_SOURCES:
+            raise ConfigError(f"data.val_source={val_source!r} is not one of {list(VAL_SOURCES)}.")
+        if holdout_per_class < 1:
+            raise ConfigError(f"data.holdout_per_class must be >= 1, got {holdout_per_class}.")
+        #: "holdout": validate on ``holdout_per_class`` training images per class (fixed by ``split_seed``)
+        #: and keep the evaluation split for one final test, so tuning never sees it
+        self.val_source = val_source
+        self.holdout_per_class = holdout_per_class
         self.train_set: IndexedDataset | None = None
         self.val_set: IndexedDataset | None = None
+        #: the evaluation split when validation is held out of training (``val_source="holdout"``)
+        self.test_set: IndexedDataset | None = None
 
     # ---- what a dataset defines -------------------------------------------------------------------
     @property
@@ -125,7 +149,7 @@ class ClassificationDataModule(L.LightningDataModule):
 
     # ---- shared machinery -------------------------------------------------------------------------
     def train_transform(self) -> Callable[[Image.Image], torch.Tensor]:
-        """Single-view augmentation for ``views=1``, :class:`MultiViewRotation` otherwise."""
+        """Single-view augmentation for ``views=1``, else :class:`MultiViewRotation` or MLKD's :class:`WeakStrongViews`."""
         common: dict[str, Any] = {
             "image_size": self.image_size,
             "mean": self.mean,
@@ -135,7 +159,25 @@ class ClassificationDataModule(L.LightningDataModule):
         }
         if self.views == 1:
             return train_transform(**common)
+        if self.view_recipe == "weak_strong":
+            return WeakStrongViews(**common)
         return MultiViewRotation(views=self.views, **common)
+
+    def _check_view_recipe(self, recipe: object, views: int) -> str:
+        if recipe not in VIEW_RECIPES:
+            raise ConfigError(f"data.view_recipe={recipe!r} is not one of {list(VIEW_RECIPES)}.")
+        if recipe == "weak_strong":
+            if views != WeakStrongViews.views:
+                raise ConfigError(
+                    f"data.view_recipe=weak_strong (MLKD) makes 2 views (weak, strong), but data.views={views}; "
+                    "use distill=mlkd (views: 2) or set data.views=2"
+                )
+            if type(self).train_dataloader is not ClassificationDataModule.train_dataloader:
+                raise ConfigError(
+                    f"{type(self).__name__} augments batches itself and has no weak/strong recipe (MLKD); "
+                    "use the ordinary data module of the data set (e.g. data=cifar100)"
+                )
+        return recipe
 
     def val_transform(self) -> Callable[[Image.Image], torch.Tensor]:
         return val_transform(self.mean, self.std, center_crop=self._val_center_crop())
@@ -150,24 +192,36 @@ class ClassificationDataModule(L.LightningDataModule):
                 f"data.class_subset={self.class_subset} but the data set has {self.dataset_classes} classes; "
                 f"use a value in 2..{self.dataset_classes} or null"
             )
-        subsets = {}
-        for option, source, per_class in (
-            ("train_per_class", train_src, self.train_per_class),
-            ("val_per_class", val_src, self.val_per_class),
-        ):
-            kept = np.flatnonzero(source.labels < self.num_classes)  # all of them without class_subset
-            subsets[option] = kept[
-                per_class_subsample(
-                    source.labels[kept],
-                    per_class,
-                    self.split_seed,
-                    num_classes=self.num_classes,
-                    option=f"data.{option}",
-                    class_names=self.class_names,
-                )
-            ]
-        self.train_set = IndexedDataset(train_src, subsets["train_per_class"], self.train_transform())
-        self.val_set = IndexedDataset(val_src, subsets["val_per_class"], self.val_transform())
+        train_pool = np.flatnonzero(train_src.labels < self.num_classes)  # all of them without class_subset
+        eval_pool = np.flatnonzero(val_src.labels < self.num_classes)
+        if self.val_source == "holdout":
+            held = self._subsample(train_src, train_pool, self.holdout_per_class, "holdout_per_class")
+            train_pool = np.setdiff1d(train_pool, held)
+            val = self._subsample(train_src, held, self.val_per_class, "val_per_class")
+            test = self._subsample(val_src, eval_pool, self.val_per_class, "val_per_class")
+            self.test_set = IndexedDataset(val_src, test, self.val_transform())
+            val_source_images = train_src
+        else:
+            val = self._subsample(val_src, eval_pool, self.val_per_class, "val_per_class")
+            val_source_images = val_src
+        train = self._subsample(train_src, train_pool, self.train_per_class, "train_per_class")
+        self.train_set = IndexedDataset(train_src, train, self.train_transform())
+        self.val_set = IndexedDataset(val_source_images, val, self.val_transform())
+
+    def _subsample(
+        self, source: ImageSource, pool: np.ndarray, per_class: int | None, option: str
+    ) -> np.ndarray:
+        """``per_class`` images of each class from ``pool`` (indices into ``source``), fixed by ``split_seed``."""
+        return pool[
+            per_class_subsample(
+                source.labels[pool],
+                per_class,
+                self.split_seed,
+                num_classes=self.num_classes,
+                option=f"data.{option}",
+                class_names=self.class_names,
+            )
+        ]
 
     @property
     def num_train_samples(self) -> int:
@@ -209,5 +263,9 @@ class ClassificationDataModule(L.LightningDataModule):
         return self._loader(self.val_set, self.val_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        """The evaluation split again (CIFAR-100's test set is its only held-out split)."""
-        return self.val_dataloader()
+        """The evaluation split: with ``val_source="holdout"`` the one validation never saw, else the
+        validation loader again (CIFAR-100's test set is its only held-out split)."""
+        self.setup("test")
+        if self.test_set is None:
+            return self.val_dataloader()
+        return self._loader(self.test_set, self.val_batch_size, shuffle=False)

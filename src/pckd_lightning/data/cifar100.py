@@ -42,7 +42,10 @@ def _unpickle(path: Path, root: Path, what: str) -> dict[str, Any]:
             obj = pickle.load(f, encoding="latin1")
     except Exception as e:  # any unpickling failure means the same thing: not a CIFAR-100 pickle
         raise DataError(
-            f"CIFAR-100: cannot unpickle {path} ({type(e).__name__}: {e}); expected {what}. {_fix_hint(root)}"
+            f"CIFAR-100: cannot unpickle {path} ({type(e).__name__}: {e}); expected {what}. The file is corrupt "
+            f"(a broken download or copy): delete the folder {path.parent}, then set data.download=true on a "
+            f"machine with network access or copy the standard '{FOLDER}' folder again (downloading skips "
+            "files that exist)"
         ) from e
     if not isinstance(obj, dict):
         raise DataError(f"CIFAR-100: {path} holds a {type(obj).__name__}; expected {what}. {_fix_hint(root)}")

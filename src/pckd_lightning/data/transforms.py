@@ -1,4 +1,4 @@
-"""Image transforms: the standard train/val pipelines and PCKD's rotated multi-view augmentation.
+"""Image transforms: the standard train/val pipelines, PCKD's rotated views and MLKD's weak/strong views.
 
 Randomness comes from torch's global generator (as in torchvision), which DataLoader seeds per worker,
 so runs are reproducible from the data module's seed.
@@ -110,3 +110,45 @@ class MultiViewRotation:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(views={self.views}, flip_p={self.flip_p}, crop={self.crop})"
+
+
+class WeakStrongViews:
+    """MLKD's two views of an image (Jin et al., CVPR 2023): view 0 weak, view 1 strong.
+
+    Weak: the standard crop + flip. Strong: an independent crop + flip followed by RandAugment with 2 ops
+    of magnitude 10, as the MLKD code's ``get_cifar100_train_transform_strong`` (there its own RandAugment
+    implementation; here torchvision's, whose op list and magnitude scale differ slightly).
+    Output: a tensor ``[2, C, H, W]``.
+    """
+
+    views = 2
+
+    def __init__(
+        self,
+        image_size: int = 32,
+        mean: Sequence[float] = CIFAR100_MEAN,
+        std: Sequence[float] = CIFAR100_STD,
+        padding: int | None = None,
+        flip_p: float = 0.5,
+        crop: Crop | None = None,
+        num_ops: int = 2,
+        magnitude: int = 10,
+    ) -> None:
+        if not 0.0 <= flip_p <= 1.0:
+            raise ConfigError(f"WeakStrongViews needs 0 <= flip_p <= 1, got {flip_p}.")
+        self.weak = train_transform(image_size, mean, std, padding, flip_p, crop)
+        self.strong = T.Compose(
+            [
+                _crop_or_default(image_size, padding, crop),
+                T.RandomHorizontalFlip(flip_p),
+                T.RandAugment(num_ops=num_ops, magnitude=magnitude),
+                T.ToTensor(),
+                T.Normalize(mean, std),
+            ]
+        )
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return torch.stack([self.weak(image), self.strong(image)])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(weak={self.weak}, strong={self.strong})"

@@ -1,26 +1,44 @@
-"""Checkpoint writes that are atomic: a crash or kill mid-write never leaves a truncated file."""
+"""Checkpoint files: written atomically (a kill mid-write never truncates one), read with a clear error."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from pckd_lightning.atomic import atomic_open
+from pckd_lightning.errors import CheckpointError
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes to ``<path>.tmp``, flushes it to disk, then renames it over ``<path>``."""
+    """Lightning's checkpoint IO through :func:`pckd_lightning.atomic.atomic_open`."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
     ) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_open(path) as f:
             torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+
+
+def read_checkpoint(
+    path: str | Path, what: str = "checkpoint", weights_only: bool = False, fix: str = "check the path"
+) -> dict[str, Any]:
+    """A checkpoint's dict on the CPU; :class:`CheckpointError` naming the file (``what``) and ``fix`` when
+    it is missing or broken. ``weights_only=True`` for files from elsewhere (tensors and containers only)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{what} {str(path)!r} does not exist; {fix}")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:  # truncated, not a torch file, wrong format: one meaning for the user
+        raise CheckpointError(
+            f"{what} {str(path)!r} cannot be read ({type(err).__name__}: {str(err)[:300]}); the file is corrupt "
+            f"or not a PyTorch checkpoint; {fix}"
+        ) from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(
+            f"{what} {str(path)!r} holds a {type(raw).__name__}, not a checkpoint dict; {fix}"
+        )
+    return raw

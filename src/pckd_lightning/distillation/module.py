@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
@@ -27,11 +28,12 @@ from pckd_lightning.models import ZooModel
 log = logging.getLogger(__name__)
 # The epoch values of train/* (LossMeter) and preview/* are reduced over the ranks before they are logged,
 # on every rank at once; Lightning's own reduction (sync_dist) would run lazily, on whichever rank reads
-# them first, and wait for the others. val/top1_best is the maximum of torchmetrics' synchronized top-1.
+# them first, and wait for the others. val/top1 and val/top5 are torchmetrics' synchronized values (in
+# percent), val/top1_best their running maximum.
 # Lightning cannot tell, and would warn under DDP.
 warnings.filterwarnings(
     "ignore",
-    message=r"It is recommended to use `self\.log\('(train/|preview/|val/top1_best')",
+    message=r"It is recommended to use `self\.log\('(train/|preview/|val/top1|val/top5|test/)",
     category=PossibleUserWarning,
 )
 
@@ -74,6 +76,7 @@ class DistillationModule(L.LightningModule):
         compile_losses: bool = False,
         compile_mode: str | None = None,
         scale_lr_with_world_size: bool = False,
+        log_every_n_steps: int | None = None,
     ) -> None:
         super().__init__()
         self.student = student
@@ -96,6 +99,7 @@ class DistillationModule(L.LightningModule):
             )
         self.compile_mode = compile_mode
         self.scale_lr_with_world_size = scale_lr_with_world_size
+        self.log_every_n_steps = log_every_n_steps
         self._batchnorm_synced = False
         self.meter = LossMeter()  # the step's losses and train top-1, averaged per epoch on the device
         self.sample_weighting: SampleWeighting | None = None
@@ -106,6 +110,8 @@ class DistillationModule(L.LightningModule):
         accuracy = partial(MulticlassAccuracy, num_classes, average="micro", validate_args=False)
         self.val_top1 = accuracy(top_k=1)
         self.val_top5 = accuracy(top_k=min(5, num_classes))
+        self.test_top1 = accuracy(top_k=1)
+        self.test_top5 = accuracy(top_k=min(5, num_classes))
         self.val_top1_best = MaxMetric()
         self.val_top1_best.persistent(True)  # the best epoch survives a resume
 
@@ -127,6 +133,11 @@ class DistillationModule(L.LightningModule):
                 log.warning("%s", term.skip_reason)
                 continue
             active[name] = term
+        if not active:
+            raise ConfigError(
+                f"every loss term of {sorted(terms)} has weight 0 or is skipped for this pair; keep at least "
+                "one with a weight > 0 (e.g. distill.terms.ce.weight=1)"
+            )
         return active
 
     @property
@@ -191,6 +202,10 @@ class DistillationModule(L.LightningModule):
         """The student's logits: a trained module is used as a plain classifier."""
         return self.student(x)
 
+    def context(self, batch: tuple[torch.Tensor, ...]) -> DistillContext:
+        """The teacher's and the student's forward passes of a training batch, as the loss terms read them."""
+        return self._context(batch)
+
     def _context(self, batch: tuple[torch.Tensor, ...]) -> DistillContext:
         images, labels, indices = batch
         num_views = images.shape[1] if images.ndim == 5 else 1
@@ -242,11 +257,14 @@ class DistillationModule(L.LightningModule):
         losses = self.compute_losses(ctx)
         total = self.total_loss(losses)
         first = ctx.first_view()
-        top1 = (first.student.logits.argmax(dim=1) == first.labels).float().mean()
+        top1 = 100.0 * (first.student.logits.argmax(dim=1) == first.labels).float().mean()
         values = {f"train/{k}": v for k, v in losses.items()} | {"train/loss": total, "train/top1": top1}
         self.meter.update(values, weight=first.labels.shape[0], step=self.global_step)
+        if self.log_every_n_steps and self.global_step % self.log_every_n_steps == 0:
+            # per-step curves, opt-in: each logged step reads its values back from the device
+            self.log_dict({f"{k}_step": v.detach() for k, v in values.items()}, on_step=True, on_epoch=False)
         if (self.global_step + 1) % self.finite_check_every_n_steps == 0:
-            self.meter.check(self.current_epoch)
+            self.meter.check(self.current_epoch, self._last_good_checkpoint())
         if self._trainer is not None and batch_idx % self.trainer.log_every_n_steps == 0:
             # the progress bar's loss (this rank's running epoch mean), read back every few steps only: a
             # host tensor, so that the bar does not sync with the device at every step
@@ -257,12 +275,20 @@ class DistillationModule(L.LightningModule):
         for term in self.terms.values():
             term.on_train_epoch_start(self.current_epoch + 1)
 
+    def _last_good_checkpoint(self) -> str | None:
+        """The newest checkpoint file written so far (for the non-finite message), or None."""
+        if self._trainer is None:
+            return None
+        paths = [c.last_model_path or c.best_model_path for c in self.trainer.checkpoint_callbacks]
+        existing = [p for p in paths if p and os.path.isfile(p)]
+        return max(existing, key=os.path.getmtime) if existing else None
+
     def on_validation_start(self) -> None:
         # before validation, hence before ModelCheckpoint can save weights a non-finite step broke
-        self.meter.check(self.current_epoch)
+        self.meter.check(self.current_epoch, self._last_good_checkpoint())
 
     def on_train_epoch_end(self) -> None:
-        self.meter.check(self.current_epoch)
+        self.meter.check(self.current_epoch, self._last_good_checkpoint())
         self.log_dict(self.meter.means())  # means over every rank's samples
         self.meter.reset()
 
@@ -315,16 +341,33 @@ class DistillationModule(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         images, labels, *_ = batch
         logits = self.student(images)
-        self.val_top1(logits, labels)
-        self.val_top5(logits, labels)
-        self.log("val/top1", self.val_top1, on_epoch=True, prog_bar=True)
-        self.log("val/top5", self.val_top5, on_epoch=True)
+        self.val_top1.update(logits, labels)
+        self.val_top5.update(logits, labels)
 
     def on_validation_epoch_end(self) -> None:
+        """Top-1/top-5 in percent (as in the paper's tables), synchronized over the ranks by torchmetrics."""
+        top1, top5 = 100.0 * self.val_top1.compute(), 100.0 * self.val_top5.compute()
+        self.val_top1.reset()
+        self.val_top5.reset()
         if self.trainer.sanity_checking:
             return
-        self.val_top1_best(self.val_top1.compute())
+        self.log("val/top1", top1, prog_bar=True)
+        self.log("val/top5", top5)
+        self.val_top1_best(top1)
         self.log("val/top1_best", self.val_top1_best.compute(), prog_bar=True)
+
+    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        images, labels, *_ = batch
+        logits = self.student(images)
+        self.test_top1.update(logits, labels)
+        self.test_top5.update(logits, labels)
+
+    def on_test_epoch_end(self) -> None:
+        """The final test (``data.val_source=holdout``): the split that validation and tuning never saw."""
+        self.log("test/top1", 100.0 * self.test_top1.compute())
+        self.log("test/top5", 100.0 * self.test_top5.compute())
+        self.test_top1.reset()
+        self.test_top5.reset()
 
     # -- optimization and checkpoints ----------------------------------------------------------------
 

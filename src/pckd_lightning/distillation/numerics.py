@@ -19,6 +19,8 @@ from pckd_lightning.errors import PCKDError
 
 #: the "first non-finite step" of a value that has stayed finite
 NEVER = torch.iinfo(torch.int64).max
+#: values that are sums of the terms: non-finite because a term is
+AGGREGATES = ("train/loss", "train/top1")
 
 
 class NonFiniteLossError(PCKDError, FloatingPointError):
@@ -52,17 +54,32 @@ class LossMeter:
         self.count += weight
         torch.minimum(self._first_bad, torch.where(torch.isfinite(stacked), NEVER, step), out=self._first_bad)
 
-    def check(self, epoch: int) -> None:
-        """Raise :class:`NonFiniteLossError` if any value (on any rank) has been NaN or infinite."""
+    def check(self, epoch: int, last_checkpoint: str | None = None) -> None:
+        """Raise :class:`NonFiniteLossError` if any value (on any rank) has been NaN or infinite.
+
+        The message names the value(s) that went non-finite first (the sums such as ``train/loss`` follow
+        their terms), the others after, and ``last_checkpoint``: the good one kept, when there is one.
+        """
         if self._first_bad is None:
             return
         first_bad = reduced_to_host(self._first_bad, op=dist.ReduceOp.MIN)
-        bad = [name for name, step in zip(self.names, first_bad, strict=True) if step != NEVER]
+        bad = {name: int(step) for name, step in zip(self.names, first_bad, strict=True) if step != NEVER}
         if not bad:
             return
+        step = min(bad.values())
+        first = [n for n, s in bad.items() if s == step and n not in AGGREGATES] or [
+            n for n, s in bad.items() if s == step
+        ]
+        later = [f"{n} (step {s})" for n, s in bad.items() if n not in first and n not in AGGREGATES]
+        kept = (
+            f"the last good checkpoint is kept ({last_checkpoint})"
+            if last_checkpoint
+            else "no epoch had finished, so there is no checkpoint to resume from"
+        )
         raise NonFiniteLossError(
-            f"loss term(s) {', '.join(bad)} became NaN/Inf at global step {min(first_bad)} (epoch {epoch}); "
-            "the run was stopped and no checkpoint of the broken weights was written (the last good one is kept). "
+            f"loss term(s) {', '.join(first)} became NaN/Inf first, at global step {step} (epoch {epoch})"
+            + (f"; later also {', '.join(later)}" if later else "")
+            + f". The run was stopped and no checkpoint of the broken weights was written; {kept}. "
             "Lower optimizer.lr or the term's weight, check the data for NaN, or use trainer.precision=32-true."
         )
 

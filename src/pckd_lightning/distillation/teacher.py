@@ -9,13 +9,14 @@ from pathlib import Path
 
 import torch
 
+from pckd_lightning.distillation.checkpoint_io import read_checkpoint
 from pckd_lightning.errors import CheckpointError
 from pckd_lightning.models import ZooModel, create_model
 
 log = logging.getLogger(__name__)
 
 HOW_TO_GET_A_TEACHER = (
-    "train one with `pckd-train experiment=cifar100/teacher/<arch>` (it writes student.pth in its run folder) "
+    "train one with `pckd-train experiment=cifar100_teacher_<arch>` (it writes student.pth in its run folder) "
     "or use a published CRD-benchmark teacher (`<arch>_vanilla/ckpt_epoch_240.pth`), then set "
     "model.teacher.checkpoint=/path/to/file"
 )
@@ -56,15 +57,7 @@ def load_teacher(name: str, checkpoint: str | None, num_classes: int = 100, **mo
             f"model.teacher.checkpoint is not set for teacher {name!r}; {HOW_TO_GET_A_TEACHER}"
         )
     path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"teacher checkpoint {str(path)!r} does not exist; {HOW_TO_GET_A_TEACHER}")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unpickling failure means the file is unusable
-        raise CheckpointError(
-            f"teacher checkpoint {str(path)!r} cannot be read ({type(err).__name__}: {err}); the file is "
-            f"corrupt or not a PyTorch checkpoint; {HOW_TO_GET_A_TEACHER}"
-        ) from err
+    raw = read_checkpoint(path, "teacher checkpoint", weights_only=True, fix=HOW_TO_GET_A_TEACHER)
     state = extract_state_dict(raw)
     try:
         result = model.load_state_dict(state, strict=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -40,11 +39,18 @@ class DistillContext:
     num_views: int = 1
     indices: torch.Tensor | None = None
     _first: DistillContext | None = field(default=None, repr=False)
+    _cross_entropy: torch.Tensor | None = field(default=None, repr=False)
 
-    @cached_property
+    @property
     def cross_entropy(self) -> torch.Tensor:
-        """The student's per-sample cross-entropy, shared by the CE term and the preview weighting."""
-        return F.cross_entropy(self.student.logits.float(), self.labels, reduction="none")
+        """The student's per-sample cross-entropy, shared by the CE term and the preview weighting.
+
+        Cached by hand: ``functools.cached_property`` takes a lock on Python 3.11, which breaks the graph of
+        a compiled loss path.
+        """
+        if self._cross_entropy is None:
+            self._cross_entropy = F.cross_entropy(self.student.logits.float(), self.labels, reduction="none")
+        return self._cross_entropy
 
     def first_view(self) -> DistillContext:
         """The same context restricted to view 0 of each image (cached, so shared by all terms)."""

@@ -3,10 +3,12 @@
 Every function takes tensors (no modules, no state), computes in float32 whatever the input dtype,
 and returns either a per-sample loss (so callers can weight samples, e.g. by preview weights) or a
 scalar. The loss-term modules in :mod:`pckd_lightning.losses.terms` are thin wrappers around these.
-Formulas follow ``docs/pckd-method.md`` §2–3.
+Formulas follow the project spec (``../shared/docs/pckd-method.md``, outside the repository) §2–3.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -15,23 +17,152 @@ from torch import nn
 from pckd_lightning.errors import ConfigError
 
 __all__ = [
+    "batch_correlation",
     "category_contrast",
     "center_align",
+    "class_correlation",
+    "confidence_masks",
+    "cosine_ramp",
     "difficulty_weights",
+    "dist",
     "feature_align",
     "kd",
+    "pearson",
     "preview_difficulty",
     "preview_threshold",
     "preview_weights",
+    "reverse_gradient",
+    "standardize",
 ]
 
+#: what ``standardize`` adds to the standard deviation (the LS reference code's value)
+STANDARDIZE_EPS = 1e-7
 
-def kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
-    """Hinton KD per sample: ``T² · KL(softmax(z_t/T) ‖ softmax(z_s/T))``, shape [B]."""
-    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=1)
-    log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
+
+def standardize(logits: torch.Tensor, eps: float = STANDARDIZE_EPS) -> torch.Tensor:
+    """Z-score of each row, ``(z − mean(z)) / (std(z) + eps)``, in float32 (logit standardization, LS).
+
+    The standard deviation is the unbiased one (``torch.std``'s default), as in the LS code
+    (sunshangquan/logit-standardization-KD ``normalize``). Teacher and student are standardized
+    separately, so the student matches the teacher's logit *relations*, not their range.
+    """
+    z = logits.float()
+    return (z - z.mean(dim=1, keepdim=True)) / (z.std(dim=1, keepdim=True) + eps)
+
+
+_standardize = standardize  # for the functions whose ``standardize`` switch shadows the name
+
+
+def kd(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float | torch.Tensor = 4.0,
+    *,
+    standardize: bool = False,
+) -> torch.Tensor:
+    """Hinton KD per sample: ``T² · KL(softmax(z_t/T) ‖ softmax(z_s/T))``, shape [B].
+
+    ``standardize=True`` z-scores both logit rows first (LS, Sun et al. CVPR 2024), making ``T`` a base
+    temperature. ``temperature`` may be a 0-d tensor (CTKD's learned temperature).
+    """
+    zs, zt = student_logits.float(), teacher_logits.float()
+    if standardize:
+        zs, zt = _standardize(zs), _standardize(zt)
+    log_p_s = F.log_softmax(zs / temperature, dim=1)
+    log_p_t = F.log_softmax(zt / temperature, dim=1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
     return kl * temperature**2
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation of the rows of ``a`` and ``b`` ([N, D] -> [N]): the cosine of the centred rows.
+
+    ``eps`` in the denominator keeps a constant row finite (correlation 0), as in the DIST code.
+    """
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+def dist(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    beta: float = 1.0,
+    gamma: float = 1.0,
+    temperature: float = 4.0,
+) -> torch.Tensor:
+    """DIST (Huang et al., NeurIPS 2022), a scalar: ``T² · (β · inter + γ · intra)``.
+
+    With ``p = softmax(z / T)`` ([B, C]): inter = 1 − mean over samples of the Pearson correlation of the
+    student's and teacher's class distributions (rows); intra = 1 − mean over classes of the correlation
+    of the class's probabilities across the batch (columns). Correlations ignore the scale and shift of
+    the predictions, so the student need not match a much stronger teacher exactly. The intra-class part
+    couples the samples of the batch: DIST is not a per-sample loss.
+    """
+    with torch.autocast(device_type=student_logits.device.type, enabled=False):
+        p_s = F.softmax(student_logits.float() / temperature, dim=1)
+        p_t = F.softmax(teacher_logits.float().detach() / temperature, dim=1)
+        inter = 1 - pearson(p_s, p_t).mean()
+        intra = 1 - pearson(p_s.T, p_t.T).mean()
+    return temperature**2 * (beta * inter + gamma * intra)
+
+
+def class_correlation(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """MLKD's class-level alignment, a scalar: ``‖P_tᵀP_t − P_sᵀP_s‖²_F / C`` with ``P = softmax(z / T)`` [B, C]."""
+    return _gram_gap(student_logits, teacher_logits, temperature, over_classes=True)
+
+
+def batch_correlation(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """MLKD's batch-level alignment, a scalar: ``‖P_tP_tᵀ − P_sP_sᵀ‖²_F / B`` with ``P = softmax(z / T)`` [B, C]."""
+    return _gram_gap(student_logits, teacher_logits, temperature, over_classes=False)
+
+
+def _gram_gap(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, over_classes: bool
+) -> torch.Tensor:
+    """``‖G_t − G_s‖²_F / n`` of the Gram matrices of the softened probabilities, over images or classes."""
+    with torch.autocast(device_type=student_logits.device.type, enabled=False):
+        p_s = F.softmax(student_logits.float() / temperature, dim=1)
+        p_t = F.softmax(teacher_logits.float().detach() / temperature, dim=1)
+        if over_classes:
+            p_s, p_t = p_s.T, p_t.T
+        return (p_t @ p_t.T - p_s @ p_s.T).square().sum() / p_s.shape[0]
+
+
+@torch.no_grad()
+def confidence_masks(teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MLKD's teacher-confidence masks (float 0/1): samples ``[B]`` and classes ``[C]`` at or below the median.
+
+    A sample's confidence is the teacher's top probability (T = 1), a class's the sum of its probabilities
+    over the batch; the median is the linearly interpolated 50th percentile, as ``numpy.percentile``.
+    """
+    p_t = F.softmax(teacher_logits.float(), dim=1)
+    confidence = p_t.max(dim=1).values
+    class_confidence = p_t.sum(dim=0)
+    samples = (confidence <= torch.quantile(confidence, 0.5)).float()
+    classes = (class_confidence <= torch.quantile(class_confidence, 0.5)).float()
+    return samples, classes
+
+
+def reverse_gradient(x: torch.Tensor, weight: torch.Tensor | float) -> torch.Tensor:
+    """``x`` in the forward pass; ``−weight ·`` its gradient in the backward pass (a gradient reversal).
+
+    Written as ``x̄ + weight · (x̄ − x)`` with ``x̄ = x.detach()``: exactly ``x`` in value (``x̄ − x`` is 0),
+    with the derivative ``−weight``; plain tensor operations, so compiled code traces it like any other.
+    CTKD's temperature uses it to *maximize* the distillation loss that the student minimizes.
+    """
+    frozen = x.detach()
+    return frozen + weight * (frozen - x)
+
+
+def cosine_ramp(epoch: int, start: float, end: float, epochs: int) -> float:
+    """``start`` at epoch 0 to ``end`` at ``epochs`` along half a cosine, then ``end`` (CTKD's curriculum)."""
+    progress = min(max(epoch, 0), epochs) / epochs if epochs > 0 else 1.0
+    return end + (start - end) * (1 + math.cos(math.pi * progress)) / 2
 
 
 def category_contrast(

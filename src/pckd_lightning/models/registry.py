@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pckd_lightning.errors import ConfigError
 from pckd_lightning.models.base import ZooModel
 
 _REGISTRY: dict[str, Callable[..., ZooModel]] = {}
@@ -24,5 +25,5 @@ def list_models() -> list[str]:
 def create_model(name: str, num_classes: int = 100, **kwargs) -> ZooModel:
     """Build a registered model; an unknown name raises an error listing the valid ones."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+        raise ConfigError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
     return _REGISTRY[name](num_classes=num_classes, **kwargs)

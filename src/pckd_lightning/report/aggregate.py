@@ -13,7 +13,11 @@ Columns are teacher → student pairs (per data set); rows are
 
 The statistic is the mean and the *sample* standard deviation (``ddof=1``, :func:`statistics.stdev`) over
 seeds; with a single seed the standard deviation is undefined and stays ``None`` (shown as ``n/a``).
-"Δ vs KD" is ``mean(method) - mean(kd)`` for the same pair and metric, in percentage points.
+"Δ vs KD" is ``mean(method) - mean(kd)`` for the same pair and metric, in percentage points. The paired
+Δ is taken seed by seed, ``method(seed) - kd(seed)`` over the seeds both rows have (same seed: same
+initialization and data order), with its mean and sample standard deviation: the seed-to-seed noise
+that both rows share cancels, so it tells a small gain from noise where the unpaired Δ cannot. Both are
+given only where the row and KD trained for the same number of epochs.
 """
 
 from __future__ import annotations
@@ -75,6 +79,8 @@ class Report:
     teacher: dict[Pair, Stat]
     #: (row, pair, metric) -> mean(row) - mean(kd)
     delta: dict[tuple[str, Pair, str], float]
+    #: (row, pair, metric) -> the per-seed differences row - kd over their common seeds (SCRATCH_ROW included)
+    paired: dict[tuple[str, Pair, str], Stat]
     #: from-scratch runs whose architecture is no pair's student (e.g. teachers being trained):
     #: (dataset, arch, metric) -> Stat
     other_scratch: dict[tuple[str, str, str], Stat]
@@ -170,7 +176,10 @@ def aggregate(records: list[RunRecord]) -> Report:
 
     cells: dict[tuple[str, Pair, str], Stat] = {}
     curves: dict[tuple[str, Pair], dict[int, float]] = {}
+    #: the schedules (trainer.max_epochs) of each cell's runs: Δ compares rows of one schedule only
+    schedules: dict[tuple[str, Pair], frozenset] = {}
     for (label, pair), group in groups.items():
+        schedules[(label, pair)] = frozenset(r.max_epochs for r in group)
         for metric, attr in METRICS.items():
             if (stat := _stat(group, attr)) is not None:
                 cells[(label, pair, metric)] = stat
@@ -182,6 +191,7 @@ def aggregate(records: list[RunRecord]) -> Report:
         matched.update(id(r) for r in group)
         if not group:
             continue
+        schedules[(SCRATCH_ROW, pair)] = frozenset(r.max_epochs for r in group)
         for metric, attr in METRICS.items():
             if (stat := _stat(group, attr)) is not None:
                 cells[(SCRATCH_ROW, pair, metric)] = stat
@@ -203,6 +213,11 @@ def aggregate(records: list[RunRecord]) -> Report:
                 tuple(sorted(per_checkpoint)),
             )
 
+    def same_schedule(label: str, pair: Pair) -> bool:
+        """A row and KD trained for the same number of epochs (a 10- and a 240-epoch Δ says nothing)."""
+        own, kd = schedules.get((label, pair)), schedules.get((KD_ROW, pair))
+        return own is not None and own == kd and len(own) == 1
+
     delta: dict[tuple[str, Pair, str], float] = {}
     for label in rows:
         if label == KD_ROW:
@@ -210,7 +225,7 @@ def aggregate(records: list[RunRecord]) -> Report:
         for pair in pairs:
             for metric in METRICS:
                 kd, own = cells.get((KD_ROW, pair, metric)), cells.get((label, pair, metric))
-                if kd is not None and own is not None:
+                if kd is not None and own is not None and same_schedule(label, pair):
                     delta[(label, pair, metric)] = own.mean - kd.mean
 
     other_groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
@@ -223,4 +238,25 @@ def aggregate(records: list[RunRecord]) -> Report:
         for metric, attr in METRICS.items()
         if (stat := _stat(group, attr)) is not None
     }
-    return Report(pairs, rows, cells, teacher, delta, other_scratch, curves, records)
+    paired = {
+        (label, pair, metric): stat
+        for label in [SCRATCH_ROW, *rows]
+        if label != KD_ROW
+        for pair in pairs
+        for metric in METRICS
+        if same_schedule(label, pair)
+        and (stat := paired_difference(cells.get((label, pair, metric)), cells.get((KD_ROW, pair, metric))))
+    }
+    return Report(pairs, rows, cells, teacher, delta, paired, other_scratch, curves, records)
+
+
+def paired_difference(own: Stat | None, kd: Stat | None) -> Stat | None:
+    """``own(seed) - kd(seed)`` over the seeds both have, in seed order; None when they share none."""
+    if own is None or kd is None:
+        return None
+    own_by_seed = {s: v for s, v in zip(own.seeds, own.values, strict=True) if s is not None}
+    kd_by_seed = {s: v for s, v in zip(kd.seeds, kd.values, strict=True) if s is not None}
+    common = sorted(set(own_by_seed) & set(kd_by_seed), key=lambda s: (isinstance(s, str), s))
+    if not common:
+        return None
+    return Stat(tuple(own_by_seed[s] - kd_by_seed[s] for s in common), tuple(common))

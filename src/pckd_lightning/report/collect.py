@@ -6,14 +6,16 @@ A *run folder* is any folder (searched recursively, hidden folders such as ``.hy
 crashed or was killed. Only local files are read.
 
 A run is *complete* when its summary is readable, its best and last top-1 are finite numbers, it trained
-for ``trainer.max_epochs`` epochs (from the run's ``config.yaml``) and it is not a ``fast_dev_run`` smoke
-test. Every other run is kept with ``status="incomplete"`` and the reason, so that the report can list it
-without averaging it in.
+for ``trainer.max_epochs`` epochs (from the run's ``config.yaml``), it was not interrupted, it is not a
+``fast_dev_run`` smoke test, and its ``config.yaml``, ``summary.json`` and last checkpoint belong to the
+same run (the config's SHA-256 that the summary and the checkpoint record). Every other run is kept with
+``status="incomplete"`` and the reason, so that the report can list it without averaging it in.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -22,11 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pckd_lightning.callbacks.config_record import STATE_KEY
 from pckd_lightning.run_config import read_run_config
 
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
 METRICS = Path("csv") / "metrics.csv"
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+UNREADABLE = "unreadable"
 #: the method name of plain supervised training; such runs fill the "student (scratch)" row
 SCRATCH_METHOD = "ce"
 
@@ -80,15 +85,26 @@ def _walk(root: Path) -> Iterator[Path]:
 
 
 def dataset_name(cfg: dict[str, Any] | None) -> str:
-    """A short data set name from the run config's ``data._target_`` (``digits``, ``cifar100``, ...)."""
+    """A short data set name from the run config's ``data._target_`` (``digits``, ``cifar100``, ...), with
+    the subsampling when there is any (``cifar100 (subsampled: 20 classes, 150 train/class, 50 val/class)``):
+    a subsampled run is never read as a full-data result."""
     data = (cfg or {}).get("data") or {}
     target = str(data.get("_target_") or "")
     if not target:
         return "unknown"
     name = target.rsplit(".", 1)[-1].removesuffix("DataModule").removeprefix("GPUResident").lower()
     if name == "imagefolder" and data.get("root"):
-        return f"imagefolder:{Path(str(data['root'])).name}"
-    return name
+        name = f"imagefolder:{Path(str(data['root'])).name}"
+    subset = [
+        f"{data['class_subset']} classes" if data.get("class_subset") else None,
+        f"{data['train_per_class']} train/class" if data.get("train_per_class") else None,
+        f"{data['val_per_class']} val/class" if data.get("val_per_class") else None,
+    ]
+    subset = [part for part in subset if part]
+    if subset:
+        name = f"{name} (subsampled: {', '.join(subset)})"
+    # validated on held-out training images: a tuning run, not a result on the evaluation split
+    return f"{name} [holdout val]" if data.get("val_source") == "holdout" else name
 
 
 def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
@@ -152,7 +168,7 @@ def read_curve(run_dir: Path) -> dict[int, float]:
                 if not value or not epoch:
                     continue
                 try:
-                    top1, ep = 100.0 * float(value), int(float(epoch))
+                    top1, ep = float(value), int(float(epoch))
                 except ValueError:
                     continue
                 if math.isfinite(top1):
@@ -203,6 +219,9 @@ def read_run(run_dir: Path) -> RunRecord | None:
     record.settings = distill_settings(cfg, summary)
     if record.max_epochs is not None:  # a 10-epoch and a 240-epoch schedule are not the same experiment
         record.settings["trainer.max_epochs"] = record.max_epochs
+    # runs of other optimizer settings (an lr sweep) are other experiments, not reruns of one seed
+    optimizer = (cfg or {}).get("optimizer") or {}
+    record.settings |= {f"optimizer.{k}": v for k, v in optimizer.items() if not str(k).startswith("_")}
     for key in ("teacher_top1", "best_top1", "last_top1", "last_top5"):
         setattr(record, key, _number(summary.get(key)))
     record.curve = read_curve(run_dir)
@@ -220,6 +239,10 @@ def read_run(run_dir: Path) -> RunRecord | None:
             problems.append(f"{key} is not finite ({summary.get(key)!r})")
     if cfg is not None and (cfg.get("trainer") or {}).get("fast_dev_run"):
         problems.append("fast_dev_run (a smoke test, not a result)")
+    if summary.get("status", COMPLETE) != COMPLETE:
+        how = summary.get("interrupted_by") or summary["status"]
+        problems.append(f"interrupted ({how}); resume it with ckpt_path={summary.get('resume_checkpoint')}")
+    problems += ownership_problems(run_dir, summary)
     if record.epochs is None:
         problems.append("epochs missing from summary.json")
     elif record.max_epochs is not None and record.epochs < record.max_epochs:
@@ -229,6 +252,40 @@ def read_run(run_dir: Path) -> RunRecord | None:
     elif cfg is None:
         record.reason = "no config.yaml: epoch count and data set not checked"
     return record
+
+
+def ownership_problems(run_dir: Path, summary: dict[str, Any]) -> list[str]:
+    """Whether config.yaml, summary.json and the last checkpoint were written by the same run.
+
+    Two runs sharing a folder leave one run's config beside the other's results; each file records the
+    SHA-256 of the config.yaml text its run wrote, so a mixed folder is caught here.
+    """
+    expected = summary.get("config_sha256")
+    config = run_dir / CONFIG
+    if expected is None or not config.is_file():
+        return []  # written before the hash was recorded: nothing to compare
+    problems = []
+    config_sha = hashlib.sha256(config.read_bytes()).hexdigest()
+    if config_sha != expected:
+        problems.append("config.yaml was written by another run than summary.json (a shared folder)")
+    saved = _checkpoint_config_sha(run_dir / LAST_CHECKPOINT)
+    if saved == UNREADABLE:
+        problems.append("checkpoints/last.ckpt cannot be read")
+    elif saved is not None and saved != config_sha:
+        problems.append("checkpoints/last.ckpt was written by another run than config.yaml (a shared folder)")
+    return problems
+
+
+def _checkpoint_config_sha(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    import torch  # only for folders that have a checkpoint
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # truncated or not a torch file: one meaning here
+        return UNREADABLE
+    return ((checkpoint.get("callbacks") or {}).get(STATE_KEY) or {}).get("sha256")
 
 
 def _finite_or_none(value: Any) -> bool:

@@ -39,17 +39,22 @@ AGGREGATE_FIELDS = [
     "mean",
     "std",
     "delta_vs_kd",
+    "paired_delta_vs_kd",
+    "paired_delta_std",
+    "paired_seeds",
     "values",
     "seeds",
 ]
 
 
-def format_stat(stat: Stat | None, decimals: int = 2, typical_n: int | None = None) -> str:
+def format_stat(
+    stat: Stat | None, decimals: int = 2, typical_n: int | None = None, signed: bool = False
+) -> str:
     """``mean ± std``; ``mean ± n/a`` for a single value; ``(n=k)`` appended when k is not the usual n."""
     if stat is None:
         return NO_VALUE
     std = "n/a" if stat.std is None else f"{stat.std:.{decimals}f}"
-    text = f"{stat.mean:.{decimals}f} ± {std}"
+    text = f"{stat.mean:{'+' if signed else ''}.{decimals}f} ± {std}"
     if typical_n is not None and stat.n != typical_n:
         text += f" (n={stat.n})"
     return text
@@ -81,7 +86,8 @@ def render_markdown(report: Report, decimals: int = 2, title: str = "Distillatio
         f"{len(complete)} complete run{'s' if len(complete) != 1 else ''}. Cells: mean ± sample standard "
         f"deviation (ddof=1) over seeds, in percent; {seeds}a single run shows `± n/a`. "
         "The teacher row counts each distinct teacher checkpoint once. "
-        "Δ vs KD: mean(method) − mean(kd) on the same pair, in percentage points."
+        "Δ vs KD: mean(method) − mean(kd) on the same pair, in percentage points; paired Δ: the mean ± std "
+        "of method(seed) − kd(seed) over the seeds both have."
     )
     if report.multiple_datasets or (report.pairs and report.pairs[0].dataset != "unknown"):
         datasets = ", ".join(sorted({p.dataset for p in report.pairs}))
@@ -118,6 +124,20 @@ def render_markdown(report: Report, decimals: int = 2, title: str = "Distillatio
         if delta_rows:
             lines += [f"### Δ vs KD, {METRIC_TITLES[metric].lower()}", ""]
             lines += [*_table(["method", *labels, "average over pairs"], delta_rows), ""]
+        paired_rows = [
+            [
+                row,
+                *(
+                    format_stat(report.paired.get((row, p, metric)), decimals, n, signed=True)
+                    for p in report.pairs
+                ),
+            ]
+            for row in [SCRATCH_ROW, *report.rows]
+            if any((row, p, metric) in report.paired for p in report.pairs)
+        ]
+        if paired_rows:
+            lines += [f"### Paired Δ vs KD over the same seeds, {METRIC_TITLES[metric].lower()}", ""]
+            lines += [*_table(["method", *labels], paired_rows), ""]
     if report.other_scratch:
         lines += ["## Other from-scratch runs (not a pair's student, e.g. teachers)", ""]
         keys = sorted({(d, a) for d, a, _ in report.other_scratch})
@@ -178,7 +198,9 @@ def write_runs_csv(records: list[RunRecord], path: Path) -> Path:
 def write_aggregate_csv(report: Report, path: Path) -> Path:
     """One row per table cell: pair, row, metric (best/last), n, mean, std (ddof=1), Δ vs KD, values."""
 
-    def line(pair: Pair, row: str, metric: str, stat: Stat, delta: float | None) -> dict[str, object]:
+    def line(
+        pair: Pair, row: str, metric: str, stat: Stat, delta: float | None, paired: Stat | None = None
+    ) -> dict[str, object]:
         return {
             "dataset": pair.dataset,
             "teacher": pair.teacher,
@@ -189,6 +211,9 @@ def write_aggregate_csv(report: Report, path: Path) -> Path:
             "mean": stat.mean,
             "std": _csv_value(stat.std),
             "delta_vs_kd": _csv_value(delta),
+            "paired_delta_vs_kd": "" if paired is None else paired.mean,
+            "paired_delta_std": "" if paired is None else _csv_value(paired.std),
+            "paired_seeds": "" if paired is None else ";".join(str(s) for s in paired.seeds),
             "values": ";".join(repr(v) for v in stat.values),
             "seeds": ";".join(str(s) for s in stat.seeds),
         }
@@ -203,7 +228,10 @@ def write_aggregate_csv(report: Report, path: Path) -> Path:
                 for metric in METRICS:
                     stat = report.cells.get((row, pair, metric))
                     if stat is not None:
-                        writer.writerow(line(pair, row, metric, stat, report.delta.get((row, pair, metric))))
+                        key = (row, pair, metric)
+                        writer.writerow(
+                            line(pair, row, metric, stat, report.delta.get(key), report.paired.get(key))
+                        )
         for (dataset, arch, metric), stat in report.other_scratch.items():
             writer.writerow(line(Pair(dataset, "", arch), SCRATCH_ROW, metric, stat, None))
     return path

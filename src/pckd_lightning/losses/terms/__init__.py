@@ -8,12 +8,20 @@ from pckd_lightning.losses.terms.center_align import CenterAlignTerm
 from pckd_lightning.losses.terms.correlation import CCTerm
 from pckd_lightning.losses.terms.crd import CRDTerm
 from pckd_lightning.losses.terms.cross_entropy import CrossEntropyTerm
+from pckd_lightning.losses.terms.ctkd import CurriculumTemperature
+from pckd_lightning.losses.terms.dist import DISTTerm
 from pckd_lightning.losses.terms.dkd import DKDTerm
 from pckd_lightning.losses.terms.factor_transfer import FactorTransferTerm
 from pckd_lightning.losses.terms.feature_align import FeatureAlignTerm
 from pckd_lightning.losses.terms.fitnet import FitNetTerm
 from pckd_lightning.losses.terms.fsp import FSPTerm
 from pckd_lightning.losses.terms.kd import KDTerm
+from pckd_lightning.losses.terms.mlkd import (
+    AllViewsCrossEntropyTerm,
+    MLKDBatchTerm,
+    MLKDClassTerm,
+    MLKDInstanceTerm,
+)
 from pckd_lightning.losses.terms.nst import NSTTerm
 from pckd_lightning.losses.terms.pkt import PKTTerm
 from pckd_lightning.losses.terms.reviewkd import ReviewKDTerm
@@ -24,11 +32,14 @@ from pckd_lightning.losses.terms.vid import VIDTerm
 __all__ = [
     "ABTerm",
     "ATTerm",
+    "AllViewsCrossEntropyTerm",
     "CCTerm",
     "CRDTerm",
     "CategoryContrastTerm",
     "CenterAlignTerm",
     "CrossEntropyTerm",
+    "CurriculumTemperature",
+    "DISTTerm",
     "DKDTerm",
     "FSPTerm",
     "FactorTransferTerm",
@@ -37,6 +48,9 @@ __all__ = [
     "InitStageTerm",
     "KDTerm",
     "LossTerm",
+    "MLKDBatchTerm",
+    "MLKDClassTerm",
+    "MLKDInstanceTerm",
     "NSTTerm",
     "PKTTerm",
     "PairInfo",

@@ -1,4 +1,4 @@
-"""Helpers shared by the baseline loss terms: feature shapes, spatial matching, option checks, warm-up."""
+"""Helpers shared by the baseline loss terms: feature shapes, spatial matching, option checks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from pckd_lightning.errors import ConfigError
-from pckd_lightning.losses.terms.base import LossTerm
 from pckd_lightning.models.base import ZooModel
 
 
@@ -100,38 +99,3 @@ def stage_pairs(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]
     (Python ``zip``, as the reference code does).
     """
     return list(zip(student[1:], teacher[1:], strict=False))
-
-
-class EpochAwareTerm(LossTerm):
-    """A term whose value depends on the (1-indexed) training epoch, e.g. through a linear warm-up.
-
-    The DistillationModule tells it the epoch by calling :meth:`on_train_epoch_start` at the start of
-    every training epoch; until then :attr:`epoch` is None and a term that needs it raises.
-    """
-
-    def __init__(self, warmup_epochs: int = 0, weight: float = 1.0, preview: bool = False) -> None:
-        super().__init__(weight=weight, preview=preview)
-        self.warmup_epochs = check_count(type(self).__name__, "warmup_epochs", warmup_epochs)
-        #: the current 1-indexed training epoch, set by :meth:`on_train_epoch_start`
-        self.epoch: int | None = None
-        # forward reads the factor as a tensor and a flag, never the epoch itself: a compiled term would
-        # otherwise be recompiled every epoch (torch.compile specializes on integer attributes)
-        self.register_buffer("_warmup", torch.ones(()), persistent=False)
-        self._epoch_known = False
-
-    def on_train_epoch_start(self, epoch: int) -> None:
-        """Called with the 1-indexed epoch (``trainer.current_epoch + 1``) before it starts."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
-            raise ValueError(f"{type(self).__name__}: epochs are 1-indexed ints, got {epoch!r}")
-        self.epoch, self._epoch_known = epoch, True
-        self._warmup.fill_(min(epoch / self.warmup_epochs, 1.0) if self.warmup_epochs else 1.0)
-
-    def warmup_factor(self) -> torch.Tensor:
-        """``min(epoch / warmup_epochs, 1)``: 1/warmup_epochs in epoch 1, 1 from epoch ``warmup_epochs``."""
-        if self.warmup_epochs and not self._epoch_known:
-            raise RuntimeError(
-                f"{type(self).__name__} has a {self.warmup_epochs}-epoch warm-up but was never told the "
-                "epoch: the DistillationModule must call term.on_train_epoch_start(self.current_epoch + 1) "
-                "at the start of each training epoch (or set warmup_epochs: 0)"
-            )
-        return self._warmup

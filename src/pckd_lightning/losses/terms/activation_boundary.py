@@ -55,6 +55,7 @@ class InitStageTerm(LossTerm):
         self.initialized.fill_(True)
 
     def on_train_epoch_start(self, epoch: int) -> None:
+        super().on_train_epoch_start(epoch)
         if not bool(self.initialized):
             raise ConfigError(
                 f"{type(self).__name__} has an initialization stage that never ran, so main training would "

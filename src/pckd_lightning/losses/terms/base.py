@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -35,6 +38,31 @@ class PairInfo:
         return self.teacher.feature_dim
 
 
+def check_warmup_epochs(term: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(
+            f"{term}: warmup_epochs must be an int >= 0 (0: no warm-up; n: the weight ramps linearly "
+            f"from 1/n in epoch 1 to 1 from epoch n), got {value!r}; set distill.terms.<name>.warmup_epochs"
+        )
+    return value
+
+
+def _with_warmup_option(init: Callable[..., None]) -> Callable[..., None]:
+    """``init`` plus a keyword-only ``warmup_epochs``, also in its signature (the runner checks options by it)."""
+
+    @functools.wraps(init)
+    def __init__(self: LossTerm, *args: Any, warmup_epochs: int = 0, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.warmup_epochs = check_warmup_epochs(type(self).__name__, warmup_epochs)
+
+    signature = inspect.signature(init)
+    params = list(signature.parameters.values())
+    option = inspect.Parameter("warmup_epochs", inspect.Parameter.KEYWORD_ONLY, default=0, annotation=int)
+    at = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD), len(params))
+    __init__.__signature__ = signature.replace(parameters=[*params[:at], option, *params[at:]])
+    return __init__
+
+
 class LossTerm(nn.Module):
     """One named part of the distillation loss.
 
@@ -43,13 +71,24 @@ class LossTerm(nn.Module):
     is what lets a term take per-sample weights such as the preview weights) and whether they need a
     teacher. Trainable heads are created in :meth:`build`, which the DistillationModule calls once it
     knows the pair, so they are registered in the module: optimized, synchronized and checkpointed.
+
+    Every term takes ``warmup_epochs``: calling the term returns :meth:`forward`'s value times
+    ``min(epoch / warmup_epochs, 1)`` (a linear ramp of its weight, as DKD's published warm-up). A
+    subclass whose ``__init__`` does not name the option gets it added, so no term has to repeat it.
+    The factor is a buffer, not a Python number: a compiled term would recompile for every new value.
     """
 
     views: ClassVar[Literal["first", "all"]] = "first"
     per_sample: ClassVar[bool] = True
     needs_teacher: ClassVar[bool] = True
 
-    def __init__(self, weight: float = 1.0, preview: bool = False) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and "warmup_epochs" not in inspect.signature(init).parameters:
+            cls.__init__ = _with_warmup_option(init)
+
+    def __init__(self, weight: float = 1.0, preview: bool = False, warmup_epochs: int = 0) -> None:
         super().__init__()
         if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
             raise ConfigError(
@@ -65,6 +104,12 @@ class LossTerm(nn.Module):
         self.preview = bool(preview)
         #: why the term is switched off for this pair (None while it is active)
         self.skip_reason: str | None = None
+        self.warmup_epochs = check_warmup_epochs(type(self).__name__, warmup_epochs)
+        #: the current 1-indexed training epoch, set by :meth:`on_train_epoch_start`
+        self.epoch: int | None = None
+        # the step reads a tensor and a flag, never the epoch: torch.compile specializes on int attributes
+        self.register_buffer("_warmup", torch.ones(()), persistent=False)
+        self._epoch_known = False
 
     def build(self, pair: PairInfo) -> None:
         """Create heads sized for the pair, or set :attr:`skip_reason`; the default needs nothing."""
@@ -75,7 +120,29 @@ class LossTerm(nn.Module):
             )
 
     def on_train_epoch_start(self, epoch: int) -> None:
-        """Called with the 1-indexed epoch before it starts (for schedules such as warm-ups)."""
+        """Called with the 1-indexed epoch (``trainer.current_epoch + 1``) before it starts; sets the warm-up.
+
+        A subclass that overrides it calls ``super().on_train_epoch_start(epoch)``.
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise ValueError(f"{type(self).__name__}: epochs are 1-indexed ints, got {epoch!r}")
+        self.epoch, self._epoch_known = epoch, True
+        self._warmup.fill_(min(epoch / self.warmup_epochs, 1.0) if self.warmup_epochs else 1.0)
+
+    def warmup_factor(self) -> torch.Tensor:
+        """``min(epoch / warmup_epochs, 1)``: 1/warmup_epochs in epoch 1, 1 from epoch ``warmup_epochs``."""
+        if self.warmup_epochs and not self._epoch_known:
+            raise RuntimeError(
+                f"{type(self).__name__} has a {self.warmup_epochs}-epoch warm-up but was never told the "
+                "epoch: the DistillationModule must call term.on_train_epoch_start(self.current_epoch + 1) "
+                "at the start of each training epoch (or set warmup_epochs: 0)"
+            )
+        return self._warmup
+
+    def __call__(self, ctx: DistillContext) -> torch.Tensor:
+        """:meth:`forward` (compiled, if the term is) times the warm-up factor, when there is a warm-up."""
+        value = super().__call__(ctx)
+        return value * self.warmup_factor() if self.warmup_epochs else value
 
     def forward(self, ctx: DistillContext) -> torch.Tensor:
         raise NotImplementedError

@@ -5,8 +5,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pckd_lightning.losses import functional as LF
 from pckd_lightning.losses.context import DistillContext
-from pckd_lightning.losses.terms._common import EpochAwareTerm, check_positive
+from pckd_lightning.losses.terms._common import check_positive
+from pckd_lightning.losses.terms.base import LossTerm
+from pckd_lightning.losses.terms.ctkd import (
+    CurriculumTemperature,
+    check_learned_temperature,
+    current_temperature,
+    pass_epoch,
+)
+from pckd_lightning.losses.terms.kd import check_flag
 
 
 def dkd(
@@ -15,14 +24,20 @@ def dkd(
     labels: torch.Tensor,
     alpha: float = 1.0,
     beta: float = 8.0,
-    temperature: float = 4.0,
+    temperature: float | torch.Tensor = 4.0,
+    *,
+    standardize: bool = False,
 ) -> torch.Tensor:
     """Per-sample ``α·TCKD + β·NCKD``, shape [B] (no warm-up factor).
 
     TCKD = T²·KL(b_t ‖ b_s) over the binary split (p_target, 1 − p_target) of the softened softmax;
     NCKD = T²·KL(p̂_t ‖ p̂_s) over the softmax restricted to the non-target classes.
+    ``standardize=True`` z-scores both logit rows first (LS, see :func:`functional.standardize`).
     """
-    zs, zt = student_logits.float() / temperature, teacher_logits.float().detach() / temperature
+    zs, zt = student_logits.float(), teacher_logits.float().detach()
+    if standardize:
+        zs, zt = LF.standardize(zs), LF.standardize(zt)
+    zs, zt = zs / temperature, zt / temperature
     # masks and gathers of a fixed shape: boolean indexing would wait for the device to size its result
     target = torch.zeros_like(zs, dtype=torch.bool).scatter_(1, labels[:, None], True)
 
@@ -41,12 +56,13 @@ def dkd(
     return temperature**2 * (alpha * tckd + beta * nckd)
 
 
-class DKDTerm(EpochAwareTerm):
+class DKDTerm(LossTerm):
     """DKD on view 0, per image, times the linear warm-up ``min(epoch / warmup_epochs, 1)``.
 
     Published CIFAR-100 settings (mdistiller): α = 1, β = 8 (2 for resnet56/110 teachers of resnet20/32,
     6 for the vgg13 and wrn_40_2 same-family pairs and vgg13 → MobileNetV2), T = 4, 20 warm-up epochs,
-    CE weight 1. Needs the epoch: see :class:`EpochAwareTerm`.
+    CE weight 1. The warm-up is :class:`LossTerm`'s (it needs the epoch). ``standardize`` and
+    ``learned_temperature`` work as for :class:`KDTerm` (LS, CTKD).
     """
 
     def __init__(
@@ -57,15 +73,24 @@ class DKDTerm(EpochAwareTerm):
         warmup_epochs: int = 20,
         weight: float = 1.0,
         preview: bool = False,
+        standardize: bool = False,
+        learned_temperature: CurriculumTemperature | None = None,
     ) -> None:
         super().__init__(warmup_epochs=warmup_epochs, weight=weight, preview=preview)
         name = type(self).__name__
         self.alpha = check_positive(name, "alpha", alpha, allow_zero=True)
         self.beta = check_positive(name, "beta", beta, allow_zero=True)
         self.temperature = check_positive(name, "temperature", temperature)
+        self.standardize = check_flag(name, "standardize", standardize)
+        self.learned_temperature = check_learned_temperature(name, learned_temperature)
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        super().on_train_epoch_start(epoch)
+        pass_epoch(self.learned_temperature, epoch)
 
     def forward(self, ctx: DistillContext) -> torch.Tensor:
         if ctx.student.logits.shape[1] < 2:
             raise ValueError("DKD needs at least two classes")
         s, t = ctx.student.logits, ctx.teacher.logits
-        return self.warmup_factor() * dkd(s, t, ctx.labels, self.alpha, self.beta, self.temperature)
+        temperature = current_temperature(self.temperature, self.learned_temperature)
+        return dkd(s, t, ctx.labels, self.alpha, self.beta, temperature, standardize=self.standardize)

@@ -9,13 +9,12 @@ from torch import nn
 
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms._common import (
-    EpochAwareTerm,
     check_count,
     check_input_size,
     per_sample_mean,
     probe_shapes,
 )
-from pckd_lightning.losses.terms.base import PairInfo
+from pckd_lightning.losses.terms.base import LossTerm, PairInfo
 
 PYRAMID = (4, 2, 1)
 
@@ -75,7 +74,7 @@ def _levels(stages: list[torch.Tensor], pooled: torch.Tensor, count: int) -> lis
     return [*stages[1:], pooled[:, :, None, None]][-count:]
 
 
-class ReviewKDTerm(EpochAwareTerm):
+class ReviewKDTerm(LossTerm):
     """ReviewKD per image: Σ over levels of HCL(ABF output, teacher feature), times a linear warm-up.
 
     Levels are the stage outputs after the stem plus the pooled feature (as 1x1 maps), of both models;
@@ -119,4 +118,4 @@ class ReviewKDTerm(EpochAwareTerm):
         for level in reversed(range(self.num_levels)):
             out, deeper = self.fusions[level](xs[level], self.out_sizes[level], deeper)
             loss = loss + hcl(out, ts[level].detach())
-        return self.warmup_factor() * loss
+        return loss

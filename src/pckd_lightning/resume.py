@@ -1,0 +1,144 @@
+"""Resuming a run: what the checkpoint fixes is compared with the new config, and the metric history is kept.
+
+A Lightning checkpoint restores the weights, the optimizer and the scheduler state; the rest of a run is
+built from the config. A resume whose config differs from the checkpoint's in what shaped the training
+(model, loss terms, data, optimizer, schedule, seed) would record one setting and train another, so it is
+refused, naming the keys, unless ``resume.allow_changes`` lists them. Optimizer and scheduler values cannot
+be allowed: their restored state would override them. The CSV history up to the checkpoint's epoch is
+carried into the resumed run's ``csv/metrics.csv`` (the same file when it resumes in its own folder).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from pckd_lightning.atomic import atomic_open
+from pckd_lightning.callbacks.config_record import STATE_KEY
+from pckd_lightning.distillation.checkpoint_io import read_checkpoint
+from pckd_lightning.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: top-level sections and keys whose value the checkpoint's training depended on
+FIXED = ("model", "distill", "data", "optimizer", "scheduler", "lr_milestones", "seed", "lr_scaling")
+#: restored from the checkpoint's own state: a new value would be recorded but not used
+RESTORED = ("optimizer", "scheduler", "lr_milestones")
+#: where a run reads its inputs from, or how fast: free to differ on a resume
+RUNTIME = ("data.root", "data.num_workers", "data.download", "model.teacher.checkpoint")
+METRICS = Path("csv") / "metrics.csv"
+
+
+@dataclass
+class ResumePlan:
+    """What a resume starts from: the checkpoint, its last completed epoch and the accepted changes."""
+
+    checkpoint: Path
+    #: the checkpoint's epoch (0-indexed: the last completed one) and global step
+    epoch: int
+    step: int = 0
+    changed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    config_checked: bool = True
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out |= _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+        return out
+    return {prefix: value}
+
+
+def _fixed(config: dict[str, Any]) -> dict[str, Any]:
+    flat = _flatten({k: config.get(k) for k in FIXED})
+    return {k: v for k, v in flat.items() if not k.startswith(RUNTIME)}
+
+
+def changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{key: {"checkpoint": old, "run": new}}`` for every fixed key that differs."""
+    old, new = _fixed(saved), _fixed(current)
+    return {
+        key: {"checkpoint": old.get(key), "run": new.get(key)}
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    }
+
+
+def plan_resume(cfg: DictConfig) -> ResumePlan | None:
+    """Read ``cfg.ckpt_path`` (None when the run is new) and refuse changes the checkpoint does not allow."""
+    if not cfg.get("ckpt_path"):
+        return None
+    path = Path(cfg.ckpt_path).expanduser()
+    checkpoint = read_checkpoint(path, what="ckpt_path")
+    if "state_dict" not in checkpoint or "epoch" not in checkpoint:
+        raise ConfigError(
+            f"ckpt_path={str(path)!r} is not a Lightning training checkpoint (no state_dict/epoch); resume from "
+            "<run>/checkpoints/last.ckpt (a student.pth is for model.teacher.checkpoint or pckd-eval)"
+        )
+    plan = ResumePlan(
+        checkpoint=path, epoch=int(checkpoint["epoch"]), step=int(checkpoint.get("global_step", 0))
+    )
+    record = (checkpoint.get("callbacks") or {}).get(STATE_KEY)
+    if record is None:
+        log.warning("%s holds no run config (an older checkpoint): changed settings cannot be detected", path)
+        plan.config_checked = False
+        return plan
+    current = OmegaConf.to_container(cfg, resolve=True)
+    changes = changed_keys(record["config"], current)
+    allowed = set((cfg.get("resume") or {}).get("allow_changes") or [])
+    refused = {k: v for k, v in changes.items() if not any(k == a or k.startswith(f"{a}.") for a in allowed)}
+    restored = [k for k in changes if k.startswith(RESTORED) and k not in refused]
+    if restored:
+        raise ConfigError(
+            f"resume.allow_changes cannot allow {restored}: the checkpoint's optimizer and scheduler state "
+            "would override them, so the run would record one value and train with another. Start a new run "
+            "instead (e.g. from the student's weights), or drop these overrides"
+        )
+    if refused:
+        listed = ", ".join(f"{k}: {v['checkpoint']!r} -> {v['run']!r}" for k, v in refused.items())
+        raise ConfigError(
+            f"the resumed run's config differs from the checkpoint's in what it fixed ({listed}). Resume with the "
+            f"checkpoint's settings (its run folder has config.yaml), or accept the changes with "
+            f"resume.allow_changes=[{','.join(refused)}]"
+        )
+    plan.changed = changes
+    return plan
+
+
+def carry_history(plan: ResumePlan, output_dir: Path) -> int:
+    """Write the rows of the checkpoint's run up to its epoch into ``output_dir``'s CSV; returns their count.
+
+    Rows of epochs after the checkpoint (they are trained again) and the old run's final ``summary/*`` rows
+    are dropped. The source is the checkpoint's run folder (``<run>/checkpoints/last.ckpt``).
+    """
+    source = plan.checkpoint.resolve().parent.parent / METRICS
+    if not source.is_file():
+        return 0
+    with source.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames or [], list(reader)
+    kept = [row for row in rows if _before_resume(row, plan)]
+    with atomic_open(output_dir / METRICS, "w") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
+    return len(kept)
+
+
+def _before_resume(row: dict[str, str], plan: ResumePlan) -> bool:
+    """A row of the checkpoint's epochs: per-epoch rows by their epoch, others (lr, the teacher) by step."""
+    if any(key.startswith("summary/") and value for key, value in row.items()):
+        return False
+    try:
+        if row.get("epoch"):
+            return int(float(row["epoch"])) <= plan.epoch
+        step = int(float(row.get("step") or 0))
+    except ValueError:
+        return False
+    return step == 0 or step < plan.step

@@ -1,0 +1,96 @@
+"""One live run per folder: a lock file with the owner's pid, taken before any work and checked for write access."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+from pathlib import Path
+from types import TracebackType
+
+from pckd_lightning.errors import ConfigError
+
+LOCK_NAME = ".pckd.lock"
+#: a run folder needs room for checkpoints, logs and the student's weights
+MIN_FREE_BYTES = 64 * 2**20
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+class RunFolder:
+    """Context manager: creates ``path``, refuses it when unwritable, full, or held by another live run.
+
+    The lock holds ``<pid> <host>``; a lock whose process is gone (a killed run) is taken over, which is how
+    a run is resumed into its own folder. Only one process per run takes it (rank 0 under DDP).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.lock = self.path / LOCK_NAME
+        self._held = False
+
+    def __enter__(self) -> RunFolder:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / f".write-probe-{os.getpid()}"
+            probe.write_bytes(b"\0" * 4096)
+            probe.unlink()
+        except OSError as err:
+            reason = "it is full" if err.errno == errno.ENOSPC else f"it is not writable ({err.strerror})"
+            raise ConfigError(
+                f"cannot write the run folder {self.path}: {reason}; choose another with "
+                "paths.log_dir=<folder> (or hydra.run.dir=<folder>), or free space / fix its permissions"
+            ) from None
+        free = shutil.disk_usage(self.path).free
+        if free < MIN_FREE_BYTES:
+            raise ConfigError(
+                f"the run folder {self.path} has only {free / 2**20:.0f} MiB free (at least "
+                f"{MIN_FREE_BYTES // 2**20} MiB needed for checkpoints and logs); free space or set paths.log_dir"
+            )
+        self._acquire()
+        return self
+
+    def _acquire(self) -> None:
+        record = f"{os.getpid()} {socket.gethostname()}\n"
+        while True:
+            try:
+                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                pid, host = self._owner()
+                elsewhere = host is not None and host != socket.gethostname()
+                if pid is not None and pid != os.getpid() and (elsewhere or _alive(pid)):
+                    raise ConfigError(
+                        f"the run folder {self.path} is in use by another live run (pid {pid} on {host}; lock "
+                        f"file {self.lock}); wait for it, or give this run its own folder (drop hydra.run.dir, "
+                        "or set another one). If that run has ended, delete the lock file."
+                    ) from None
+                self.lock.unlink(missing_ok=True)  # stale: its run was killed
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(record)
+            self._held = True
+            return
+
+    def _owner(self) -> tuple[int | None, str | None]:
+        """The lock's pid and host; (None, None) when it cannot be read (then it is taken over)."""
+        try:
+            pid, host = self.lock.read_text().split()[:2]
+            return int(pid), host
+        except (OSError, ValueError):
+            return None, None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._held and self._owner()[0] == os.getpid():
+            self.lock.unlink(missing_ok=True)
+        self._held = False

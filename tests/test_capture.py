@@ -1,0 +1,67 @@
+"""The loss path is one graph: torch.compile traces context, every term and the weighted sum without a
+break (what a CUDA-graph capture of the step needs), and the traced path gives the eager values (issue 14)."""
+
+from __future__ import annotations
+
+import copy
+from functools import partial
+
+import pytest
+import torch
+
+from conftest import CONF_DIR, compose_config
+from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.models import create_model
+from pckd_lightning.runner import build_terms, instantiate
+
+#: methods whose terms first run an init stage on the data (AB, FSP, FT): their step is the same path
+#: after it, but the stage itself needs a trainer
+INIT_STAGE = {"ab", "fsp", "ft"}
+METHODS = sorted(p.stem for p in (CONF_DIR / "distill").glob("*.yaml") if p.stem not in INIT_STAGE)
+
+
+def loss_path(method: str):
+    """The step's loss path of ``method`` on a tiny pair, and a batch for it."""
+    cfg = compose_config([f"distill={method}", "data.image_size=8"])  # terms sized by it (ReviewKD)
+    torch.manual_seed(0)
+    module = DistillationModule(
+        student=create_model("resnet8", num_classes=10),
+        teacher=create_model("resnet20", num_classes=10),
+        terms=build_terms(cfg.distill),
+        optimizer=partial(torch.optim.SGD, lr=0.1),
+        num_classes=10,
+        train_labels=torch.arange(64) % 10,
+    )
+    if cfg.distill.get("preview") is not None:
+        preview = instantiate(cfg.distill.preview)
+        preview.set_max_epochs(10)
+        module.sample_weighting = preview
+    for term in module.terms.values():
+        term.on_train_epoch_start(2)
+    views = cfg.distill.views
+    shape = (8, views, 3, 8, 8) if views > 1 else (8, 3, 8, 8)
+    batch = (torch.randn(shape), torch.arange(8) % 10, torch.arange(8))
+
+    def step_loss(images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        losses = module.compute_losses(module.context((images, labels, indices)))
+        return module.total_loss(losses)
+
+    return module, step_loss, batch
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_the_loss_path_compiles_without_graph_breaks_and_gives_the_eager_value(method, one_thread):
+    module, step_loss, batch = loss_path(method)
+    step_loss(*batch)  # CRD checks its indices on the first step only (a host read)
+    state = copy.deepcopy(module.state_dict())  # memory banks move at every step
+    torch.manual_seed(1)
+    eager = step_loss(*batch)
+    module.load_state_dict(state)
+    torch.manual_seed(1)  # the same negatives (CRD)
+    compiled = torch.compile(step_loss, fullgraph=True, backend="eager")(*batch)
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(step_loss)(*batch)
+    assert explanation.graph_break_count == 0, [str(b.reason) for b in explanation.break_reasons]
+    assert torch.isfinite(eager)
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,314 @@
+"""Nothing lost, nothing misreported: one run per folder, honest exit codes, resumes that keep their
+history and refuse silent changes, and every config value checked before any work (issue 17)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, compose_config
+from pckd_lightning.config_schema import CHECKS, markdown_table
+from pckd_lightning.errors import CheckpointError, ConfigError
+from pckd_lightning.report.collect import collect_runs
+from pckd_lightning.run_folder import LOCK_NAME, RunFolder
+from pckd_lightning.runner import fit
+
+FAST = [
+    "model=digits_scratch_resnet8",
+    "distill=ce",
+    "data.image_size=8",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=1",
+    "logger=none",
+]
+PCKD_TRAIN = str(Path(sys.executable).with_name("pckd-train"))
+
+
+def pckd_train(args: list[str], **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    env.pop("PCKD_LAUNCH_ID", None)  # each launch names its own folders
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen(
+        [PCKD_TRAIN, *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def val_epochs(run_dir: Path) -> list[int]:
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f) if row.get("val/top1")]
+
+
+# -- 1. one run per folder -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_get_folders_of_their_own(tmp_path):
+    runs = [
+        pckd_train(
+            [
+                *FAST,
+                "trainer.max_epochs=1",
+                "task_name=twin",
+                f"optimizer.lr={lr}",
+                f"paths.log_dir={tmp_path}",
+            ]
+        )
+        for lr in (0.05, 0.02)
+    ]
+    for run in runs:
+        _, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err[-3000:]
+    folders = sorted((tmp_path / "twin" / "runs").iterdir())
+    assert len(folders) == 2, folders
+    lrs = set()
+    for folder in folders:
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["status"] == "complete" and summary["output_dir"] == str(folder)
+        lrs.add(compose_free_lr(folder / "config.yaml"))
+    assert lrs == {0.05, 0.02}
+    assert all(r.complete for r in collect_runs(tmp_path))
+
+
+def compose_free_lr(config: Path) -> float:
+    import yaml
+
+    return yaml.safe_load(config.read_text())["optimizer"]["lr"]
+
+
+def test_a_folder_held_by_a_live_run_is_refused_and_a_stale_lock_taken_over(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / LOCK_NAME).write_text(f"{holder.pid} {os.uname().nodename}\n")
+        with pytest.raises(ConfigError, match=rf"in use by another live run \(pid {holder.pid}"):
+            fit(compose_config([*FAST, "trainer.max_epochs=1"], output_dir=tmp_path))
+        assert not (tmp_path / "config.yaml").exists()  # refused before any work
+    finally:
+        holder.kill()
+        holder.wait()
+    summary = fit(compose_config([*FAST, "trainer.max_epochs=1"], output_dir=tmp_path))  # its pid is gone now
+    assert summary["status"] == "complete"
+    assert not (tmp_path / LOCK_NAME).exists()  # released at the end
+
+
+def test_an_unwritable_run_folder_is_refused_before_training(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    folder = RunFolder(blocker / "run")
+    with pytest.raises(ConfigError, match=r"cannot write the run folder .*a_file/run.*paths\.log_dir"):
+        folder.__enter__()
+
+
+@pytest.mark.slow
+def test_the_report_refuses_a_folder_whose_files_come_from_two_runs(tmp_path):
+    a = fit(compose_config([*FAST, "trainer.max_epochs=1"], output_dir=tmp_path / "a"))
+    fit(compose_config([*FAST, "trainer.max_epochs=1", "optimizer.lr=0.02"], output_dir=tmp_path / "b"))
+    shutil.copy(tmp_path / "b" / "config.yaml", tmp_path / "a" / "config.yaml")  # what the race left behind
+    records = {r.run_dir.name: r for r in collect_runs(tmp_path)}
+    assert records["b"].complete
+    assert not records["a"].complete
+    assert "config.yaml was written by another run" in records["a"].reason
+    assert "last.ckpt was written by another run" in records["a"].reason
+    assert a["config_sha256"] != json.loads((tmp_path / "b" / "summary.json").read_text())["config_sha256"]
+
+
+# -- 2. signals --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_resumable_checkpoint_marks_the_summary_and_exits_143(tmp_path):
+    run_dir = tmp_path / "run"
+    run = pckd_train(
+        [
+            *FAST[:-2],
+            "logger=none",
+            "trainer.max_epochs=200",
+            f"hydra.run.dir={run_dir}",
+            f"paths.cache_dir={tmp_path}",
+        ]
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.is_file() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert last.is_file(), run.communicate()[1][-3000:]
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 143, err[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["interrupted_by"] == "SIGTERM"
+    assert summary["resume_checkpoint"] == str(last)
+    assert 1 <= summary["epochs"] < 200
+    assert not (run_dir / "student.pth").exists()  # not a finished student
+    assert torch.load(last, weights_only=False)["epoch"] == summary["epochs"] - 1
+    record = collect_runs(tmp_path)[0]
+    assert not record.complete and "interrupted (SIGTERM)" in record.reason
+
+
+# -- 3. and 4. resumes -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory) -> Path:
+    """A finished 2-epoch run, copied by each test that resumes it."""
+    folder = tmp_path_factory.mktemp("two_epochs") / "run"
+    fit(compose_config([*FAST, "trainer.max_epochs=2"], output_dir=folder))
+    return folder
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target / "checkpoints" / "last.ckpt"
+
+
+def test_a_resume_with_a_changed_hyperparameter_is_refused_naming_the_key(two_epochs, tmp_path):
+    ckpt = copy_run(two_epochs, tmp_path / "run")
+    resume = [*FAST, "trainer.max_epochs=3", f"ckpt_path={ckpt}"]
+    with pytest.raises(
+        ConfigError, match=r"optimizer\.lr: 0\.05 -> 0\.5.*resume\.allow_changes=\[optimizer\.lr\]"
+    ):
+        fit(compose_config([*resume, "optimizer.lr=0.5"], output_dir=tmp_path / "new"))
+    with pytest.raises(ConfigError, match=r"cannot allow \['optimizer\.lr'\].*override"):
+        fit(
+            compose_config(
+                [*resume, "optimizer.lr=0.5", "resume.allow_changes=[optimizer.lr]"],
+                output_dir=tmp_path / "new",
+            )
+        )
+    assert not (tmp_path / "new").exists()  # refused before any work
+
+
+def test_an_allowed_change_is_applied_and_recorded(two_epochs, tmp_path):
+    ckpt = copy_run(two_epochs, tmp_path / "run")
+    overrides = [
+        *FAST,
+        "trainer.max_epochs=3",
+        f"ckpt_path={ckpt}",
+        "distill.terms.ce.weight=0.5",
+        "resume.allow_changes=[distill.terms.ce]",
+    ]
+    summary = fit(compose_config(overrides, output_dir=tmp_path / "new"))
+    assert summary["terms"] == {"ce": 0.5}  # what trained
+    assert summary["resumed_from"]["changed"] == {"distill.terms.ce.weight": {"checkpoint": 1.0, "run": 0.5}}
+    assert summary["resumed_from"]["completed_epochs"] == 2
+
+
+def test_resuming_in_its_own_folder_keeps_the_metric_history(two_epochs, tmp_path):
+    run_dir = tmp_path / "run"
+    ckpt = copy_run(two_epochs, run_dir)
+    summary = fit(compose_config([*FAST, "trainer.max_epochs=4", f"ckpt_path={ckpt}"], output_dir=run_dir))
+    assert val_epochs(run_dir) == [0, 1, 2, 3]
+    assert summary["epochs"] == 4
+    (record,) = collect_runs(run_dir)
+    assert record.complete and sorted(record.curve) == [0, 1, 2, 3]
+
+
+def test_resuming_into_a_new_folder_carries_the_earlier_rows(two_epochs, tmp_path):
+    ckpt = copy_run(two_epochs, tmp_path / "run")
+    fit(compose_config([*FAST, "trainer.max_epochs=3", f"ckpt_path={ckpt}"], output_dir=tmp_path / "new"))
+    assert val_epochs(tmp_path / "new") == [0, 1, 2]
+
+
+def test_a_resume_continues_in_the_checkpoints_run_folder():
+    from pckd_lightning.resolvers import run_dir
+
+    assert run_dir("/out/x/runs", "/out/x/runs/2026_abc/checkpoints/last.ckpt") == "/out/x/runs/2026_abc"
+    fresh = run_dir("/out/x/runs", None)
+    assert fresh.startswith("/out/x/runs/") and fresh == run_dir("/out/x/runs", None)  # one launch, one id
+
+
+# -- 5. every value checked before any work -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("lr_scaling=linaer", r"lr_scaling='linaer' is not a valid choice: expected one of 'none', 'linear'"),
+        ("data.batch_size=abc", r"data\.batch_size='abc' is a str: expected an int >= 1"),
+        ("optimizer.lr=fast", r"optimizer\.lr='fast' is a str: expected a number > 0"),
+        ("seed=1.5", r"seed=1\.5 is a float: expected an int"),
+        (
+            "distill.preview.base=1.5",
+            r"base=1\.5 gives the threshold 1\.5\^240.*valid range is 0 < base <= 1\.44",
+        ),
+        (
+            "distill.terms.kd.temperature=0",
+            r"distill\.terms\.kd\.temperature=0 is out of range: expected a number > 0",
+        ),
+        ("distill.views=0", r"^1 bad config value\(s\):\n  distill\.views=0 is out of range"),
+        ("trainer.max_epochs=-1", r"trainer\.max_epochs=-1 is out of range: expected an int >= 1"),
+    ],
+)
+def test_a_bad_value_is_refused_before_any_work_naming_key_value_and_range(tmp_path, override, message):
+    schedule = ["++distill.preview.schedule=progress"] if override.startswith("distill.preview") else []
+    cfg = compose_config(
+        [override, *schedule], output_dir=tmp_path / "run"
+    )  # the demo: it would train a teacher first
+    with pytest.raises(ConfigError, match=message):
+        fit(cfg)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run" / "cache").exists()
+
+
+def test_all_term_weights_zero_is_refused(tmp_path):
+    overrides = [
+        "distill.terms.ce.weight=0",
+        "distill.terms.kd.weight=0",
+        "distill.terms.category_contrast.weight=0",
+        "distill.terms.center_align.weight=0",
+        "distill.terms.feature_align.weight=0",
+    ]
+    with pytest.raises(ConfigError, match=r"no term has a weight > 0"):
+        fit(compose_config(overrides, output_dir=tmp_path))
+
+
+def test_the_docs_table_lists_every_checked_key():
+    text = (REPO / "docs" / "config-checks.md").read_text()
+    assert markdown_table() in text
+    assert all(f"`{check.key}`" in text for check in CHECKS)
+
+
+# -- 6. one clean message, exit 2 -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_library_errors_print_one_message_and_exit_2(tmp_path):
+    run = pckd_train(["lr_scaling=linaer", f"paths.log_dir={tmp_path}"])
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 2
+    assert "Traceback" not in out + err and "Set the environment variable HYDRA_FULL_ERROR" not in err
+    assert "pckd-train: error: 1 bad config value(s)" in err and "lr_scaling='linaer'" in err
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    full = subprocess.run(
+        [PCKD_TRAIN, "lr_scaling=linaer", f"paths.log_dir={tmp_path}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert full.returncode != 0 and "Traceback" in full.stderr
+
+
+# -- 7. no teacher trained at a typo's path ---------------------------------------------------------------
+
+
+def test_a_missing_teacher_outside_the_cache_is_an_error_not_a_new_teacher(tmp_path):
+    typo = tmp_path / "teachres" / "resnet20.pth"
+    cfg = compose_config([f"model.teacher.checkpoint={typo}"], output_dir=tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"does not exist.*teacher cache.*export_path="):
+        fit(cfg)
+    assert not typo.exists() and not (tmp_path / "run" / "teacher").exists()
