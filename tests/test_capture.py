@@ -59,9 +59,8 @@ def test_the_loss_path_compiles_without_graph_breaks_and_gives_the_eager_value(m
     eager = step_loss(*batch)
     module.load_state_dict(state)
     torch.manual_seed(1)  # the same negatives (CRD)
-    compiled = torch.compile(step_loss, fullgraph=True, backend="eager")(*batch)
     torch._dynamo.reset()
-    explanation = torch._dynamo.explain(step_loss)(*batch)
-    assert explanation.graph_break_count == 0, [str(b.reason) for b in explanation.break_reasons]
+    # fullgraph: a graph break is an error that names it (backend "eager": traced by dynamo, run by aten)
+    compiled = torch.compile(step_loss, fullgraph=True, backend="eager")(*batch)
     assert torch.isfinite(eager)
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)

@@ -77,3 +77,12 @@ def test_a_holdout_run_reports_the_final_test_apart_and_is_labelled_in_reports(t
 
 def test_the_optuna_search_tunes_on_the_holdout():
     assert compose_config(["hparams_search=pckd_optuna"]).data.val_source == "holdout"
+
+
+def test_a_holdout_that_would_empty_a_class_of_training_images_is_refused():
+    from pckd_lightning.errors import DataError
+
+    with pytest.raises(
+        DataError, match=r"holds out every training image of class \d+; lower data\.holdout_per_class"
+    ):
+        digits(val_source="holdout", holdout_per_class=1000)

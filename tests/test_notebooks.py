@@ -169,7 +169,7 @@ def test_analysis_reads_the_quickstart_checkpoints(quickstart, tmp_path):
 def test_comparison_sweeps_reports_plots_and_keeps_wandb_offline(tmp_path):
     nb = execute(read("comparison"), tmp_path)
     text = stdout(nb)
-    assert "6 jobs finished" in text and "6 offline W&B runs" in text
+    assert "6 jobs finished" in text and "6 offline W&B runs, one per job" in text
     for row in ("| kd |", "| pckd |", "| student (scratch) |"):
         assert row in text, row
     assert "Δ vs KD" in text

@@ -180,7 +180,7 @@ def test_a_resume_with_a_changed_hyperparameter_is_refused_naming_the_key(two_ep
     ckpt = copy_run(two_epochs, tmp_path / "run")
     resume = [*FAST, "trainer.max_epochs=3", f"ckpt_path={ckpt}"]
     with pytest.raises(
-        ConfigError, match=r"optimizer\.lr: 0\.05 -> 0\.5.*resume\.allow_changes=\[optimizer\.lr\]"
+        ConfigError, match=r"optimizer\.lr: 0\.05 -> 0\.5.*start a new run to change \['optimizer\.lr'\]"
     ):
         fit(compose_config([*resume, "optimizer.lr=0.5"], output_dir=tmp_path / "new"))
     with pytest.raises(ConfigError, match=r"cannot allow \['optimizer\.lr'\].*override"):
@@ -312,3 +312,27 @@ def test_a_missing_teacher_outside_the_cache_is_an_error_not_a_new_teacher(tmp_p
     with pytest.raises(CheckpointError, match=r"does not exist.*teacher cache.*export_path="):
         fit(cfg)
     assert not typo.exists() and not (tmp_path / "run" / "teacher").exists()
+
+
+def test_a_resume_in_another_precision_or_global_batch_is_refused(two_epochs, tmp_path):
+    ckpt = copy_run(two_epochs, tmp_path / "run")
+    resume = [*FAST, "trainer.max_epochs=3", f"ckpt_path={ckpt}"]
+    with pytest.raises(ConfigError, match=r"trainer\.precision: '32-true' -> 'bf16-mixed'"):
+        fit(compose_config([*resume, "trainer.precision=bf16-mixed"], output_dir=tmp_path / "new"))
+    with pytest.raises(ConfigError, match=r"trainer\.accumulate_grad_batches: None -> 2"):
+        fit(compose_config([*resume, "+trainer.accumulate_grad_batches=2"], output_dir=tmp_path / "new"))
+
+
+def test_a_slurm_requeue_resumes_in_its_folder_with_its_history(two_epochs, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    copy_run(two_epochs, run_dir)
+    # what Lightning's requeue leaves: hpc_ckpt_<n>.ckpt in the run folder, and the job's own lock
+    shutil.move(run_dir / "checkpoints" / "last.ckpt", run_dir / "hpc_ckpt_1.ckpt")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    (run_dir / LOCK_NAME).write_text("1 another-node 4242\n")
+    summary = fit(compose_config([*FAST, "trainer.max_epochs=3"], output_dir=run_dir))
+    assert summary["resumed_from"]["checkpoint"] == str(run_dir / "hpc_ckpt_1.ckpt")
+    assert summary["epochs"] == 3 and val_epochs(run_dir) == [0, 1, 2]
+    assert (run_dir / "summary.previous.json").is_file()  # the earlier result, set aside

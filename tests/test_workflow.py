@@ -229,3 +229,21 @@ def test_the_local_config_is_optional_and_its_example_composes():
     assert "local" not in compose_config([])  # no conf/local/default.yaml: nothing changes
     cfg = compose_config(["local=example"])
     assert cfg.paths.data_dir == "/path/to/datasets"  # @package _global_: it sets the run's paths
+
+
+@pytest.mark.slow
+def test_a_bad_job_in_a_sweep_fails_alone(tmp_path):
+    args = [
+        "-m",
+        "optimizer.lr=fast,0.05",
+        *FAST,
+        "trainer.max_epochs=1",
+        "logger=none",
+        f"paths.log_dir={tmp_path}",
+    ]
+    run = subprocess.run(
+        [PCKD_TRAIN, *args], cwd=REPO, env=env(), capture_output=True, text=True, timeout=600
+    )
+    summaries = [json.loads(p.read_text()) for p in tmp_path.rglob("summary.json")]
+    assert len(summaries) == 1  # the good job ran although the first one failed
+    assert "optimizer.lr='fast'" in run.stdout + run.stderr

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from pckd_lightning.errors import ConfigError
 
@@ -142,37 +143,61 @@ CHECKS: tuple[Check, ...] = (
 
 
 def _select(cfg: DictConfig, parts: list[str], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """``(key, value)`` for every key matching ``parts``; absent keys (this data set has none) are skipped."""
-    if not parts:
-        yield prefix, cfg
-        return
+    """``(key, value)`` for every key matching ``parts``; absent keys (this data set has none) are skipped,
+    as are ``???`` (reported as missing) and interpolations (checked where they point: data.views ->
+    distill.views)."""
     if not isinstance(cfg, DictConfig):
         return
     head, rest = parts[0], parts[1:]
-    names = [k for k in cfg if cfg[k] is not None] if head == "*" else [head]
-    for name in names:
+    for name in list(cfg) if head == "*" else [head]:
         node = cfg._get_node(name) if name in cfg else None
-        # an interpolation is checked where it points (data.views -> distill.views); ??? is filled later
-        if node is None or node._is_missing() or node._is_interpolation():
+        if node is None or node._is_missing() or node._is_interpolation() or node._is_none():
+            continue
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if rest:
+            yield from _select(cfg[name], rest, key)
             continue
         value = cfg[name]
-        key = f"{prefix}.{name}" if prefix else str(name)
-        if not rest:
-            yield key, OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
-        else:
-            yield from _select(value, rest, key)
+        yield (
+            key,
+            OmegaConf.to_container(value, resolve=True)
+            if isinstance(value, (DictConfig, ListConfig))
+            else value,
+        )
 
 
 def _problems(cfg: DictConfig) -> Iterator[str]:
-    for key in sorted(OmegaConf.missing_keys(cfg)):
+    try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+    except OmegaConfBaseException as err:  # an interpolation to a ??? value
+        yield " ".join(str(err).split())
+        missing = []
+    for key in missing:
         yield f"{key} is required (??? in its config file): set it, e.g. {key}=<value>"
     for check in CHECKS:
-        for key, value in _select(cfg, check.key.split(".")):
-            problem = check.problem(value)
-            if problem is not None:
-                yield f"{key}={value!r} {problem}: expected {check.describe()}"
-    terms = cfg.get("distill", {}).get("terms") or {}
-    weights = [t.get("weight", 1.0) for t in terms.values() if isinstance(t, DictConfig)]
+        try:
+            for key, value in _select(cfg, check.key.split(".")):
+                problem = check.problem(value)
+                if problem is not None:
+                    yield f"{key}={value!r} {problem}: expected {check.describe()}"
+        except OmegaConfBaseException as err:  # an interpolation that cannot be resolved
+            yield f"{check.key}: {' '.join(str(err).split())}"
+    yield from _weight_problems(cfg)
+
+
+def _weight_problems(cfg: DictConfig) -> Iterator[str]:
+    """A method needs one term with a weight > 0 (the sum of no terms has no gradient)."""
+    if not isinstance(cfg.get("distill"), DictConfig):
+        yield "distill is not set: choose a method, e.g. distill=kd"
+        return
+    terms = cfg.distill.get("terms") or {}
+    weights = []
+    for name in terms:
+        try:
+            term = terms[name]
+            weights.append(term.get("weight", 1.0) if isinstance(term, DictConfig) else 0)
+        except OmegaConfBaseException:  # reported above (??? or a broken interpolation)
+            weights.append(1.0)
     if not any(isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in weights):
         yield "distill.terms: no term has a weight > 0; keep at least one (e.g. distill.terms.ce.weight=1)"
 

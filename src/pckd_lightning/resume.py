@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from pckd_lightning.atomic import atomic_open
@@ -26,7 +27,22 @@ from pckd_lightning.errors import ConfigError
 log = logging.getLogger(__name__)
 
 #: top-level sections and keys whose value the checkpoint's training depended on
-FIXED = ("model", "distill", "data", "optimizer", "scheduler", "lr_milestones", "seed", "lr_scaling")
+FIXED = (
+    "model",
+    "distill",
+    "data",
+    "optimizer",
+    "scheduler",
+    "lr_milestones",
+    "seed",
+    "lr_scaling",
+    "trainer.precision",
+    "trainer.accumulate_grad_batches",
+    "trainer.gradient_clip_val",
+    "trainer.gradient_clip_algorithm",
+    "trainer.devices",  # with num_nodes: the global batch
+    "trainer.num_nodes",
+)
 #: restored from the checkpoint's own state: a new value would be recorded but not used
 RESTORED = ("optimizer", "scheduler", "lr_milestones")
 #: where a run reads its inputs from, or how fast: free to differ on a resume
@@ -39,11 +55,15 @@ class ResumePlan:
     """What a resume starts from: the checkpoint, its last completed epoch and the accepted changes."""
 
     checkpoint: Path
+    #: the run folder the checkpoint belongs to (its CSV history and W&B run)
+    run_dir: Path
     #: the checkpoint's epoch (0-indexed: the last completed one) and global step
     epoch: int
     step: int = 0
     changed: dict[str, dict[str, Any]] = field(default_factory=dict)
     config_checked: bool = True
+    #: Lightning's own Slurm requeue checkpoint (``hpc_ckpt_*.ckpt``), which it resumes from by itself
+    requeued: bool = False
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -56,8 +76,14 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _fixed(config: dict[str, Any]) -> dict[str, Any]:
-    flat = _flatten({k: config.get(k) for k in FIXED})
-    return {k: v for k, v in flat.items() if not k.startswith(RUNTIME)}
+    keys = FIXED
+    if ((config.get("distill") or {}).get("preview") or {}).get("schedule") == "progress":
+        keys = (*FIXED, "trainer.max_epochs")  # the progress schedule's thresholds follow it
+    return {
+        k: v
+        for k, v in _flatten(config).items()
+        if any(k == f or k.startswith(f"{f}.") for f in keys) and not k.startswith(RUNTIME)
+    }
 
 
 def changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -70,11 +96,23 @@ def changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, di
     }
 
 
+def requeue_checkpoint(output_dir: Path) -> Path | None:
+    """The newest ``hpc_ckpt_*.ckpt`` Lightning's Slurm requeue left in the run folder, which it resumes from."""
+    found = sorted(output_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[-1]))
+    return found[-1] if found else None
+
+
 def plan_resume(cfg: DictConfig) -> ResumePlan | None:
-    """Read ``cfg.ckpt_path`` (None when the run is new) and refuse changes the checkpoint does not allow."""
-    if not cfg.get("ckpt_path"):
+    """Read ``cfg.ckpt_path`` (or a Slurm requeue's checkpoint in the run folder; None when the run is new)
+    and refuse changes the checkpoint does not allow."""
+    # as Lightning decides it: a requeue checkpoint is resumed from on Slurm, when ckpt_path is not set
+    on_slurm = SLURMEnvironment.detect()
+    requeued = (
+        None if cfg.get("ckpt_path") or not on_slurm else requeue_checkpoint(Path(cfg.paths.output_dir))
+    )
+    if not cfg.get("ckpt_path") and requeued is None:
         return None
-    path = Path(cfg.ckpt_path).expanduser()
+    path = requeued or Path(cfg.ckpt_path).expanduser()
     checkpoint = read_checkpoint(path, what="ckpt_path")
     if "state_dict" not in checkpoint or "epoch" not in checkpoint:
         raise ConfigError(
@@ -82,7 +120,11 @@ def plan_resume(cfg: DictConfig) -> ResumePlan | None:
             "<run>/checkpoints/last.ckpt (a student.pth is for model.teacher.checkpoint or pckd-eval)"
         )
     plan = ResumePlan(
-        checkpoint=path, epoch=int(checkpoint["epoch"]), step=int(checkpoint.get("global_step", 0))
+        checkpoint=path,
+        run_dir=path.resolve().parent if requeued else path.resolve().parent.parent,
+        epoch=int(checkpoint["epoch"]),
+        step=int(checkpoint.get("global_step", 0)),
+        requeued=requeued is not None,
     )
     record = (checkpoint.get("callbacks") or {}).get(STATE_KEY)
     if record is None:
@@ -102,10 +144,16 @@ def plan_resume(cfg: DictConfig) -> ResumePlan | None:
         )
     if refused:
         listed = ", ".join(f"{k}: {v['checkpoint']!r} -> {v['run']!r}" for k, v in refused.items())
+        allowable = [k for k in refused if not k.startswith(RESTORED)]
+        fixed = [k for k in refused if k.startswith(RESTORED)]
+        how = [f"accept the changes with resume.allow_changes=[{','.join(allowable)}]"] if allowable else []
+        if fixed:
+            how.append(
+                f"start a new run to change {fixed} (the checkpoint's optimizer and scheduler state fix them)"
+            )
         raise ConfigError(
             f"the resumed run's config differs from the checkpoint's in what it fixed ({listed}). Resume with the "
-            f"checkpoint's settings (its run folder has config.yaml), or accept the changes with "
-            f"resume.allow_changes=[{','.join(refused)}]"
+            f"checkpoint's settings (its run folder has config.yaml), or {', or '.join(how)}"
         )
     plan.changed = changes
     return plan
@@ -117,7 +165,7 @@ def carry_history(plan: ResumePlan, output_dir: Path) -> int:
     Rows of epochs after the checkpoint (they are trained again) and the old run's final ``summary/*`` rows
     are dropped. The source is the checkpoint's run folder (``<run>/checkpoints/last.ckpt``).
     """
-    source = plan.checkpoint.resolve().parent.parent / METRICS
+    source = plan.run_dir / METRICS
     if not source.is_file():
         return 0
     with source.open(newline="") as f:

@@ -16,6 +16,11 @@ LOCK_NAME = ".pckd.lock"
 MIN_FREE_BYTES = 64 * 2**20
 
 
+def _slurm_job() -> str:
+    """The Slurm job this process belongs to (kept by a requeue, whatever node it lands on), or ``-``."""
+    return os.environ.get("SLURM_JOB_ID", "-")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -29,8 +34,9 @@ def _alive(pid: int) -> bool:
 class RunFolder:
     """Context manager: creates ``path``, refuses it when unwritable, full, or held by another live run.
 
-    The lock holds ``<pid> <host>``; a lock whose process is gone (a killed run) is taken over, which is how
-    a run is resumed into its own folder. Only one process per run takes it (rank 0 under DDP).
+    The lock holds ``<pid> <host> <Slurm job>``; a lock whose process is gone (a killed run), or that the same
+    Slurm job left before it was requeued, is taken over: that is how a run resumes in its own folder. Only
+    one process per run takes it (rank 0 under DDP).
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -60,14 +66,15 @@ class RunFolder:
         return self
 
     def _acquire(self) -> None:
-        record = f"{os.getpid()} {socket.gethostname()}\n"
+        record = f"{os.getpid()} {socket.gethostname()} {_slurm_job()}\n"
         while True:
             try:
                 fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                pid, host = self._owner()
+                pid, host, job = self._owner()
                 elsewhere = host is not None and host != socket.gethostname()
-                if pid is not None and pid != os.getpid() and (elsewhere or _alive(pid)):
+                requeued = job not in (None, "-") and job == _slurm_job()  # this job's earlier incarnation
+                if pid is not None and pid != os.getpid() and not requeued and (elsewhere or _alive(pid)):
                     raise ConfigError(
                         f"the run folder {self.path} is in use by another live run (pid {pid} on {host}; lock "
                         f"file {self.lock}); wait for it, or give this run its own folder (drop hydra.run.dir, "
@@ -80,13 +87,13 @@ class RunFolder:
             self._held = True
             return
 
-    def _owner(self) -> tuple[int | None, str | None]:
-        """The lock's pid and host; (None, None) when it cannot be read (then it is taken over)."""
+    def _owner(self) -> tuple[int | None, str | None, str | None]:
+        """The lock's pid, host and Slurm job; Nones when it cannot be read (then it is taken over)."""
         try:
-            pid, host = self.lock.read_text().split()[:2]
-            return int(pid), host
+            pid, host, *job = self.lock.read_text().split()
+            return int(pid), host, job[0] if job else None
         except (OSError, ValueError):
-            return None, None
+            return None, None, None
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None

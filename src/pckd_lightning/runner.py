@@ -132,7 +132,7 @@ WANDB_RUN_FOLDER = re.compile(r"^(?:offline-)?run-\d{8}_\d{6}-([a-z0-9]+)(?:-\d+
 
 def previous_wandb_id(plan: ResumePlan) -> str | None:
     """The W&B run id of the checkpoint's run (in ``<run>/wandb/``), to continue its curves."""
-    folders = sorted((plan.checkpoint.resolve().parent.parent / "wandb").glob("*run-*"))
+    folders = sorted((plan.run_dir / "wandb").glob("*run-*"))
     ids = [m.group(1) for folder in folders if (m := WANDB_RUN_FOLDER.match(folder.name))]
     return ids[-1] if ids else None
 
@@ -332,9 +332,10 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
         module = build_module(cfg, datamodule)
         config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
         if writer:
-            atomic_write_text(output_dir / "config.yaml", config_yaml)
             if resume is not None:
                 carry_history(resume, output_dir)
+                set_aside_summary(output_dir)
+            atomic_write_text(output_dir / "config.yaml", config_yaml)
         record = RunConfigRecord(OmegaConf.to_container(cfg, resolve=True), config_yaml)
         loggers = build_loggers(cfg, resume)
         callbacks = build_callbacks(cfg, record)
@@ -346,21 +347,30 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
             enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
             **_step_logging(cfg),
         )
+        student_path = Path(cfg.get("export_path") or output_dir / "student.pth")
+        summary = None
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        except SystemExit:  # Lightning's answer to SIGTERM and Ctrl-C
+            summary = summarize(cfg, trainer, module, student_path)  # before the test resets the metrics
+            summary |= final_test(trainer, module, datamodule)
+        except SystemExit:  # Lightning's answer to SIGTERM and Ctrl-C, in training or in the final test
             if trainer.state.status != TrainerStatus.INTERRUPTED:
                 raise
-            _stop_interrupted(cfg, trainer, module, loggers, record, resume)
-        student_path = Path(cfg.get("export_path") or output_dir / "student.pth")
-        summary = summarize(cfg, trainer, module, student_path)
-        summary |= final_test(trainer, module, datamodule)
+            _stop_interrupted(cfg, trainer, module, loggers, record, resume, summary)
         summary |= _provenance(record, resume, teacher_summary)
         if writer:
             export_state_dict(module.student, student_path)
             atomic_write_text(output_dir / "summary.json", json.dumps(summary, indent=2))
         close_loggers(loggers, summary)
     return summary
+
+
+def set_aside_summary(output_dir: Path) -> None:
+    """A run resumed in its folder is running again: its earlier summary becomes ``summary.previous.json``,
+    so that neither the report nor a later reader takes the old result for the new config's."""
+    summary = output_dir / "summary.json"
+    if summary.is_file():
+        summary.replace(output_dir / "summary.previous.json")
 
 
 def final_test(trainer: L.Trainer, module: DistillationModule, datamodule: Any) -> dict[str, Any]:
@@ -405,10 +415,13 @@ def _stop_interrupted(
     loggers: list[Any],
     record: RunConfigRecord,
     resume: ResumePlan | None,
+    trained: dict[str, Any] | None,
 ) -> None:
-    """Write the summary of a run stopped by a signal (no student.pth: it is not a finished student)."""
+    """Write the summary of a run stopped by a signal (no student.pth: it is not a finished student);
+    ``trained`` is the summary of a run stopped in its final test, after training."""
     sigterm = trainer.received_sigterm
-    summary = summarize(cfg, trainer, module, None, status="interrupted")
+    summary = summarize(cfg, trainer, module, None, status="interrupted") if trained is None else trained
+    summary |= {"status": "interrupted", "student_weights": None}
     summary |= _provenance(record, resume, None)
     _, last = checkpoint_paths(trainer)
     resume_from = last if last and Path(last).is_file() else None

@@ -2,7 +2,8 @@
 
 Lightning and torch are imported only once Hydra has composed the config, so ``--help``, ``--cfg`` and
 tab completion answer in about a second. The library's own errors (bad config values, data, checkpoints)
-print as one message and exit 2; ``HYDRA_FULL_ERROR=1`` shows the traceback.
+print as one message and exit 2 (in a multirun they fail their job only); ``HYDRA_FULL_ERROR=1`` shows the
+traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from pckd_lightning.errors import PCKDError
@@ -41,7 +44,8 @@ def main(cfg: DictConfig) -> float | None:
     try:
         summary = fit(cfg)
     except PCKDError as err:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        # in a multirun the sweep goes on: Hydra records the job as failed (a diverged Optuna trial, say)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
         _to_log_files(logging.ERROR, f"{type(err).__name__}: {err}")
         print(f"pckd-train: error: {err}", file=sys.stderr)

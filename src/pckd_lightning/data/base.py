@@ -20,7 +20,7 @@ from pckd_lightning.data.transforms import (
     train_transform,
     val_transform,
 )
-from pckd_lightning.errors import ConfigError
+from pckd_lightning.errors import ConfigError, DataError
 
 #: the smallest image side every model of the zoo takes: the VGGs max-pool their input three times
 #: (2x2, stride 2) before the last block, so a side below 8 leaves them an empty feature map
@@ -197,6 +197,12 @@ class ClassificationDataModule(L.LightningDataModule):
         if self.val_source == "holdout":
             held = self._subsample(train_src, train_pool, self.holdout_per_class, "holdout_per_class")
             train_pool = np.setdiff1d(train_pool, held)
+            left = np.bincount(train_src.labels[train_pool], minlength=self.num_classes)[: self.num_classes]
+            if (left == 0).any():
+                raise DataError(
+                    f"data.holdout_per_class={self.holdout_per_class} holds out every training image of class "
+                    f"{int(np.flatnonzero(left == 0)[0])}; lower data.holdout_per_class (or use data.val_source=test)"
+                )
             val = self._subsample(train_src, held, self.val_per_class, "val_per_class")
             test = self._subsample(val_src, eval_pool, self.val_per_class, "val_per_class")
             self.test_set = IndexedDataset(val_src, test, self.val_transform())

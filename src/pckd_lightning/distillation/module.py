@@ -260,7 +260,8 @@ class DistillationModule(L.LightningModule):
         top1 = 100.0 * (first.student.logits.argmax(dim=1) == first.labels).float().mean()
         values = {f"train/{k}": v for k, v in losses.items()} | {"train/loss": total, "train/top1": top1}
         self.meter.update(values, weight=first.labels.shape[0], step=self.global_step)
-        if self.log_every_n_steps and self.global_step % self.log_every_n_steps == 0:
+        # on the steps whose values Lightning hands to the loggers ((step + 1) % n == 0), or they wait a turn
+        if self.log_every_n_steps and (self.global_step + 1) % self.log_every_n_steps == 0:
             # per-step curves, opt-in: each logged step reads its values back from the device
             self.log_dict({f"{k}_step": v.detach() for k, v in values.items()}, on_step=True, on_epoch=False)
         if (self.global_step + 1) % self.finite_check_every_n_steps == 0:
@@ -326,8 +327,11 @@ class DistillationModule(L.LightningModule):
         if datamodule is None:
             return None
         correct = total = 0
+        # a held-out validation split holds training images the teacher learnt: it is scored on the test split
+        held_out = getattr(datamodule, "val_source", "test") == "holdout"
+        loader = datamodule.test_dataloader() if held_out else datamodule.val_dataloader()
         with self.trainer.precision_plugin.forward_context():  # the precision the teacher distills in
-            for images, labels, *_ in datamodule.val_dataloader():
+            for images, labels, *_ in loader:
                 logits = self._teacher_forward(images.to(self.device))
                 correct += (logits.argmax(1) == labels.to(logits.device)).sum().item()
                 total += labels.numel()

@@ -125,13 +125,14 @@ def variant_label(method: str, settings: dict[str, Any], reference: dict[str, An
 def label_variants(records: Iterable[RunRecord]) -> None:
     """Set ``record.label``: the method, qualified when its runs used different distillation settings.
 
-    The reference (the plain method name) is the most common setting among the method's runs; ties go to
-    the setting that sorts first.
+    The reference (the plain method name) is the most common setting among the method's runs on the same
+    pair; ties go to the setting that sorts first. Per pair, so that per-pair published settings (DKD's β,
+    lr 0.01 for MobileNet/ShuffleNet students) stay the method's row instead of a variant of it.
     """
-    by_method: dict[str, list[RunRecord]] = defaultdict(list)
+    by_method: dict[tuple, list[RunRecord]] = defaultdict(list)
     for record in records:
-        by_method[str(record.method)].append(record)
-    for method, group in by_method.items():
+        by_method[(str(record.method), record.dataset, record.teacher, record.student)].append(record)
+    for (method, *_), group in by_method.items():
         signatures = Counter(settings_key(r.settings) for r in group)
         reference_key = min(signatures, key=lambda s: (-signatures[s], s))
         reference = next(r.settings for r in group if settings_key(r.settings) == reference_key)
