@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import importlib.util
 import os
 import pickle
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -12,12 +16,27 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+from pckd_lightning.models import create_model
+from pckd_lightning.runner import fit
+
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def load_benchmark(name: str, module_name: str | None = None) -> ModuleType:
+    """``benchmarks/<name>.py`` as a module (the scripts are not a package), registered in sys.modules."""
+    spec = importlib.util.spec_from_file_location(
+        module_name or f"bench_{name}", REPO / "benchmarks" / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def compose_config(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
@@ -74,3 +93,46 @@ def write_fake_cifar(root: Path, n: int = 100) -> Path:
         folder / "meta", {"fine_label_names": [f"c{i}" for i in range(100)], "coarse_label_names": []}
     )
     return folder
+
+
+#: the quickest real run: a digits student from scratch, 8x8 images, two training batches, one validation batch
+SCRATCH_RUN = [
+    "model=digits_scratch_resnet8",
+    "distill=ce",
+    "data.image_size=8",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=1",
+]
+#: quiet runs: the CSV record only, no progress bar, no loader workers
+QUIET = ["logger=csv", "callbacks.progress_bar=null", "data.num_workers=0"]
+
+
+def save_teacher(path: Path, name: str, num_classes: int) -> Path:
+    torch.manual_seed(0)
+    torch.save({"model": create_model(name, num_classes=num_classes).state_dict()}, path)
+    return path
+
+
+def two_step_run(tmp_path: Path, method: str, *overrides: str) -> tuple[dict, dict[str, list[float]]]:
+    """Two steps of ``distill=method`` on the digits pair resnet20 -> resnet8 (8x8 images); the summary and
+    every term's logged epoch values."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    teacher = save_teacher(tmp_path / "teacher.pth", "resnet20", 10)
+    cfg = compose_config(
+        [
+            f"distill={method}",
+            f"model.teacher.checkpoint={teacher}",
+            "data.image_size=8",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=2",
+            "+trainer.limit_val_batches=1",
+            *QUIET,
+            *overrides,
+        ],
+        output_dir=tmp_path,
+    )
+    summary = fit(cfg)  # a non-finite loss would raise NonFiniteLossError
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    values = {t: [float(r[f"train/{t}"]) for r in rows if r.get(f"train/{t}")] for t in summary["terms"]}
+    return summary, values

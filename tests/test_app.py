@@ -12,18 +12,10 @@ import pytest
 import torch
 import torch._inductor.config
 
-from conftest import REPO, compose_config
+from conftest import QUIET, REPO, compose_config, save_teacher, two_step_run
 from pckd_lightning.losses import LossTerm
 from pckd_lightning.models import create_model
 from pckd_lightning.runner import fit
-
-QUIET = ["logger=csv", "callbacks.progress_bar=null", "data.num_workers=0"]
-
-
-def save_teacher(path: Path, name: str, num_classes: int) -> Path:
-    torch.manual_seed(0)
-    torch.save({"model": create_model(name, num_classes=num_classes).state_dict()}, path)
-    return path
 
 
 @pytest.mark.slow
@@ -103,31 +95,6 @@ def test_the_demo_trains_and_caches_a_teacher_then_distills(tmp_path):
 
 
 METHODS = sorted(p.stem for p in (REPO / "conf" / "distill").glob("*.yaml"))
-
-
-def two_step_run(tmp_path: Path, method: str, *overrides: str) -> tuple[dict, dict[str, list[float]]]:
-    """Two steps of ``distill=method`` on the digits pair resnet20 -> resnet8 (8x8 images); the summary and
-    every term's logged epoch values."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    teacher = save_teacher(tmp_path / "teacher.pth", "resnet20", 10)
-    cfg = compose_config(
-        [
-            f"distill={method}",
-            f"model.teacher.checkpoint={teacher}",
-            "data.image_size=8",
-            "trainer.max_epochs=1",
-            "+trainer.limit_train_batches=2",
-            "+trainer.limit_val_batches=1",
-            *QUIET,
-            *overrides,
-        ],
-        output_dir=tmp_path,
-    )
-    summary = fit(cfg)  # a non-finite loss would raise NonFiniteLossError
-    with open(tmp_path / "csv" / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    values = {t: [float(r[f"train/{t}"]) for r in rows if r.get(f"train/{t}")] for t in summary["terms"]}
-    return summary, values
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pickle
 import sys
@@ -13,21 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import load_benchmark
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def step_throughput() -> ModuleType:
-    return _load("step_throughput")
+    return load_benchmark("step_throughput")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -86,7 +78,7 @@ def test_loader_throughput_on_a_tiny_fake_cifar(tmp_path: Path, capsys):
             pickle.dump({"data": data, "fine_labels": [i % 100 for i in range(200)]}, f)
     with (folder / "meta").open("wb") as f:
         pickle.dump({"fine_label_names": [f"c{i}" for i in range(100)]}, f)
-    loader_throughput = _load("loader_throughput")
+    loader_throughput = load_benchmark("loader_throughput")
     argv = ["--root", str(tmp_path), "--partial", "--workers", "0", "--batches", "3", "--device", "cpu"]
     results = loader_throughput.main([*argv, "--batch-size", "50", "--threads", "1"])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
@@ -95,7 +87,7 @@ def test_loader_throughput_on_a_tiny_fake_cifar(tmp_path: Path, capsys):
 
 
 def test_op_count_counts_kernels_and_skips_views():
-    op_count = _load("op_count")
+    op_count = load_benchmark("op_count")
     a, b = torch.ones(4), torch.ones(4)
     with op_count.count_ops(torch.device("cpu")) as count:
         c = (a + b).view(2, 2).t()

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from functools import partial
 
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import load_benchmark
 from pckd_lightning.distillation import DistillationModule
 from pckd_lightning.models import create_model
 from pckd_lightning.runner import build_terms, instantiate
 
 
-def load_compare():
-    spec = importlib.util.spec_from_file_location("compare", REPO / "benchmarks" / "compare.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 @pytest.mark.cifar
 def test_tiny_profile_trains_every_method_and_writes_the_table(tmp_path, cifar_root, capsys):
-    compare = load_compare()
+    compare = load_benchmark("compare", "compare")
     compare.main(["--profile", "tiny", "--root", str(cifar_root), "--out", str(tmp_path)])
     report = (tmp_path / "report" / "report.md").read_text()
     for row in ("teacher", "student (scratch)", "kd", "dkd", "pckd"):
@@ -41,7 +31,7 @@ def test_tiny_profile_trains_every_method_and_writes_the_table(tmp_path, cifar_r
 
 
 def test_every_row_of_every_profile_composes(tmp_path):
-    compare = load_compare()
+    compare = load_benchmark("compare", "compare")
     for name, profile in compare.PROFILES.items():
         for row in profile.methods:
             overrides = compare.student_run(profile, row, "data", profile.pairs[0], tmp_path / "t.pth", 0)
@@ -51,14 +41,14 @@ def test_every_row_of_every_profile_composes(tmp_path):
 
 
 def ablation_config(row: str, tmp_path):
-    compare = load_compare()
+    compare = load_benchmark("compare", "compare")
     profile = compare.PROFILES["ablation"]
     overrides = compare.student_run(profile, row, "data", profile.pairs[0], tmp_path / "t.pth", 0)
     return compare.compose_run(overrides, tmp_path)
 
 
 def test_the_ablation_profile_is_the_cpu_profile_with_one_change_per_row(tmp_path):
-    compare = load_compare()
+    compare = load_benchmark("compare", "compare")
     ablation, cpu = compare.PROFILES["ablation"], compare.PROFILES["cpu"]
     assert (ablation.pairs, ablation.overrides, ablation.student_epochs) == (
         cpu.pairs,
@@ -96,7 +86,7 @@ def test_the_ablation_profile_is_the_cpu_profile_with_one_change_per_row(tmp_pat
     assert {row: cfg.distill.name for row, cfg in cfgs.items()} == {row: row for row in ablation.methods}
 
 
-@pytest.mark.parametrize("row", load_compare().ABLATION_ROWS)
+@pytest.mark.parametrize("row", load_benchmark("compare", "compare").ABLATION_ROWS)
 def test_every_ablation_row_builds_and_computes_its_losses(row, tmp_path, one_thread):
     cfg = ablation_config(row, tmp_path)
     torch.manual_seed(0)
@@ -124,7 +114,7 @@ def test_every_ablation_row_builds_and_computes_its_losses(row, tmp_path, one_th
 @pytest.mark.slow
 @pytest.mark.cifar
 def test_tiny_ablation_profile_reports_every_row_paired_with_kd(tmp_path, cifar_root):
-    compare = load_compare()
+    compare = load_benchmark("compare", "compare")
     compare.main(["--profile", "tiny-ablation", "--root", str(cifar_root), "--out", str(tmp_path)])
     report = (tmp_path / "report" / "report.md").read_text()
     rows = compare.PROFILES["tiny-ablation"].methods

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 
-from conftest import write_fake_cifar
+from conftest import load_benchmark, write_fake_cifar
 from pckd_lightning.data.cifar100 import read_cifar100, read_cifar100_class_names
 from pckd_lightning.errors import DataError
 
@@ -20,12 +18,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.fixture(scope="module")
 def device_data() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_device_data", BENCHMARKS / "device_data.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("device_data")
 
 
 @pytest.fixture

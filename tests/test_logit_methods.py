@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, compose_config
+from conftest import REPO, compose_config, save_teacher, two_step_run
 from pckd_lightning.distillation.dot import DistillationOrientedSGD, DOTGradientSplit
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import (
@@ -33,7 +33,7 @@ from pckd_lightning.losses import (
 )
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.models import ModelOutput, create_model
-from pckd_lightning.runner import apply_preview_switch, build_terms, fit
+from pckd_lightning.runner import apply_preview_switch, build_terms
 
 REL = 1e-5
 METHODS = ["kd_ls", "dkd_ls", "dist", "ctkd", "mlkd", "mlkd_ls", "kd_dot", "dkd_dot"]
@@ -648,37 +648,6 @@ def test_the_preview_switch_weights_the_per_sample_terms_of_each_method(method, 
 
 # -- through the app ---------------------------------------------------------------------------------------
 
-QUIET = ["logger=csv", "callbacks.progress_bar=null", "data.num_workers=0"]
-
-
-def save_teacher(path: Path) -> Path:
-    torch.manual_seed(0)
-    torch.save({"model": create_model("resnet20", num_classes=10).state_dict()}, path)
-    return path
-
-
-def two_step_run(tmp_path: Path, method: str, *overrides: str) -> tuple[dict, dict[str, list[float]]]:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    teacher = save_teacher(tmp_path / "teacher.pth")
-    cfg = compose_config(
-        [
-            f"distill={method}",
-            f"model.teacher.checkpoint={teacher}",
-            "data.image_size=8",
-            "trainer.max_epochs=1",
-            "+trainer.limit_train_batches=2",
-            "+trainer.limit_val_batches=1",
-            *QUIET,
-            *overrides,
-        ],
-        output_dir=tmp_path,
-    )
-    summary = fit(cfg)
-    with open(tmp_path / "csv" / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    values = {t: [float(r[f"train/{t}"]) for r in rows if r.get(f"train/{t}")] for t in summary["terms"]}
-    return summary, values
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
@@ -711,7 +680,7 @@ def test_kd_dot_trains_with_both_momenta_in_the_app(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_runs_under_ddp_cpu(tmp_path, method):
-    teacher = save_teacher(tmp_path / "teacher.pth")
+    teacher = save_teacher(tmp_path / "teacher.pth", "resnet20", 10)
     out = tmp_path / "outputs"
     args = [
         str(Path(sys.executable).with_name("pckd-train")),

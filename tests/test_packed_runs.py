@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from conftest import REPO, write_fake_cifar
+from conftest import REPO, load_benchmark, write_fake_cifar
 
 BENCHMARKS = REPO / "benchmarks"
 #: a few images, one step per epoch: the harness, not the numbers
@@ -21,18 +20,9 @@ TINY = (
 )
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def packed_runs() -> ModuleType:
-    return _load("packed_runs")
+    return load_benchmark("packed_runs")
 
 
 def test_a_shorter_row_scales_the_published_schedule(packed_runs):

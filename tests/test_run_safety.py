@@ -16,21 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, compose_config
+from conftest import REPO, SCRATCH_RUN, compose_config
 from pckd_lightning.config_schema import CHECKS, markdown_table
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.report.collect import collect_runs
 from pckd_lightning.run_folder import LOCK_NAME, RunFolder
 from pckd_lightning.runner import fit
 
-FAST = [
-    "model=digits_scratch_resnet8",
-    "distill=ce",
-    "data.image_size=8",
-    "+trainer.limit_train_batches=2",
-    "+trainer.limit_val_batches=1",
-    "logger=none",
-]
+FAST = [*SCRATCH_RUN, "logger=none"]
 PCKD_TRAIN = str(Path(sys.executable).with_name("pckd-train"))
 
 

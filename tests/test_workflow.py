@@ -16,17 +16,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.types import Glob
 
-from conftest import CONF_DIR, REPO, compose_config
+from conftest import CONF_DIR, REPO, SCRATCH_RUN, compose_config
 from pckd_lightning.report.cli import build_report
 from pckd_lightning.runner import WANDB_RUN_FOLDER, fit
 
-FAST = [
-    "model=digits_scratch_resnet8",
-    "distill=ce",
-    "data.image_size=8",
-    "+trainer.limit_train_batches=2",
-    "+trainer.limit_val_batches=1",
-]
+FAST = SCRATCH_RUN
 PCKD_TRAIN = str(Path(sys.executable).with_name("pckd-train"))
 
 
