@@ -6,7 +6,7 @@ Two steps are timed in the same process, on the same synthetic CIFAR-shaped batc
 * **bare**: the teacher's forward (no_grad) and the student's forward/backward with plain cross-entropy on
   the same views (all V views of every image), then an SGD step: the floor any distillation method pays;
 * **full**: the method's step through a real :class:`DistillationModule` built from
-  ``conf/distill/<method>.yaml`` (``module._context`` + ``module.compute_losses`` + the weighted sum +
+  ``conf/distill/<method>.yaml`` (``module.context`` + ``module.compute_losses`` + the weighted sum +
   backward + SGD step), with ``module.sample_weighting = PreviewWeighting()`` when the method has one.
 
 Bare and full share the student and teacher modules (so a compiled graph serves both, and the memory they
@@ -313,7 +313,7 @@ class StepBench:
     def bare_step(self, batch: Batch, student_first: bool | None = None) -> None:
         """Teacher forward (no_grad), student forward + CE on all views, backward, SGD step.
 
-        ``student_first`` runs the student before the teacher, the order of ``DistillationModule._context``
+        ``student_first`` runs the student before the teacher, the order of ``DistillationModule.context``
         (default: ``--bare-order``).
         """
         student_first = self.bare_student_first if student_first is None else student_first
@@ -338,7 +338,7 @@ class StepBench:
         """``training_step``'s loss (without its metric and logging calls)."""
         module = self.module
         with self.autocast():
-            ctx = module._context(batch)
+            ctx = module.context(batch)
             losses = module.compute_losses(ctx)
             return module.total_loss(losses)
 
@@ -582,7 +582,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--bare-order",
         default="teacher-first",
         choices=["teacher-first", "student-first"],
-        help="forward order of the bare step (student-first is DistillationModule._context's order)",
+        help="forward order of the bare step (student-first is DistillationModule.context's order)",
     )
     p.add_argument(
         "--malloc",

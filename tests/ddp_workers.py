@@ -63,7 +63,7 @@ class TotalLoss(nn.Module):
         self.module = module
 
     def forward(self, batch):
-        losses = self.module.compute_losses(self.module._context(batch))
+        losses = self.module.compute_losses(self.module.context(batch))
         return self.module.total_loss(losses)
 
 

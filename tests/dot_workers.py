@@ -41,7 +41,7 @@ class Losses(nn.Module):
         self.module = module
 
     def forward(self, batch):
-        losses = self.module.compute_losses(self.module._context(batch))
+        losses = self.module.compute_losses(self.module.context(batch))
         return self.module.total_loss(losses), self.module.terms["ce"].weight * losses["ce"]
 
 

@@ -518,7 +518,7 @@ def test_dkd_with_preview_weights_in_the_module():
     module.sample_weighting = lambda ce: weights
     term.on_train_epoch_start(10)
     batch = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3]), torch.arange(4)
-    ctx = module._context(batch)
+    ctx = module.context(batch)
     losses = module.compute_losses(ctx)
     expected = (weights * term(ctx.first_view())).mean()
     assert losses["dkd"].item() == pytest.approx(expected.item(), rel=1e-5)

@@ -203,7 +203,7 @@ def test_shapes_and_gradients_on_published_pairs(pairs, pair_name):
     module = make_module(pair, terms)
     ab, ft = module.terms["ab"], module.terms["ft"]
     batch = (randn(4, 3, 32, 32, seed=13), torch.arange(4), torch.arange(4))
-    ctx = module._context(batch)  # one forward pass shared by every check below
+    ctx = module.context(batch)  # one forward pass shared by every check below
 
     def zero_grads():
         for p in module.parameters():
@@ -217,7 +217,7 @@ def test_shapes_and_gradients_on_published_pairs(pairs, pair_name):
             assert connector(f_s).shape == (4, *shape)
     trainable = {id(p) for p in module.trainable_parameters()}
     assert not any(p.requires_grad or id(p) in trainable for p in ab.connectors.parameters())
-    assert {id(p) for p in ab.init_parameters(module)} == {
+    assert {id(p) for p in ab.init_parameters(module.student)} == {
         id(p) for p in [*features, *ab.connectors.parameters()]
     }
     assert ab(ctx).item() == 0.0
@@ -232,7 +232,7 @@ def test_shapes_and_gradients_on_published_pairs(pairs, pair_name):
     assert all(p.grad is None for p in [*ft.paraphraser.parameters(), *teacher.parameters()])
 
     for term in module.terms.values():  # what InitStage does for the init stage
-        for p in getattr(term, "init_parameters", lambda m: [])(module):
+        for p in getattr(term, "init_parameters", lambda s: [])(module.student):
             p.requires_grad_(True)
     zero_grads()
     loss = ab.init_loss(ctx)
@@ -255,7 +255,7 @@ def test_shapes_and_gradients_on_published_pairs(pairs, pair_name):
         loss.backward()
         assert all(grads_of(features)) and not any(grads_of(others))
         assert all(p.grad is None for p in teacher.parameters())
-        assert {id(p) for p in fsp.init_parameters(module)} == {id(p) for p in features}
+        assert {id(p) for p in fsp.init_parameters(module.student)} == {id(p) for p in features}
         assert fsp(ctx).item() == 0.0
     zero_grads()
 

@@ -477,7 +477,7 @@ def test_the_dot_callback_turns_sgd_into_dot_and_splits_the_gradient():
     trainer = SimpleNamespace(optimizers=[optimizer], precision="32-true", accumulate_grad_batches=1)
     callback.on_fit_start(trainer, module)
     x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
-    losses = module.compute_losses(module._context((x, y, torch.arange(4))))  # the wrapped method
+    losses = module.compute_losses(module.context((x, y, torch.arange(4))))  # the wrapped method
     total = module.total_loss(losses)
     callback.on_before_backward(trainer, module, total)
     params = module.trainable_parameters()

@@ -71,7 +71,7 @@ def quiet_trainer(tmp_path, callbacks, **kwargs) -> L.Trainer:
 
 
 def total_loss(module, b):
-    losses = module.compute_losses(module._context(b))
+    losses = module.compute_losses(module.context(b))
     return module.total_loss(losses), losses
 
 
@@ -129,7 +129,7 @@ def test_preview_weights_multiply_the_marked_terms_only():
     b = batch()
     weights = torch.tensor([1.0, 0.5, 0.25, 0.0])
     module.sample_weighting = lambda ce: weights
-    ctx = module._context(b)
+    ctx = module.context(b)
     weighted = module.compute_losses(ctx)
     first = ctx.first_view()
     kd_plain = LF.kd(first.student.logits, first.teacher.logits)
@@ -145,7 +145,7 @@ def test_views_are_flattened_image_major_and_ce_reads_view_zero():
     module = make_module()
     module.eval()
     x, y, idx = batch(num_images=3)
-    ctx = module._context((x, y, idx))
+    ctx = module.context((x, y, idx))
     assert ctx.labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
     first = ctx.first_view()
     expected = module.student(x[:, 0])
@@ -243,7 +243,7 @@ def test_channels_last_gives_the_same_losses():
         m.eval()
         m.sample_weighting = PreviewWeighting()
     b = batch()
-    a, c = plain.compute_losses(plain._context(b)), fast.compute_losses(fast._context(b))
+    a, c = plain.compute_losses(plain.context(b)), fast.compute_losses(fast.context(b))
     assert fast.student.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     for name in a:
         assert torch.allclose(a[name], c[name], atol=1e-4), name

@@ -13,7 +13,7 @@ from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import terms as term_classes
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms import CrossEntropyTerm, DKDTerm, KDTerm, LossTerm, PairInfo
-from pckd_lightning.losses.terms.activation_boundary import InitStageTerm
+from pckd_lightning.losses.terms.base import InitStageTerm
 from pckd_lightning.models import ModelOutput, create_model
 from pckd_lightning.runner import build_terms
 

@@ -51,7 +51,7 @@ class InitStage(L.Callback):
 
     For ``init_epochs`` epochs over ``trainer.datamodule.train_dataloader()``, on the module's device and
     precision, it minimizes the sum of the terms' ``init_loss`` with a plain SGD over the union of their
-    ``init_parameters(module)``; the terms' ``init_modules(module)`` are in train mode, everything else
+    ``init_parameters(student)``; the terms' ``init_modules(student)`` are in train mode, everything else
     (the rest of the student, the teacher) in eval mode, as in the reference. ``lr``, ``momentum`` and
     ``weight_decay`` left null are read from the run's optimizer (the reference uses the run's values and
     a constant lr). Modes and ``requires_grad`` flags are restored afterwards and each term is marked
@@ -140,7 +140,7 @@ class InitStage(L.Callback):
         frozen = {id(p) for p in teacher.parameters()} if teacher is not None else set()
         params: dict[int, nn.Parameter] = {}
         for name, term in terms.items():
-            for p in term.init_parameters(pl_module):
+            for p in term.init_parameters(pl_module.student):
                 if id(p) in frozen:
                     raise RuntimeError(f"InitStage: loss term {name} asks to train a teacher parameter")
                 params[id(p)] = p
@@ -177,7 +177,7 @@ class InitStage(L.Callback):
                 p.requires_grad_(True)
             pl_module.eval()
             for term in terms.values():
-                for m in term.init_modules(pl_module):
+                for m in term.init_modules(pl_module.student):
                     m.train()
             with torch.enable_grad():
                 for epoch in range(1, epochs + 1):
@@ -218,7 +218,7 @@ class InitStage(L.Callback):
                 break
             batch = trainer.strategy.batch_to_device(batch, pl_module.device)
             with trainer.precision_plugin.forward_context():
-                ctx = pl_module._context(batch)
+                ctx = pl_module.context(batch)
                 first = ctx.first_view()
                 parts = [term.init_loss(ctx if term.views == "all" else first) for term in terms.values()]
             loss = sum(parts)
@@ -257,9 +257,9 @@ class InitStage(L.Callback):
             return
         tensors: dict[int, torch.Tensor] = {}
         for term in terms.values():
-            for p in term.init_parameters(pl_module):
+            for p in term.init_parameters(pl_module.student):
                 tensors[id(p)] = p.data
-            for m in term.init_modules(pl_module):
+            for m in term.init_modules(pl_module.student):
                 for b in m.buffers():
                     tensors[id(b)] = b
         for t in tensors.values():

@@ -204,9 +204,6 @@ class DistillationModule(L.LightningModule):
 
     def context(self, batch: tuple[torch.Tensor, ...]) -> DistillContext:
         """The teacher's and the student's forward passes of a training batch, as the loss terms read them."""
-        return self._context(batch)
-
-    def _context(self, batch: tuple[torch.Tensor, ...]) -> DistillContext:
         images, labels, indices = batch
         num_views = images.shape[1] if images.ndim == 5 else 1
         if images.ndim == 5:
@@ -253,7 +250,7 @@ class DistillationModule(L.LightningModule):
         return sum(weighted[1:], start=weighted[0])
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        ctx = self._context(batch)
+        ctx = self.context(batch)
         losses = self.compute_losses(ctx)
         total = self.total_loss(losses)
         first = ctx.first_view()

@@ -1,8 +1,8 @@
 """Loss-term modules: each wraps one function of :mod:`pckd_lightning.losses.functional`."""
 
-from pckd_lightning.losses.terms.activation_boundary import ABTerm, InitStageTerm
+from pckd_lightning.losses.terms.activation_boundary import ABTerm
 from pckd_lightning.losses.terms.attention import ATTerm
-from pckd_lightning.losses.terms.base import LossTerm, PairInfo
+from pckd_lightning.losses.terms.base import InitStageTerm, LossTerm, PairInfo
 from pckd_lightning.losses.terms.category_contrast import CategoryContrastTerm
 from pckd_lightning.losses.terms.center_align import CenterAlignTerm
 from pckd_lightning.losses.terms.correlation import CCTerm

@@ -1,12 +1,9 @@
 """Activation Boundaries (Heo et al., AAAI 2019): teach the student where the teacher's neurons switch on.
 
-Also home of :class:`InitStageTerm`, the contract between a term with an initialization stage (AB, FSP,
-FT) and the :class:`~pckd_lightning.callbacks.InitStage` callback that runs that stage.
+Also home of :func:`student_feature_layers`, the student layers AB's and FSP's init stages train.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -14,55 +11,9 @@ from torch import nn
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms._common import check_input_size, check_positive, probe_shapes, stage_pairs
-from pckd_lightning.losses.terms.base import LossTerm, PairInfo
+from pckd_lightning.losses.terms.base import InitStageTerm, PairInfo
 from pckd_lightning.losses.terms.fitnet import hint_regressor
-
-if TYPE_CHECKING:
-    from pckd_lightning.distillation import DistillationModule
-
-
-class InitStageTerm(LossTerm):
-    """A loss term with an initialization stage, run by the ``InitStage`` callback before main training.
-
-    The callback finds such terms by their :meth:`init_loss` and, for ``init_epochs`` epochs over the
-    training set, minimizes the sum of their init losses over :meth:`init_parameters` only, with
-    :meth:`init_modules` in train mode and everything else in eval mode. :meth:`forward` is the term's
-    contribution to the main training that follows.
-
-    Heads that the main training must not update (FT's paraphraser, AB's connectors) are created with
-    ``requires_grad=False``, so the DistillationModule's optimizer leaves them out; the callback switches
-    them on for the init stage only. The buffer ``initialized`` (saved in checkpoints, so a resumed run
-    keeps it) records that the stage ran: main training refuses to start without it.
-    """
-
-    def __init__(self, weight: float = 1.0, preview: bool = False) -> None:
-        super().__init__(weight=weight, preview=preview)
-        self.register_buffer("initialized", torch.tensor(False))
-
-    def init_loss(self, ctx: DistillContext) -> torch.Tensor:
-        """The scalar the initialization stage minimizes (``ctx`` holds the samples :attr:`views` names)."""
-        raise NotImplementedError
-
-    def init_modules(self, module: DistillationModule) -> list[nn.Module]:
-        """The modules trained in the init stage: put in train mode for it (all others in eval mode)."""
-        raise NotImplementedError
-
-    def init_parameters(self, module: DistillationModule) -> list[nn.Parameter]:
-        """The parameters the init stage optimizes (never the teacher's)."""
-        raise NotImplementedError
-
-    def mark_initialized(self) -> None:
-        self.initialized.fill_(True)
-
-    def on_train_epoch_start(self, epoch: int) -> None:
-        super().on_train_epoch_start(epoch)
-        if not bool(self.initialized):
-            raise ConfigError(
-                f"{type(self).__name__} has an initialization stage that never ran, so main training would "
-                "start from untrained heads. Add the pckd_lightning.callbacks.InitStage callback (conf/distill/"
-                "{ab,fsp,ft}.yaml declare it under distill.callbacks.init_stage), or, to skip the stage on "
-                "purpose, set its init_epochs: 0"
-            )
+from pckd_lightning.models.base import ZooModel
 
 
 def student_feature_layers(student: nn.Module, input_size: int) -> tuple[list[nn.Module], list[nn.Parameter]]:
@@ -165,11 +116,11 @@ class ABTerm(InitStageTerm):
             total = total + w * 3e-3 * per_sample.mean()
         return total
 
-    def init_modules(self, module: DistillationModule) -> list[nn.Module]:
-        return [*student_feature_layers(module.student, self.input_size)[0], self.connectors]
+    def init_modules(self, student: ZooModel) -> list[nn.Module]:
+        return [*student_feature_layers(student, self.input_size)[0], self.connectors]
 
-    def init_parameters(self, module: DistillationModule) -> list[nn.Parameter]:
-        return [*student_feature_layers(module.student, self.input_size)[1], *self.connectors.parameters()]
+    def init_parameters(self, student: ZooModel) -> list[nn.Parameter]:
+        return [*student_feature_layers(student, self.input_size)[1], *self.connectors.parameters()]
 
     def forward(self, ctx: DistillContext) -> torch.Tensor:
         """No main-training loss: 0 (the transfer happened in the init stage)."""

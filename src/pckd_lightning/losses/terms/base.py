@@ -146,3 +146,48 @@ class LossTerm(nn.Module):
 
     def forward(self, ctx: DistillContext) -> torch.Tensor:
         raise NotImplementedError
+
+
+class InitStageTerm(LossTerm):
+    """A loss term with an initialization stage, run by the ``InitStage`` callback before main training.
+
+    The callback finds such terms by their :meth:`init_loss` and, for ``init_epochs`` epochs over the
+    training set, minimizes the sum of their init losses over :meth:`init_parameters` only, with
+    :meth:`init_modules` in train mode and everything else in eval mode. :meth:`forward` is the term's
+    contribution to the main training that follows.
+
+    Heads that the main training must not update (FT's paraphraser, AB's connectors) are created with
+    ``requires_grad=False``, so the DistillationModule's optimizer leaves them out; the callback switches
+    them on for the init stage only. The buffer ``initialized`` (saved in checkpoints, so a resumed run
+    keeps it) records that the stage ran: main training refuses to start without it.
+    """
+
+    def __init__(self, weight: float = 1.0, preview: bool = False) -> None:
+        super().__init__(weight=weight, preview=preview)
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def init_loss(self, ctx: DistillContext) -> torch.Tensor:
+        """The scalar the initialization stage minimizes (``ctx`` holds the samples :attr:`views` names)."""
+        raise NotImplementedError
+
+    def init_modules(self, student: ZooModel) -> list[nn.Module]:
+        """The modules trained in the init stage (the student's or the term's): put in train mode for it
+        (all others in eval mode)."""
+        raise NotImplementedError
+
+    def init_parameters(self, student: ZooModel) -> list[nn.Parameter]:
+        """The parameters the init stage optimizes (the student's or the term's; never the teacher's)."""
+        raise NotImplementedError
+
+    def mark_initialized(self) -> None:
+        self.initialized.fill_(True)
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        super().on_train_epoch_start(epoch)
+        if not bool(self.initialized):
+            raise ConfigError(
+                f"{type(self).__name__} has an initialization stage that never ran, so main training would "
+                "start from untrained heads. Add the pckd_lightning.callbacks.InitStage callback (conf/distill/"
+                "{ab,fsp,ft}.yaml declare it under distill.callbacks.init_stage), or, to skip the stage on "
+                "purpose, set its init_epochs: 0"
+            )

@@ -7,7 +7,6 @@ initialization stage); the student's last map goes through a translator trained 
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -22,11 +21,8 @@ from pckd_lightning.losses.terms._common import (
     match_spatial,
     probe_shapes,
 )
-from pckd_lightning.losses.terms.activation_boundary import InitStageTerm
-from pckd_lightning.losses.terms.base import PairInfo
-
-if TYPE_CHECKING:
-    from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.losses.terms.base import InitStageTerm, PairInfo
+from pckd_lightning.models.base import ZooModel
 
 DISTANCES = ("l1", "l2")
 
@@ -118,10 +114,10 @@ class FactorTransferTerm(InitStageTerm):
         _, reconstruction = self.paraphraser(f_t)
         return F.mse_loss(reconstruction.float(), f_t.float())
 
-    def init_modules(self, module: DistillationModule) -> list[nn.Module]:
+    def init_modules(self, student: ZooModel) -> list[nn.Module]:
         return [self.paraphraser]
 
-    def init_parameters(self, module: DistillationModule) -> list[nn.Parameter]:
+    def init_parameters(self, student: ZooModel) -> list[nn.Parameter]:
         return list(self.paraphraser.parameters())
 
     def forward(self, ctx: DistillContext) -> torch.Tensor:

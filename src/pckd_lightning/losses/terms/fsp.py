@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -11,11 +10,9 @@ from torch import nn
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms._common import check_input_size, full_precision, match_spatial, probe_shapes
-from pckd_lightning.losses.terms.activation_boundary import InitStageTerm, student_feature_layers
-from pckd_lightning.losses.terms.base import PairInfo
-
-if TYPE_CHECKING:
-    from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.losses.terms.activation_boundary import student_feature_layers
+from pckd_lightning.losses.terms.base import InitStageTerm, PairInfo
+from pckd_lightning.models.base import ZooModel
 
 
 def fsp_matrices(maps: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -71,11 +68,11 @@ class FSPTerm(InitStageTerm):
         g_t = fsp_matrices([f.detach() for f in ctx.teacher.stages])
         return sum((s - t).square().mean() for s, t in zip(g_s, g_t, strict=True))
 
-    def init_modules(self, module: DistillationModule) -> list[nn.Module]:
-        return student_feature_layers(module.student, self.input_size)[0]
+    def init_modules(self, student: ZooModel) -> list[nn.Module]:
+        return student_feature_layers(student, self.input_size)[0]
 
-    def init_parameters(self, module: DistillationModule) -> list[nn.Parameter]:
-        return student_feature_layers(module.student, self.input_size)[1]
+    def init_parameters(self, student: ZooModel) -> list[nn.Parameter]:
+        return student_feature_layers(student, self.input_size)[1]
 
     def forward(self, ctx: DistillContext) -> torch.Tensor:
         """No main-training loss: 0 (the transfer happened in the init stage)."""
