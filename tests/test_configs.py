@@ -113,3 +113,14 @@ def test_the_preview_switch_weights_any_per_sample_method(method, tmp_path):
     assert marked == {name for name, term in terms.items() if term.per_sample and name != "ce"}
     assert marked  # dkd, kd and crd are all per image
     assert any(isinstance(c, PreviewWeighting) for c in build_callbacks(cfg))
+
+
+@pytest.mark.parametrize("pair", sorted(PUBLISHED_PAIRS))
+def test_every_route_to_a_pair_trains_with_its_published_lr(pair):
+    """The pair config holds the lr (0.01 for MobileNet/ShuffleNet students), so model=... gets it too."""
+    small = pair.endswith(("MobileNetV2", "ShuffleV1", "ShuffleV2"))
+    for overrides in (
+        [f"model=cifar100_{pair}", "distill=kd", "data=cifar100"],
+        [f"experiment=cifar100_pckd_{pair}"],
+    ):
+        assert compose_config(overrides).optimizer.lr == (0.01 if small else 0.05), overrides
