@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pckd_lightning.distillation.module import COMPILE_MODES
 from pckd_lightning.errors import ConfigError
 
 #: precisions Lightning's Trainer accepts (as written in a config)
@@ -34,7 +35,6 @@ PRECISIONS = (
     32,
     16,
 )
-COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)

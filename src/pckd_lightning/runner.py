@@ -157,8 +157,9 @@ def build_loggers(cfg: DictConfig, resume: ResumePlan | None) -> list[Any]:
         if isinstance(logger, RunCSVLogger):
             logger.append = resume is not None
     loggers.append(EpochLineLogger(max_epochs=cfg.trainer.max_epochs))
+    resolved = OmegaConf.to_container(cfg, resolve=True)  # once, for every logger
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(resolved)
     return loggers
 
 

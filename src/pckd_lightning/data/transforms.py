@@ -68,6 +68,11 @@ def val_transform(
     return T.Compose([*resize, T.ToTensor(), T.Normalize(mean, std)])
 
 
+def check_flip_p(transform: str, flip_p: float) -> None:
+    if not 0.0 <= flip_p <= 1.0:
+        raise ConfigError(f"{transform} needs 0 <= flip_p <= 1, got {flip_p}.")
+
+
 class MultiViewRotation:
     """Turn one image into ``views`` augmented views, view k rotated by k·90° counter-clockwise.
 
@@ -88,8 +93,7 @@ class MultiViewRotation:
     ) -> None:
         if views < 1:
             raise ConfigError(f"MultiViewRotation needs views >= 1, got {views}.")
-        if not 0.0 <= flip_p <= 1.0:
-            raise ConfigError(f"MultiViewRotation needs 0 <= flip_p <= 1, got {flip_p}.")
+        check_flip_p(type(self).__name__, flip_p)
         self.crop = _crop_or_default(image_size, padding, crop)
         self.flip_p = flip_p
         self.views = views
@@ -134,8 +138,7 @@ class WeakStrongViews:
         num_ops: int = 2,
         magnitude: int = 10,
     ) -> None:
-        if not 0.0 <= flip_p <= 1.0:
-            raise ConfigError(f"WeakStrongViews needs 0 <= flip_p <= 1, got {flip_p}.")
+        check_flip_p(type(self).__name__, flip_p)
         self.weak = train_transform(image_size, mean, std, padding, flip_p, crop)
         self.strong = T.Compose(
             [

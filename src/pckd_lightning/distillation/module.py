@@ -262,7 +262,7 @@ class DistillationModule(L.LightningModule):
             # per-step curves, opt-in: each logged step reads its values back from the device
             self.log_dict({f"{k}_step": v.detach() for k, v in values.items()}, on_step=True, on_epoch=False)
         if (self.global_step + 1) % self.finite_check_every_n_steps == 0:
-            self.meter.check(self.current_epoch, self._last_good_checkpoint())
+            self.meter.check(self.current_epoch, self._last_good_checkpoint)
         if self._trainer is not None and batch_idx % self.trainer.log_every_n_steps == 0:
             # the progress bar's loss (this rank's running epoch mean), read back every few steps only: a
             # host tensor, so that the bar does not sync with the device at every step
@@ -283,10 +283,10 @@ class DistillationModule(L.LightningModule):
 
     def on_validation_start(self) -> None:
         # before validation, hence before ModelCheckpoint can save weights a non-finite step broke
-        self.meter.check(self.current_epoch, self._last_good_checkpoint())
+        self.meter.check(self.current_epoch, self._last_good_checkpoint)
 
     def on_train_epoch_end(self) -> None:
-        self.meter.check(self.current_epoch, self._last_good_checkpoint())
+        self.meter.check(self.current_epoch, self._last_good_checkpoint)
         self.log_dict(self.meter.means())  # means over every rank's samples
         self.meter.reset()
 

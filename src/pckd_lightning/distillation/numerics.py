@@ -9,7 +9,7 @@ and once per epoch (the logged means).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.distributed as dist
@@ -54,11 +54,12 @@ class LossMeter:
         self.count += weight
         torch.minimum(self._first_bad, torch.where(torch.isfinite(stacked), NEVER, step), out=self._first_bad)
 
-    def check(self, epoch: int, last_checkpoint: str | None = None) -> None:
+    def check(self, epoch: int, last_checkpoint: str | Callable[[], str | None] | None = None) -> None:
         """Raise :class:`NonFiniteLossError` if any value (on any rank) has been NaN or infinite.
 
         The message names the value(s) that went non-finite first (the sums such as ``train/loss`` follow
-        their terms), the others after, and ``last_checkpoint``: the good one kept, when there is one.
+        their terms), the others after, and ``last_checkpoint``: the good one kept, when there is one (a
+        callable is asked only when the check fails, so the step pays nothing for it).
         """
         if self._first_bad is None:
             return
@@ -71,6 +72,8 @@ class LossMeter:
             n for n, s in bad.items() if s == step
         ]
         later = [f"{n} (step {s})" for n, s in bad.items() if n not in first and n not in AGGREGATES]
+        if callable(last_checkpoint):
+            last_checkpoint = last_checkpoint()
         kept = (
             f"the last good checkpoint is kept ({last_checkpoint})"
             if last_checkpoint

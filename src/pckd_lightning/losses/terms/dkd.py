@@ -8,14 +8,10 @@ import torch.nn.functional as F
 from pckd_lightning.losses import functional as LF
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms._common import check_positive
-from pckd_lightning.losses.terms.base import LossTerm
 from pckd_lightning.losses.terms.ctkd import (
     CurriculumTemperature,
-    check_learned_temperature,
-    current_temperature,
-    pass_epoch,
 )
-from pckd_lightning.losses.terms.kd import check_flag
+from pckd_lightning.losses.terms.kd import TemperatureTerm
 
 
 def dkd(
@@ -56,7 +52,7 @@ def dkd(
     return temperature**2 * (alpha * tckd + beta * nckd)
 
 
-class DKDTerm(LossTerm):
+class DKDTerm(TemperatureTerm):
     """DKD on view 0, per image, times the linear warm-up ``min(epoch / warmup_epochs, 1)``.
 
     Published CIFAR-100 settings (mdistiller): α = 1, β = 8 (2 for resnet56/110 teachers of resnet20/32,
@@ -80,17 +76,12 @@ class DKDTerm(LossTerm):
         name = type(self).__name__
         self.alpha = check_positive(name, "alpha", alpha, allow_zero=True)
         self.beta = check_positive(name, "beta", beta, allow_zero=True)
-        self.temperature = check_positive(name, "temperature", temperature)
-        self.standardize = check_flag(name, "standardize", standardize)
-        self.learned_temperature = check_learned_temperature(name, learned_temperature)
-
-    def on_train_epoch_start(self, epoch: int) -> None:
-        super().on_train_epoch_start(epoch)
-        pass_epoch(self.learned_temperature, epoch)
+        self.set_temperature(temperature, standardize, learned_temperature)
 
     def forward(self, ctx: DistillContext) -> torch.Tensor:
         if ctx.student.logits.shape[1] < 2:
             raise ValueError("DKD needs at least two classes")
         s, t = ctx.student.logits, ctx.teacher.logits
-        temperature = current_temperature(self.temperature, self.learned_temperature)
-        return dkd(s, t, ctx.labels, self.alpha, self.beta, temperature, standardize=self.standardize)
+        return dkd(
+            s, t, ctx.labels, self.alpha, self.beta, self.current_temperature(), standardize=self.standardize
+        )

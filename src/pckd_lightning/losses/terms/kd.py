@@ -23,13 +23,31 @@ def check_flag(term: str, option: str, value: object) -> bool:
     return value
 
 
-class KDTerm(LossTerm):
-    """``T² · KL(teacher ‖ student)`` per image, on view 0.
+class TemperatureTerm(LossTerm):
+    """A logit term of the KD family: a softmax temperature, fixed or learned (``learned_temperature``: CTKD's
+    :class:`CurriculumTemperature`, Li et al. AAAI 2023), on logits z-scored per image when ``standardize``
+    (LS, Sun et al. CVPR 2024; ``temperature`` is then a base temperature)."""
 
-    ``standardize: true`` z-scores each image's logits, teacher and student separately, before the
-    softmax (LS, Sun et al. CVPR 2024); ``temperature`` is then a base temperature. A
-    :class:`CurriculumTemperature` as ``learned_temperature`` replaces the fixed one (CTKD, Li et al. AAAI 2023).
-    """
+    def set_temperature(
+        self, temperature: float, standardize: bool, learned_temperature: CurriculumTemperature | None
+    ) -> None:
+        """Check and keep the three options (called by the subclass's ``__init__``)."""
+        name = type(self).__name__
+        self.temperature = check_positive(name, "temperature", temperature)
+        self.standardize = check_flag(name, "standardize", standardize)
+        self.learned_temperature = check_learned_temperature(name, learned_temperature)
+
+    def current_temperature(self) -> float | torch.Tensor:
+        """The learned temperature when there is one (a tensor, in the graph), else the fixed one."""
+        return current_temperature(self.temperature, self.learned_temperature)
+
+    def on_train_epoch_start(self, epoch: int) -> None:
+        super().on_train_epoch_start(epoch)
+        pass_epoch(self.learned_temperature, epoch)  # CTKD's curriculum on the gradient reversal
+
+
+class KDTerm(TemperatureTerm):
+    """``T² · KL(teacher ‖ student)`` per image, on view 0, with the options of :class:`TemperatureTerm`."""
 
     def __init__(
         self,
@@ -40,15 +58,9 @@ class KDTerm(LossTerm):
         preview: bool = False,
     ) -> None:
         super().__init__(weight=weight, preview=preview)
-        name = type(self).__name__
-        self.temperature = check_positive(name, "temperature", temperature)
-        self.standardize = check_flag(name, "standardize", standardize)
-        self.learned_temperature = check_learned_temperature(name, learned_temperature)
-
-    def on_train_epoch_start(self, epoch: int) -> None:
-        super().on_train_epoch_start(epoch)
-        pass_epoch(self.learned_temperature, epoch)
+        self.set_temperature(temperature, standardize, learned_temperature)
 
     def forward(self, ctx: DistillContext) -> torch.Tensor:
-        temperature = current_temperature(self.temperature, self.learned_temperature)
-        return LF.kd(ctx.student.logits, ctx.teacher.logits, temperature, standardize=self.standardize)
+        return LF.kd(
+            ctx.student.logits, ctx.teacher.logits, self.current_temperature(), standardize=self.standardize
+        )
