@@ -71,8 +71,10 @@ class StepTimer(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.warmup - self.COUNTED <= batch_idx < self.warmup:
-            # getattr: older versions of the module (timed for before/after comparisons) lack compile_losses
-            compiled = pl_module.compile_models or getattr(pl_module, "compile_losses", False)
+            # older versions of the module (timed for before/after comparisons) hold the flags themselves
+            options = getattr(pl_module, "performance", pl_module)
+            compiled = getattr(options, "compile", False) or getattr(pl_module, "compile_models", False)
+            compiled = compiled or getattr(options, "compile_losses", False)
             self._counting = count_ops(pl_module.device, compiled=compiled)
             self.counts.append(self._counting.__enter__())
         if batch_idx == self.warmup:

@@ -5,8 +5,8 @@
 #
 # 1. installs the package into the machine's python (`pip install -e . --no-deps --no-build-isolation`, which
 #    works offline with the preinstalled setuptools), then only the dependencies that are missing: from
-#    $WHEELS (default .whl/) when that folder exists, else from the index if one is reachable. Without Hydra
-#    the benchmark reads conf/distill/*.yaml with PyYAML instead (the JSON says "terms_from": "yaml").
+#    $WHEELS (default .whl/) when that folder exists, else from the index if one is reachable (the
+#    benchmarks compose conf/ with Hydra, as the app does).
 # 2. step throughput of resnet32x4 -> resnet8x4 ($STEPS timed steps, interleaved bare/full): PCKD in
 #    bf16 + channels_last, eager and with compiled loss terms; whole PCKD steps through the app
 #    (benchmarks/epoch_time.py, device-resident data, $EPOCH_STEPS steps), eager, with compiled loss terms, and
@@ -102,7 +102,7 @@ EOF
             "$PY" -m pip install --no-index --find-links "$WHEELS" $missing >>"$LOG" 2>&1 || log "could not install from $WHEELS"
         else
             timeout 60 "$PY" -m pip install --timeout 5 --retries 0 $missing >>"$LOG" 2>&1 \
-                || log "could not install $missing (no index reachable?); Hydra-less fallbacks are used"
+                || log "could not install $missing (no index reachable?); the benchmarks need them"
         fi
     fi
 fi

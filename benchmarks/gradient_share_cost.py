@@ -16,14 +16,15 @@ from functools import partial
 
 import torch
 
-from pckd_lightning.callbacks import GradientShare, PreviewWeighting
-from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.callbacks import GradientShare
+from pckd_lightning.distillation import DistillationModule, TeacherOptions
 from pckd_lightning.losses import (
     CategoryContrastTerm,
     CenterAlignTerm,
     CrossEntropyTerm,
     FeatureAlignTerm,
     KDTerm,
+    PreviewWeights,
 )
 from pckd_lightning.models import create_model
 
@@ -69,9 +70,9 @@ def main() -> None:
         terms=terms(args.method),
         optimizer=partial(torch.optim.SGD, lr=0.01),
         num_classes=CLASSES,
-        measure_teacher=False,
+        preview=PreviewWeights() if args.method == "pckd" else None,
+        teacher_options=TeacherOptions(measure=False),
     )
-    module.sample_weighting = PreviewWeighting()
     module.train()
     views = 4 if args.method == "pckd" else 1
     images = (
@@ -84,7 +85,7 @@ def main() -> None:
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        module.total_loss(module.compute_losses(module.context(batch))).backward()
+        module.step(batch)[2].backward()
         optimizer.step()
 
     share = GradientShare(every_n_steps=1)

@@ -6,8 +6,8 @@ Two steps are timed in the same process, on the same synthetic CIFAR-shaped batc
 * **bare**: the teacher's forward (no_grad) and the student's forward/backward with plain cross-entropy on
   the same views (all V views of every image), then an SGD step: the floor any distillation method pays;
 * **full**: the method's step through a real :class:`DistillationModule` built from
-  ``conf/distill/<method>.yaml`` (``module.context`` + ``module.compute_losses`` + the weighted sum +
-  backward + SGD step), with ``module.sample_weighting = PreviewWeighting()`` when the method has one.
+  ``conf/distill/<method>.yaml``: its :class:`DistillStep` (context, losses with the method's preview weights,
+  the weighted sum), backward and an SGD step.
 
 Bare and full share the student and teacher modules (so a compiled graph serves both, and the memory they
 hold is the same); each has its own SGD optimizer. The two are interleaved in rounds whose order alternates
@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import importlib
 import json
 import math
 import os
@@ -48,7 +47,8 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +62,16 @@ if str(REPO / "src") not in sys.path:  # a plain checkout without `pip install -
 if str(REPO / "benchmarks") not in sys.path:  # its sibling op_count, also when loaded from a file path
     sys.path.append(str(REPO / "benchmarks"))
 
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
 from op_count import count_ops  # noqa: E402
 
-from pckd_lightning.callbacks import PreviewWeighting  # noqa: E402
-from pckd_lightning.distillation import DistillationModule  # noqa: E402
+from pckd_lightning.distillation import DistillationModule, DistillStep, Performance, TeacherOptions  # noqa: E402
 from pckd_lightning.distillation.teacher import cast_convolutions  # noqa: E402
-from pckd_lightning.losses import LossTerm  # noqa: E402
+from pckd_lightning.losses import LossTerm, PreviewWeights  # noqa: E402
 from pckd_lightning.models import create_model  # noqa: E402
+from pckd_lightning.runner import build_terms  # noqa: E402
 
 NUM_CLASSES = 100
 IMAGE_SIZE = 32
@@ -78,47 +81,18 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 # ---------------------------------------------------------------------------------------------------
 # the method's loss terms, from the project's config
 # ---------------------------------------------------------------------------------------------------
-def _instantiate(node: Any) -> Any:
-    """A minimal ``hydra.utils.instantiate`` for plain YAML (used only when Hydra is not installed)."""
-    if isinstance(node, Mapping):
-        values = {k: _instantiate(v) for k, v in node.items() if k not in ("_target_", "_partial_")}
-        if "_target_" not in node:
-            return values
-        module_name, _, attr = node["_target_"].rpartition(".")
-        return getattr(importlib.import_module(module_name), attr)(**values)
-    if isinstance(node, list):
-        return [_instantiate(v) for v in node]
-    return node
-
-
-def load_method(method: str) -> tuple[dict[str, LossTerm], int, PreviewWeighting | None, str]:
-    """``(terms, views, preview callable or None, how the config was read)`` of ``conf/distill/<method>``."""
+def load_method(method: str) -> tuple[dict[str, LossTerm], int, PreviewWeights | None]:
+    """``(terms, views, preview weights or None)`` of ``conf/distill/<method>``, composed by Hydra."""
     path = CONF / "distill" / f"{method}.yaml"
     if not path.is_file():
         choices = sorted(p.stem for p in (CONF / "distill").glob("*.yaml"))
         raise SystemExit(f"unknown method {method!r}: no {path}; choose one of {choices}")
-    try:
-        from hydra import compose, initialize_config_dir
-        from hydra.core.global_hydra import GlobalHydra
-        from hydra.utils import instantiate
-
-        from pckd_lightning.runner import build_terms
-
-        if GlobalHydra.instance().is_initialized():
-            raise ImportError("Hydra is already initialized in this process")
-        with initialize_config_dir(config_dir=str(CONF), version_base=None):
-            cfg = compose(config_name="train", overrides=[f"distill={method}"])
-        distill = cfg.distill
-        terms = build_terms(distill)
-        preview = None if distill.get("preview") is None else instantiate(distill.preview)
-        return terms, int(distill.views), preview, "hydra"
-    except ImportError:
-        import yaml
-
-        distill = yaml.safe_load(path.read_text())
-        terms = {name: _instantiate(c) for name, c in distill["terms"].items() if c is not None}
-        preview = None if distill.get("preview") is None else _instantiate(distill["preview"])
-        return terms, int(distill.get("views", 1)), preview, "yaml"
+    if GlobalHydra.instance().is_initialized():
+        raise SystemExit("load_method composes conf/ itself: call it outside an initialized Hydra context")
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        distill = compose(config_name="train", overrides=[f"distill={method}"]).distill
+    preview = None if distill.get("preview") is None else instantiate(distill.preview)
+    return build_terms(distill), int(distill.views), preview
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -268,7 +242,7 @@ class StepBench:
         if not student_name:
             raise SystemExit(f"--pair must be teacher:student, got {args.pair!r}")
         torch.manual_seed(args.seed)
-        terms, self.views, preview, self.terms_from = load_method(args.method)
+        terms, self.views, preview = load_method(args.method)
         self.method = args.method
         student = create_model(student_name, num_classes=NUM_CLASSES)
         teacher = create_model(teacher_name, num_classes=NUM_CLASSES)
@@ -277,11 +251,16 @@ class StepBench:
             teacher=teacher,
             terms=terms,
             optimizer=lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4),
+            preview=preview,
             num_classes=NUM_CLASSES,
-            measure_teacher=False,
+            # as the app's performance.compile (student, teacher) and performance.compile_losses (terms) do,
+            # in setup() below: the saved-tensor measurement runs eagerly before it
+            performance=Performance(
+                compile=args.compile, compile_losses=args.compile_losses, compile_mode=args.compile_mode
+            ),
+            teacher_options=TeacherOptions(measure=False),
         )
-        if preview is not None:
-            self.module.sample_weighting = preview
+        self.step: DistillStep = self.module.step
         self.module.to(device).train()
         if args.channels_last:
             self.module.to(memory_format=torch.channels_last)
@@ -300,9 +279,6 @@ class StepBench:
             "bare": saved_tensor_mb(lambda: self.bare_step(self.batches[0]), list(self.module.parameters())),
             "full": saved_tensor_mb(lambda: self.full_step(self.batches[0]), list(self.module.parameters())),
         }
-        # as the app's performance.compile (student, teacher) and performance.compile_losses (terms) do
-        self.module.compile_models, self.module.compile_losses = args.compile, args.compile_losses
-        self.module.compile_mode = args.compile_mode
         self.module.setup("fit")
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -313,7 +289,7 @@ class StepBench:
     def bare_step(self, batch: Batch, student_first: bool | None = None) -> None:
         """Teacher forward (no_grad), student forward + CE on all views, backward, SGD step.
 
-        ``student_first`` runs the student before the teacher, the order of ``DistillationModule.context``
+        ``student_first`` runs the student before the teacher, the order of ``DistillStep.context``
         (default: ``--bare-order``).
         """
         student_first = self.bare_student_first if student_first is None else student_first
@@ -335,12 +311,9 @@ class StepBench:
         self.opt_bare.zero_grad(set_to_none=True)
 
     def full_loss(self, batch: Batch) -> torch.Tensor:
-        """``training_step``'s loss (without its metric and logging calls)."""
-        module = self.module
+        """``training_step``'s loss (its step, without its metric and logging calls)."""
         with self.autocast():
-            ctx = module.context(batch)
-            losses = module.compute_losses(ctx)
-            return module.total_loss(losses)
+            return self.step(batch)[2]
 
     def full_step(self, batch: Batch) -> None:
         # the context (teacher outputs included) is released before backward, as after training_step
@@ -366,24 +339,85 @@ class StepBench:
 
 
 @contextlib.contextmanager
-def without_term(module: DistillationModule, name: str) -> Iterator[None]:
-    """Temporarily drop one loss term (or, for ``"preview"``, the preview weighting) from the module."""
+def without_term(step: DistillStep, name: str) -> Iterator[None]:
+    """Temporarily drop one loss term (or, for ``"preview"``, the preview weights) from the step."""
+    terms, preview = step.terms, step.preview
     if name == "preview":
-        saved_weighting, module.sample_weighting = module.sample_weighting, None
-        try:
-            yield
-        finally:
-            module.sample_weighting = saved_weighting
-        return
-    terms = module.terms
-    module.terms = torch.nn.ModuleDict({k: v for k, v in terms.items() if k != name})
+        step.preview = None
+    else:
+        step.terms = torch.nn.ModuleDict({k: v for k, v in terms.items() if k != name})
     try:
         yield
     finally:
-        module.terms = terms
+        step.terms, step.preview = terms, preview
+
+
+def step_variants(args: argparse.Namespace, bench: StepBench) -> dict[str, Callable[[Batch], None]]:
+    """The steps to time: bare and full, plus the other bare order and the full step without each term."""
+    variants: dict[str, Callable[[Batch], None]] = {"bare": bench.bare_step, "full": bench.full_step}
+    if args.breakdown or args.both_orders:
+        other = "teacher-first" if bench.bare_student_first else "student-first"
+        variants[f"bare-{other}"] = lambda batch: bench.bare_step(batch, not bench.bare_student_first)
+    if args.breakdown:
+        removable = [*bench.step.terms, *(["preview"] if bench.step.preview is not None else [])]
+        for name in removable:
+
+            def step(batch: Batch, name: str = name) -> None:
+                with without_term(bench.step, name):
+                    bench.full_step(batch)
+
+            variants[f"full-{name}"] = step
+    return variants
+
+
+@dataclass
+class Timings:
+    """Per variant: wall and process-CPU seconds of each round, minor page faults, peak memory."""
+
+    seconds: dict[str, list[float]]
+    cpu_seconds: dict[str, list[float]]
+    faults: dict[str, int]
+    memory: dict[str, dict[str, float]]
+    steps: int
+    rounds: int
+
+    def ms(self) -> dict[str, float]:
+        return {name: 1e3 * sum(s) / self.steps for name, s in self.seconds.items()}
+
+    def cpu_ms(self) -> dict[str, float]:
+        return {name: 1e3 * sum(c) / self.steps for name, c in self.cpu_seconds.items()}
+
+
+def time_rounds(
+    args: argparse.Namespace,
+    bench: StepBench,
+    variants: dict[str, Callable[[Batch], None]],
+    meter: MemoryMeter,
+) -> Timings:
+    """The timed steps, in interleaved rounds whose order alternates, so that drift cancels in the ratios."""
+    per_round = math.ceil(args.steps / max(1, min(args.rounds, args.steps)))
+    rounds = math.ceil(args.steps / per_round)
+    timings = Timings(
+        seconds={name: [] for name in variants},
+        cpu_seconds={name: [] for name in variants},
+        faults=dict.fromkeys(variants, 0),
+        memory={name: {} for name in variants},
+        steps=rounds * per_round,
+        rounds=rounds,
+    )
+    names = list(variants)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            with meter.block(timings.memory[name]):
+                wall, cpu, minflt = bench.run(variants[name], per_round)
+            timings.seconds[name].append(wall)
+            timings.faults[name] += minflt
+            timings.cpu_seconds[name].append(cpu)
+    return timings
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Build the bench, warm up, count one step's ops, time the rounds and return the result's fields."""
     if args.threads:
         torch.set_num_threads(args.threads)
     malloc_tuned = args.malloc == "tuned" and tune_malloc()
@@ -392,21 +426,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         torch.backends.cudnn.benchmark = args.cudnn_benchmark
     bench = StepBench(args, device)
     meter = MemoryMeter(device)
-
-    variants: dict[str, Callable[[Batch], None]] = {"bare": bench.bare_step, "full": bench.full_step}
-    if args.breakdown or args.both_orders:
-        other = "teacher-first" if bench.bare_student_first else "student-first"
-        variants[f"bare-{other}"] = lambda batch: bench.bare_step(batch, not bench.bare_student_first)
-    if args.breakdown:
-        removable = [*bench.module.terms, *(["preview"] if bench.module.sample_weighting is not None else [])]
-        for name in removable:
-
-            def step(batch: Batch, name: str = name) -> None:
-                with without_term(bench.module, name):
-                    bench.full_step(batch)
-
-            variants[f"full-{name}"] = step
-
+    variants = step_variants(args, bench)
     compile_start = time.perf_counter()
     for _ in range(args.warmup):
         for step in variants.values():
@@ -416,28 +436,40 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("bare", "full"):
         with count_ops(device, compiled=args.compile or args.compile_losses) as ops[name]:
             bench.run(variants[name], 1)
+    timings = time_rounds(args, bench, variants, meter)
+    result = {
+        **run_description(args, bench, device, malloc_tuned, warmup_s, timings),
+        # what one step issues (kernels on CUDA, dispatched ops on CPU): the host's per-step work
+        "bare_ops": ops["bare"].total,
+        "full_ops": ops["full"].total,
+        "ops_method": ops["full"].method,
+        **step_figures(args, bench, timings),
+        "mem_method": meter.method,
+    }
+    if len(variants) > 2:
+        result["variant_ms"] = timings.ms()
+        result["variant_cpu_ms"] = timings.cpu_ms()
+        result["variant_minflt_per_step"] = {name: f / timings.steps for name, f in timings.faults.items()}
+    if args.breakdown:
+        ms, cpu_ms = timings.ms(), timings.cpu_ms()
+        removed = [name for name in variants if name.startswith("full-")]
+        result["term_ms"] = {name.removeprefix("full-"): ms["full"] - ms[name] for name in removed}
+        result["term_cpu_ms"] = {
+            name.removeprefix("full-"): cpu_ms["full"] - cpu_ms[name] for name in removed
+        }
+    return result
 
-    per_round = math.ceil(args.steps / max(1, min(args.rounds, args.steps)))
-    rounds = math.ceil(args.steps / per_round)
-    seconds: dict[str, list[float]] = {name: [] for name in variants}
-    cpu_seconds: dict[str, list[float]] = {name: [] for name in variants}
-    faults: dict[str, int] = dict.fromkeys(variants, 0)
-    memory: dict[str, dict[str, float]] = {name: {} for name in variants}
-    names = list(variants)
-    for r in range(rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
-            with meter.block(memory[name]):
-                wall, cpu, minflt = bench.run(variants[name], per_round)
-            seconds[name].append(wall)
-            faults[name] += minflt
-            cpu_seconds[name].append(cpu)
 
-    steps = rounds * per_round
-    images = args.batch_size * steps
-    ms = {name: 1e3 * sum(s) / steps for name, s in seconds.items()}
-    round_ratios = [f / b for f, b in zip(seconds["full"], seconds["bare"], strict=True)]
-    module = bench.module
-    result: dict[str, Any] = {
+def run_description(
+    args: argparse.Namespace,
+    bench: StepBench,
+    device: torch.device,
+    malloc_tuned: bool,
+    warmup_s: float,
+    timings: Timings,
+) -> dict[str, Any]:
+    """What was measured, where and how: pair, method, device, options, the machine's state."""
+    return {
         "pair": args.pair,
         "method": args.method,
         "device": device.type,
@@ -449,17 +481,29 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "compile_mode": args.compile_mode,
         "batch_images": args.batch_size,
         "views": bench.views,
-        "steps": steps,
-        "rounds": rounds,
+        "steps": timings.steps,
+        "rounds": timings.rounds,
         "warmup": args.warmup,
         "warmup_s": round(warmup_s, 2),
         "threads": torch.get_num_threads(),
         "bare_order": args.bare_order,
         "malloc": "tuned" if malloc_tuned else malloc_env() or "default",
-        # what one step issues (kernels on CUDA, dispatched ops on CPU): the host's per-step work
-        "bare_ops": ops["bare"].total,
-        "full_ops": ops["full"].total,
-        "ops_method": ops["full"].method,
+        "terms": {name: term.weight for name, term in bench.step.terms.items()},
+        "skipped_terms": sorted(bench.module.skipped_terms),
+        "preview": bench.step.preview is not None,
+        "torch": torch.__version__,
+        "cudnn_benchmark": bool(device.type == "cuda" and torch.backends.cudnn.benchmark),
+        "loadavg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def step_figures(args: argparse.Namespace, bench: StepBench, timings: Timings) -> dict[str, Any]:
+    """Throughput, time, CPU time, page faults and memory of the bare and the full step, and their ratios."""
+    seconds, cpu_seconds, memory, steps = timings.seconds, timings.cpu_seconds, timings.memory, timings.steps
+    images = args.batch_size * steps
+    ms = timings.ms()
+    round_ratios = [f / b for f, b in zip(seconds["full"], seconds["bare"], strict=True)]
+    return {
         "bare_img_s": images / sum(seconds["bare"]),
         "full_img_s": images / sum(seconds["full"]),
         "bare_ms": ms["bare"],
@@ -471,35 +515,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "full_cpu_ms": 1e3 * sum(cpu_seconds["full"]) / steps,
         "cpu_time_ratio": sum(cpu_seconds["full"]) / max(sum(cpu_seconds["bare"]), 1e-9),
         # freed CPU memory that the allocator unmapped and the next step faults in again (see tune_malloc)
-        "bare_minflt_per_step": faults["bare"] / steps,
-        "full_minflt_per_step": faults["full"] / steps,
+        "bare_minflt_per_step": timings.faults["bare"] / steps,
+        "full_minflt_per_step": timings.faults["full"] / steps,
         "bare_peak_mb": memory["bare"].get("peak_mb"),
         "full_peak_mb": memory["full"].get("peak_mb"),
         "bare_step_mb": memory["bare"].get("step_mb"),
         "full_step_mb": memory["full"].get("step_mb"),
-        "mem_method": meter.method,
         "bare_saved_mb": bench.saved_mb["bare"],
         "full_saved_mb": bench.saved_mb["full"],
-        "terms": {name: term.weight for name, term in module.terms.items()},
-        "skipped_terms": sorted(module.skipped_terms),
-        "preview": module.sample_weighting is not None,
-        "terms_from": bench.terms_from,
-        "torch": torch.__version__,
-        "cudnn_benchmark": bool(device.type == "cuda" and torch.backends.cudnn.benchmark),
-        "loadavg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
-    if len(variants) > 2:
-        cpu_ms = {name: 1e3 * sum(c) / steps for name, c in cpu_seconds.items()}
-        result["variant_ms"] = ms
-        result["variant_cpu_ms"] = cpu_ms
-        result["variant_minflt_per_step"] = {name: f / steps for name, f in faults.items()}
-    if args.breakdown:
-        removed = [name for name in variants if name.startswith("full-")]
-        result["term_ms"] = {name.removeprefix("full-"): ms["full"] - ms[name] for name in removed}
-        result["term_cpu_ms"] = {
-            name.removeprefix("full-"): cpu_ms["full"] - cpu_ms[name] for name in removed
-        }
-    return result
 
 
 def format_table(result: dict[str, Any]) -> str:

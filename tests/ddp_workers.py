@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pckd_lightning.callbacks import PreviewWeighting
-from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.distillation import DistillationModule, Performance
 from pckd_lightning.distributed import convert_batchnorm
 from pckd_lightning.losses import (
     CategoryContrastTerm,
@@ -19,6 +19,7 @@ from pckd_lightning.losses import (
     CrossEntropyTerm,
     FeatureAlignTerm,
     KDTerm,
+    PreviewWeights,
 )
 from pckd_lightning.losses.terms.crd import CRDTerm
 from pckd_lightning.models import create_model
@@ -40,10 +41,10 @@ def pckd_module(world: int, compile_losses: bool = False) -> DistillationModule:
         },
         optimizer=partial(torch.optim.SGD, lr=0.1),
         num_classes=NUM_CLASSES,
+        preview=PreviewWeights(),
         sync_batchnorm=True,
-        compile_losses=compile_losses,
+        performance=Performance(compile_losses=compile_losses),
     )
-    module.sample_weighting = PreviewWeighting()
     module.setup("fit")  # converts BatchNorm to global statistics when world > 1, compiles the terms
     return module
 
@@ -63,8 +64,7 @@ class TotalLoss(nn.Module):
         self.module = module
 
     def forward(self, batch):
-        losses = self.module.compute_losses(self.module.context(batch))
-        return self.module.total_loss(losses)
+        return self.module.step(batch)[2]
 
 
 def gradients(module: DistillationModule) -> dict[str, torch.Tensor]:
@@ -152,7 +152,7 @@ def loss_meter(rank: int, world: int, init: str, out: str) -> None:
     """Different values and sample counts per rank, a NaN on rank 1 only; saves each rank's view."""
     import json
 
-    from pckd_lightning.distillation.numerics import LossMeter, NonFiniteLossError
+    from pckd_lightning.distillation.loss_meter import LossMeter, NonFiniteLossError
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     meter = LossMeter()
@@ -176,12 +176,14 @@ def preview_statistics(rank: int, world: int, init: str, out: str) -> None:
     from types import SimpleNamespace
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    preview = PreviewWeighting(base=1.5)  # threshold 1.5 in epoch 1
+    preview = PreviewWeights(base=1.5)  # threshold 1.5 in epoch 1
     # the global batch (both ranks, 9 images) has mean CE 1, so γ = CE; rank 1 alone has mean 0.92
     ce = torch.tensor([0.5, 0.5, 2.5]) if rank == 0 else torch.tensor([0.25, 0.25, 0.5, 0.25, 0.25, 4.0])
     preview(ce)
     logged = {}
-    module = SimpleNamespace(log=lambda name, value: logged.__setitem__(name, value))
-    preview.on_train_epoch_end(SimpleNamespace(loggers=[]), module)
+    module = SimpleNamespace(
+        log=lambda name, value: logged.__setitem__(name, value), step=SimpleNamespace(preview=preview)
+    )
+    PreviewWeighting().on_train_epoch_end(SimpleNamespace(loggers=[]), module)
     (Path(out) / f"preview{rank}.json").write_text(json.dumps(logged))
     dist.destroy_process_group()

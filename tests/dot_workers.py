@@ -10,7 +10,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.distillation import DistillationModule, TeacherOptions
 from pckd_lightning.distillation.dot import DistillationOrientedSGD, task_gradients
 from pckd_lightning.losses import CrossEntropyTerm, KDTerm
 from pckd_lightning.models import create_model
@@ -27,7 +27,7 @@ def kd_module() -> DistillationModule:
         optimizer=partial(torch.optim.SGD, lr=0.1),
         num_classes=NUM_CLASSES,
         sync_batchnorm=True,
-        measure_teacher=False,
+        teacher_options=TeacherOptions(measure=False),
     )
     module.setup("fit")  # global BatchNorm statistics when world > 1
     return module
@@ -41,8 +41,8 @@ class Losses(nn.Module):
         self.module = module
 
     def forward(self, batch):
-        losses = self.module.compute_losses(self.module.context(batch))
-        return self.module.total_loss(losses), self.module.terms["ce"].weight * losses["ce"]
+        _, losses, total = self.module.step(batch)
+        return total, self.module.terms["ce"].weight * losses["ce"]
 
 
 def batch(step: int, num_images: int = 16):

@@ -85,3 +85,55 @@ def test_no_private_method_of_the_package_is_called_from_outside_its_class():
                 ):
                     calls.append(f"{path.relative_to(REPO)}:{node.lineno} .{node.func.attr}()")
     assert not calls, calls
+
+
+def test_importing_the_library_leaves_the_warning_filters_alone():
+    """Warnings the runs do not need are silenced while a run trains (runner.known_warnings_silenced), not
+    by importing a module: a notebook or a program importing the library keeps its own filters."""
+    import subprocess
+    import sys
+
+    ours = sorted(n for n in MODULES if not n.endswith("__main__"))
+    # what the package imports from other libraries first: they may add filters of their own when imported
+    theirs = sorted(
+        {
+            node.module if isinstance(node, ast.ImportFrom) else alias.name
+            for path in MODULES.values()
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and getattr(node, "level", 0) == 0
+            for alias in node.names
+            if not (node.module if isinstance(node, ast.ImportFrom) else alias.name).startswith(
+                "pckd_lightning"
+            )
+        }
+        - {None, "__future__"}
+    )
+    code = (
+        "import contextlib, importlib, warnings\n"
+        f"for name in {theirs!r}:\n"
+        "    with contextlib.suppress(ImportError):\n"
+        "        importlib.import_module(name)\n"
+        "before = list(warnings.filters)\n"
+        f"for name in {ours!r}:\n"
+        "    importlib.import_module(name)\n"
+        "assert warnings.filters == before, [f for f in warnings.filters if f not in before]\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_run_time_warning_filters_are_scoped_to_the_run():
+    import warnings
+
+    from pckd_lightning.runner import known_warnings_silenced
+
+    before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with known_warnings_silenced():
+            warnings.warn(
+                "Found 3 module(s) in eval mode at the start of training.", UserWarning, stacklevel=1
+            )
+            warnings.warn("an unrelated warning", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["an unrelated warning"]
+    assert warnings.filters == before

@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from torch import nn
 
-from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.distillation import DistillationModule, TeacherOptions
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import (
     ATTerm,
@@ -506,20 +506,20 @@ def test_term_on_pair_has_its_shape_and_trains_the_student_and_heads_only(pair, 
 def test_dkd_with_preview_weights_in_the_module():
     torch.manual_seed(0)
     term = DKDTerm(preview=True)
+    weights = torch.tensor([1.0, 0.5, 0.25, 1.0])
     module = DistillationModule(
         student=create_model("resnet8", 5),
         teacher=create_model("resnet14", 5),
         terms={"ce": CrossEntropyTerm(), "dkd": term},
         optimizer=partial(torch.optim.SGD, lr=0.1),
         num_classes=5,
-        measure_teacher=False,
+        teacher_options=TeacherOptions(measure=False),
+        preview=lambda ce, record=True: weights,  # fixed weights in place of PreviewWeights
     )
-    weights = torch.tensor([1.0, 0.5, 0.25, 1.0])
-    module.sample_weighting = lambda ce: weights
     term.on_train_epoch_start(10)
     batch = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3]), torch.arange(4)
-    ctx = module.context(batch)
-    losses = module.compute_losses(ctx)
+    ctx = module.step.context(batch)
+    losses = module.step.losses(ctx)
     expected = (weights * term(ctx.first_view())).mean()
     assert losses["dkd"].item() == pytest.approx(expected.item(), rel=1e-5)
 

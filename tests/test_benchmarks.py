@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_benchmark
+from conftest import compose_config, load_benchmark
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -56,16 +55,19 @@ def test_step_throughput_prints_a_parsable_json_line(step_throughput, capsys, me
         assert result["terms"] == {"ce": 0.1, "kd": 0.9} and result["preview"] is False
 
 
-def test_step_throughput_yaml_fallback_builds_the_same_terms(step_throughput, monkeypatch):
-    hydra_terms, hydra_views, hydra_preview, source = step_throughput.load_method("pckd")
-    assert source == "hydra"
-    monkeypatch.setitem(sys.modules, "hydra", None)  # as on a machine without Hydra
-    yaml_terms, yaml_views, yaml_preview, source = step_throughput.load_method("pckd")
-    assert source == "yaml" and yaml_views == hydra_views == 4
-    assert {k: (type(v), v.weight, v.preview) for k, v in yaml_terms.items()} == {
-        k: (type(v), v.weight, v.preview) for k, v in hydra_terms.items()
+def test_step_throughput_builds_the_methods_terms_as_the_app_does(step_throughput, tmp_path):
+    from pckd_lightning.runner import build_terms
+
+    terms, views, preview = step_throughput.load_method("pckd")
+    app = compose_config(["distill=pckd"], output_dir=tmp_path).distill
+    assert views == app.views == 4
+    assert {k: (type(v), v.weight, v.preview) for k, v in terms.items()} == {
+        k: (type(v), v.weight, v.preview) for k, v in build_terms(app).items()
     }
-    assert type(yaml_preview) is type(hydra_preview) and yaml_preview.base == hydra_preview.base
+    assert (preview.base, preview.schedule) == (1.005, "epoch")
+    assert step_throughput.load_method("kd")[2] is None
+    with pytest.raises(SystemExit, match="unknown method 'pkcd'"):
+        step_throughput.load_method("pkcd")
 
 
 def test_loader_throughput_on_a_tiny_fake_cifar(tmp_path: Path, capsys):

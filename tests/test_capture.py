@@ -31,11 +31,10 @@ def loss_path(method: str):
         optimizer=partial(torch.optim.SGD, lr=0.1),
         num_classes=10,
         train_labels=torch.arange(64) % 10,
+        preview=None if cfg.distill.get("preview") is None else instantiate(cfg.distill.preview),
     )
-    if cfg.distill.get("preview") is not None:
-        preview = instantiate(cfg.distill.preview)
-        preview.set_max_epochs(10)
-        module.sample_weighting = preview
+    if module.step.preview is not None:
+        module.step.preview.set_max_epochs(10)
     for term in module.terms.values():
         term.on_train_epoch_start(2)
     views = cfg.distill.views
@@ -43,8 +42,7 @@ def loss_path(method: str):
     batch = (torch.randn(shape), torch.arange(8) % 10, torch.arange(8))
 
     def step_loss(images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        losses = module.compute_losses(module.context((images, labels, indices)))
-        return module.total_loss(losses)
+        return module.step((images, labels, indices))[2]
 
     return module, step_loss, batch
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import load_benchmark
-from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.distillation import DistillationModule, TeacherOptions
 from pckd_lightning.models import create_model
 from pckd_lightning.runner import build_terms, instantiate
 
@@ -97,16 +97,15 @@ def test_every_ablation_row_builds_and_computes_its_losses(row, tmp_path, one_th
         terms=build_terms(cfg.distill),
         optimizer=partial(torch.optim.SGD, lr=0.1),
         num_classes=5,
-        measure_teacher=False,
+        teacher_options=TeacherOptions(measure=False),
+        preview=instantiate(cfg.distill.preview),
     )
-    if cfg.distill.preview is not None:
-        preview = instantiate(cfg.distill.preview)
-        preview.set_max_epochs(cfg.trainer.max_epochs)
-        module.sample_weighting = preview
+    if module.step.preview is not None:
+        module.step.preview.set_max_epochs(cfg.trainer.max_epochs)
     module.on_train_epoch_start()
     views = cfg.distill.views
     images = torch.randn(4, views, 3, 16, 16) if views > 1 else torch.randn(4, 3, 16, 16)
-    losses = module.compute_losses(module.context((images, torch.arange(4), torch.arange(4))))
+    _, losses, _ = module.step((images, torch.arange(4), torch.arange(4)))
     assert set(losses) == {k for k, v in cfg.distill.terms.items() if v is not None}
     assert all(torch.isfinite(v) for v in losses.values())
 

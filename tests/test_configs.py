@@ -103,16 +103,19 @@ def test_dkd_uses_the_published_per_pair_beta(pair, beta):
 
 @pytest.mark.parametrize("method", ["dkd", "kd", "crd"])
 def test_the_preview_switch_weights_any_per_sample_method(method, tmp_path):
-    from pckd_lightning.callbacks import PreviewWeighting
-    from pckd_lightning.runner import apply_preview_switch, build_callbacks
+    from pckd_lightning.losses import PreviewWeights
+    from pckd_lightning.runner import instantiate
 
-    cfg = compose_config([f"distill={method}", "+preview=true"], output_dir=tmp_path)
-    apply_preview_switch(cfg)
+    cfg = compose_config([f"distill={method}", "+preview=all"], output_dir=tmp_path)
     terms = build_terms(cfg.distill)
     marked = {name for name, term in terms.items() if term.preview}
     assert marked == {name for name, term in terms.items() if term.per_sample and name != "ce"}
     assert marked  # dkd, kd and crd are all per image
-    assert any(isinstance(c, PreviewWeighting) for c in build_callbacks(cfg))
+    preview = instantiate(cfg.distill.preview)  # the published schedule, from conf/distill/preview/
+    assert isinstance(preview, PreviewWeights) and (preview.base, preview.schedule) == (1.005, "epoch")
+    plain = compose_config([f"distill={method}"], output_dir=tmp_path)
+    assert plain.distill.get("preview") is None
+    assert not any(term.preview for term in build_terms(plain.distill).values())
 
 
 @pytest.mark.parametrize("pair", sorted(PUBLISHED_PAIRS))
@@ -124,3 +127,33 @@ def test_every_route_to_a_pair_trains_with_its_published_lr(pair):
         [f"experiment=cifar100_pckd_{pair}"],
     ):
         assert compose_config(overrides).optimizer.lr == (0.01 if small else 0.05), overrides
+
+
+def test_the_module_is_built_from_its_config_group_with_typed_option_groups(tmp_path):
+    from pckd_lightning.data import DigitsDataModule
+    from pckd_lightning.distillation import DistillationModule, Performance, TeacherOptions
+    from pckd_lightning.losses import PreviewWeights
+    from pckd_lightning.runner import build_module
+
+    overrides = [
+        "model=digits_scratch_resnet8",
+        "distill=ce",
+        "+preview=all",  # ce is not preview-weighted: the weights are built, no term is marked
+        "performance.channels_last=true",
+        "performance.compile_mode=max-autotune",
+        "teacher.min_accuracy=50",
+        "lr_scaling=linear",
+        "distill/preview=progress",
+    ]
+    cfg = compose_config(overrides, output_dir=tmp_path)
+    assert cfg.module._target_ == "pckd_lightning.distillation.DistillationModule"
+    module = build_module(cfg, DigitsDataModule(image_size=16))
+    assert isinstance(module, DistillationModule)
+    assert module.performance == Performance(channels_last=True, compile_mode="max-autotune")
+    assert module.teacher_options == TeacherOptions(min_accuracy=50)
+    assert module.lr_scaling == "linear" and module.num_classes == 10
+    assert isinstance(module.step.preview, PreviewWeights) and module.step.preview.schedule == "progress"
+    assert module.step.channels_last and not module.step.preview_terms
+    bad = compose_config([*overrides[:2], "performance.compile_mode=fast"], output_dir=tmp_path)
+    with pytest.raises(Exception, match=r"compile_mode='fast'"):
+        build_module(bad, DigitsDataModule(image_size=16))

@@ -199,7 +199,7 @@ def test_cifar100_four_view_batches():
     dm = CIFAR100DataModule(str(SHARED_DATA), train_per_class=2, val_per_class=1, batch_size=8, views=4)
     x, y, idx = next(iter(dm.train_dataloader()))
     assert x.shape == (8, 4, 3, 32, 32) and y.shape == idx.shape == (8,)
-    assert dm.num_train_samples == 200
+    assert len(dm.train_labels) == 200
     xv, _, _ = next(iter(dm.val_dataloader()))
     assert xv.shape == (8, 3, 32, 32), "validation is single-view whatever `views` is"
 

@@ -18,6 +18,7 @@ from pckd_lightning.data.gpu_resident import (
     multiview_rotation_batch,
     rotation_index_maps,
 )
+from pckd_lightning.data.sampling import EpochShuffleSampler
 
 IDENTITY = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
 
@@ -183,6 +184,16 @@ def test_epochs_are_seeded_by_seed_and_epoch_alone_like_the_ordinary_sampler():
     resumed = _loader(images, seed=4)
     resumed.set_epoch(2)  # what Lightning does before epoch 2 of a resumed run
     assert all(torch.equal(a, b) for a, b in zip(epochs[2], (x for x, _, _ in resumed), strict=True))
+
+
+def test_each_epochs_order_is_the_ordinary_samplers_on_cpu():
+    """Both paths seed an epoch's generator with ``epoch_seed(seed, epoch)``: on CPU, the same order."""
+    images = _images(30)
+    loader = _loader(images, seed=4, drop_last=False)
+    sampler = EpochShuffleSampler(30, seed=4)
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        assert torch.cat([idx for _, _, idx in loader]).tolist() == list(sampler)
 
 
 def test_same_seed_same_batches_other_seed_other_batches():

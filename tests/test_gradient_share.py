@@ -14,10 +14,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import compose_config
-from pckd_lightning.callbacks import GradientShare, PreviewWeighting
-from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.callbacks import GradientShare
+from pckd_lightning.distillation import DistillationModule, TeacherOptions
 from pckd_lightning.errors import ConfigError
-from pckd_lightning.losses import CRDTerm, CrossEntropyTerm, KDTerm
+from pckd_lightning.losses import CRDTerm, CrossEntropyTerm, KDTerm, PreviewWeights
 from pckd_lightning.models import ModelOutput, ZooModel
 from pckd_lightning.runner import instantiate
 from test_module import NUM_CLASSES, make_module, pckd_terms
@@ -57,7 +57,7 @@ def test_norms_and_cosines_match_the_closed_form_gradients():
         terms={"kd": KDTerm(temperature=T, weight=0.9), "ce": CrossEntropyTerm(weight=0.1)},
         optimizer=partial(torch.optim.SGD, lr=0.1),
         num_classes=c,
-        measure_teacher=False,
+        teacher_options=TeacherOptions(measure=False),
     )
     x, y = torch.randn(b, 3, 2, 2), torch.tensor([0, 1, 2, 3, 4, 0])
     values = GradientShare(every_n_steps=1).measure(module, (x, y, torch.arange(b)))
@@ -79,7 +79,6 @@ def test_norms_and_cosines_match_the_closed_form_gradients():
 
 def test_heads_are_measured_apart_from_the_student():
     module = make_module()
-    module.sample_weighting = PreviewWeighting()
     x = torch.randn(4, 4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     values = GradientShare(every_n_steps=1).measure(
         module, (x, torch.arange(4) % NUM_CLASSES, torch.arange(4))
@@ -100,9 +99,8 @@ def _data(views: int = 4):
 def _train(tmp_path, every_n_steps: int | None):
     """Two epochs of PCKD + CRD (BatchNorm, preview weights, a memory bank, random negatives)."""
     terms = pckd_terms() | {"crd": CRDTerm(num_data=8, nce_k=4, weight=0.8)}
-    module = make_module(terms=terms)
-    preview = PreviewWeighting(base=1.5)
-    callbacks = [preview] + ([] if every_n_steps is None else [GradientShare(every_n_steps)])
+    module = make_module(terms=terms, preview=PreviewWeights(base=1.5))
+    callbacks = [] if every_n_steps is None else [GradientShare(every_n_steps)]
     trainer = L.Trainer(
         accelerator="cpu",
         logger=CSVLogger(tmp_path, name="log"),

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import compose_config
 from pckd_lightning.callbacks import InitStage
-from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.distillation import DistillationModule, TeacherOptions
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import ABTerm, CrossEntropyTerm, FactorTransferTerm, FSPTerm, InitStageTerm
 from pckd_lightning.losses.context import DistillContext
@@ -167,7 +167,7 @@ def make_module(pair: PairInfo, terms: dict[str, nn.Module]) -> DistillationModu
         terms={"ce": CrossEntropyTerm(), **terms},
         optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4),
         num_classes=NUM_CLASSES,
-        measure_teacher=False,
+        teacher_options=TeacherOptions(measure=False),
     )
 
 
@@ -203,7 +203,7 @@ def test_shapes_and_gradients_on_published_pairs(pairs, pair_name):
     module = make_module(pair, terms)
     ab, ft = module.terms["ab"], module.terms["ft"]
     batch = (randn(4, 3, 32, 32, seed=13), torch.arange(4), torch.arange(4))
-    ctx = module.context(batch)  # one forward pass shared by every check below
+    ctx = module.step.context(batch)  # one forward pass shared by every check below
 
     def zero_grads():
         for p in module.parameters():
@@ -476,7 +476,7 @@ def test_a_wrong_teacher_fails_before_the_init_stage(tmp_path):
         terms={"ce": CrossEntropyTerm(), "fsp": FSPTerm(input_size=16)},
         optimizer=partial(torch.optim.SGD, lr=0.05),
         num_classes=NUM_CLASSES,
-        teacher_min_accuracy=99.0,  # an untrained teacher is far below
+        teacher_options=TeacherOptions(min_accuracy=99.0),  # an untrained teacher is far below
     )
     stage = InitStage(init_epochs=1)
     with pytest.raises(CheckpointError, match="min_accuracy"):

@@ -33,7 +33,7 @@ from pckd_lightning.losses import (
 )
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.models import ModelOutput, create_model
-from pckd_lightning.runner import apply_preview_switch, build_terms
+from pckd_lightning.runner import build_terms
 
 REL = 1e-5
 METHODS = ["kd_ls", "dkd_ls", "dist", "ctkd", "mlkd", "mlkd_ls", "kd_dot", "dkd_dot"]
@@ -455,7 +455,7 @@ def test_the_dot_callback_turns_sgd_into_dot_and_splits_the_gradient():
     from functools import partial
     from types import SimpleNamespace
 
-    from pckd_lightning.distillation import DistillationModule
+    from pckd_lightning.distillation import DistillationModule, TeacherOptions
     from pckd_lightning.losses import CrossEntropyTerm
 
     torch.manual_seed(0)
@@ -465,7 +465,7 @@ def test_the_dot_callback_turns_sgd_into_dot_and_splits_the_gradient():
         terms={"ce": CrossEntropyTerm(weight=0.1), "kd": KDTerm(weight=0.9)},
         optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4),
         num_classes=4,
-        measure_teacher=False,
+        teacher_options=TeacherOptions(measure=False),
     )
     callback = DOTGradientSplit(delta=0.075)
     callback.setup(None, module, "fit")
@@ -477,8 +477,8 @@ def test_the_dot_callback_turns_sgd_into_dot_and_splits_the_gradient():
     trainer = SimpleNamespace(optimizers=[optimizer], precision="32-true", accumulate_grad_batches=1)
     callback.on_fit_start(trainer, module)
     x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
-    losses = module.compute_losses(module.context((x, y, torch.arange(4))))  # the wrapped method
-    total = module.total_loss(losses)
+    total = module.training_step((x, y, torch.arange(4)), 0)
+    losses = module.step_losses  # what the training step hands to DOT
     callback.on_before_backward(trainer, module, total)
     params = module.trainable_parameters()
     expected = torch.autograd.grad(0.1 * losses["ce"], params, retain_graph=True, allow_unused=True)
@@ -636,8 +636,7 @@ def test_dist_and_ctkd_configs_hold_the_published_settings():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_the_preview_switch_weights_the_per_sample_terms_of_each_method(method, tmp_path):
-    cfg = compose_config([f"distill={method}", "+preview=true"], output_dir=tmp_path)
-    apply_preview_switch(cfg)
+    cfg = compose_config([f"distill={method}", "+preview=all"], output_dir=tmp_path)
     terms = build_terms(cfg.distill)
     assert cfg.distill.preview is not None
     assert {n for n, t in terms.items() if t.preview} == {
@@ -652,7 +651,7 @@ def test_the_preview_switch_weights_the_per_sample_terms_of_each_method(method, 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_runs_with_preview_weights_through_the_app(tmp_path, method):
-    summary, values = two_step_run(tmp_path, method, "+preview=true", "trainer.precision=bf16-mixed")
+    summary, values = two_step_run(tmp_path, method, "+preview=all", "trainer.precision=bf16-mixed")
     assert summary["method"] == method
     for term, logged in values.items():
         assert logged and all(math.isfinite(v) for v in logged), (term, logged)

@@ -9,7 +9,7 @@ import torch
 import torch.multiprocessing as mp
 
 import ddp_workers
-from pckd_lightning.distillation.numerics import LossMeter, NonFiniteLossError
+from pckd_lightning.distillation.loss_meter import LossMeter, NonFiniteLossError
 from test_ddp import free_port
 
 

@@ -11,8 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from pckd_lightning.callbacks import PreviewWeighting
-from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.distillation import DistillationModule, Performance, TeacherOptions
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import (
     CategoryContrastTerm,
@@ -20,6 +19,7 @@ from pckd_lightning.losses import (
     CrossEntropyTerm,
     FeatureAlignTerm,
     KDTerm,
+    PreviewWeights,
 )
 from pckd_lightning.losses import functional as LF
 from pckd_lightning.models import create_model
@@ -37,15 +37,21 @@ def pckd_terms(preview: bool = True) -> dict:
     }
 
 
-def make_module(student="resnet8", teacher="resnet8", terms=None, seed=0, **kwargs) -> DistillationModule:
+def make_module(
+    student="resnet8", teacher="resnet8", terms=None, seed=0, teacher_float32=False, **kwargs
+) -> DistillationModule:
+    """PCKD's terms by default, with the published preview weights when a term is marked preview."""
     torch.manual_seed(seed)
+    terms = pckd_terms() if terms is None else terms
+    if "preview" not in kwargs and any(term.preview for term in terms.values()):
+        kwargs["preview"] = PreviewWeights()
     return DistillationModule(
         student=create_model(student, num_classes=NUM_CLASSES),
         teacher=None if teacher is None else create_model(teacher, num_classes=NUM_CLASSES),
-        terms=pckd_terms() if terms is None else terms,
+        terms=terms,
         optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9),
         num_classes=NUM_CLASSES,
-        measure_teacher=False,
+        teacher_options=TeacherOptions(measure=False, float32=teacher_float32),
         **kwargs,
     )
 
@@ -71,13 +77,12 @@ def quiet_trainer(tmp_path, callbacks, **kwargs) -> L.Trainer:
 
 
 def total_loss(module, b):
-    losses = module.compute_losses(module.context(b))
-    return module.total_loss(losses), losses
+    losses = module.step.losses(module.step.context(b))
+    return module.step.total(losses), losses
 
 
 def test_a_few_steps_lower_the_loss_and_leave_the_teacher_untouched():
     module = make_module()
-    module.sample_weighting = PreviewWeighting()
     teacher_before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
     optimizer = module.configure_optimizers()["optimizer"]
     b = batch()
@@ -98,7 +103,6 @@ def test_a_few_steps_lower_the_loss_and_leave_the_teacher_untouched():
 
 def test_heads_get_gradients_and_are_optimized_but_the_teacher_is_not():
     module = make_module()
-    module.sample_weighting = PreviewWeighting()
     loss, _ = total_loss(module, batch())
     loss.backward()
     heads = module.terms["category_contrast"], module.terms["feature_align"]
@@ -128,9 +132,9 @@ def test_preview_weights_multiply_the_marked_terms_only():
     module.eval()  # deterministic BatchNorm, so both calls see identical features
     b = batch()
     weights = torch.tensor([1.0, 0.5, 0.25, 0.0])
-    module.sample_weighting = lambda ce: weights
-    ctx = module.context(b)
-    weighted = module.compute_losses(ctx)
+    module.step.preview = lambda ce, record=True: weights
+    ctx = module.step.context(b)
+    weighted = module.step.losses(ctx)
     first = ctx.first_view()
     kd_plain = LF.kd(first.student.logits, first.teacher.logits)
     assert weighted["kd"].item() == pytest.approx((kd_plain * weights).mean().item(), rel=1e-5)
@@ -145,7 +149,7 @@ def test_views_are_flattened_image_major_and_ce_reads_view_zero():
     module = make_module()
     module.eval()
     x, y, idx = batch(num_images=3)
-    ctx = module.context((x, y, idx))
+    ctx = module.step.context((x, y, idx))
     assert ctx.labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
     first = ctx.first_view()
     expected = module.student(x[:, 0])
@@ -188,7 +192,6 @@ def _python_calls(fn) -> int:
 
 def test_step_has_no_python_loop_or_host_sync_per_sample(monkeypatch):
     module = make_module()
-    module.sample_weighting = PreviewWeighting()
 
     def step(n):
         return lambda: total_loss(module, batch(num_images=n))[0].backward()
@@ -204,7 +207,7 @@ def test_step_has_no_python_loop_or_host_sync_per_sample(monkeypatch):
     step(4)()
 
 
-def test_preview_callback_threshold_advances_per_epoch_and_survives_a_checkpoint(tmp_path):
+def test_the_module_schedules_its_preview_weights_per_epoch(tmp_path):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(8, 4, 3, 16, 16, generator=g)
     y = torch.arange(8) % NUM_CLASSES
@@ -214,36 +217,30 @@ def test_preview_callback_threshold_advances_per_epoch_and_survives_a_checkpoint
 
     class Record(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, *args):
-            seen.append(preview.threshold)
+            seen.append(pl_module.step.preview.threshold)
 
-    preview = PreviewWeighting(base=1.5)
-    trainer = quiet_trainer(tmp_path, [preview, Record()], max_epochs=2)
-    trainer.fit(make_module(), train_dataloaders=data, val_dataloaders=val)
+    module = make_module(preview=PreviewWeights(base=1.5))
+    trainer = quiet_trainer(tmp_path, [Record()], max_epochs=2)  # the module adds PreviewWeighting itself
+    trainer.fit(module, train_dataloaders=data, val_dataloaders=val)
     assert seen == pytest.approx([1.5, 1.5, 2.25, 2.25])
     assert trainer.callback_metrics["preview/threshold"].item() == pytest.approx(2.25)
     hard = trainer.callback_metrics["preview/hard_fraction"].item()
     mean_weight = trainer.callback_metrics["preview/mean_weight"].item()
     assert 0.0 <= hard <= 1.0 and 0.0 < mean_weight <= 1.0
-    restored = PreviewWeighting(base=1.5)
-    restored.load_state_dict(preview.state_dict())
-    assert restored.epoch == 2 and restored.threshold == pytest.approx(2.25)
 
 
-def test_preview_terms_without_the_callback_are_refused():
-    module = make_module()
-    with pytest.raises(Exception, match="PreviewWeighting"):
-        module.on_fit_start()
+def test_preview_terms_without_preview_weights_are_refused_when_the_module_is_built():
+    with pytest.raises(ConfigError, match=r"marked preview: true.*set distill.preview"):
+        make_module(preview=None)
 
 
 def test_channels_last_gives_the_same_losses():
-    plain, fast = make_module(), make_module()
-    fast.channels_last = True
+    plain, fast = make_module(), make_module(performance=Performance(channels_last=True))
     fast.setup("fit")
     for m in (plain, fast):
         m.eval()
-        m.sample_weighting = PreviewWeighting()
     b = batch()
-    a, c = plain.compute_losses(plain.context(b)), fast.compute_losses(fast.context(b))
+    a, c = total_loss(plain, b)[1], total_loss(fast, b)[1]
     assert fast.student.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     for name in a:
         assert torch.allclose(a[name], c[name], atol=1e-4), name
@@ -251,8 +248,7 @@ def test_channels_last_gives_the_same_losses():
 
 @pytest.mark.parametrize(("scale", "world", "expected"), [(True, 4, 0.2), (False, 4, 0.05), (True, 1, 0.05)])
 def test_linear_lr_scaling_multiplies_the_lr_by_the_number_of_processes(scale, world, expected):
-    module = make_module()
-    module.scale_lr_with_world_size = scale
+    module = make_module(lr_scaling="linear" if scale else "none")
     module._trainer = SimpleNamespace(world_size=world)  # a stand-in for a trainer with k processes
     optimizer = module.configure_optimizers()["optimizer"]
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([expected])
@@ -260,15 +256,13 @@ def test_linear_lr_scaling_multiplies_the_lr_by_the_number_of_processes(scale, w
 
 @pytest.mark.slow
 def test_compiling_models_and_terms_gives_the_eager_losses_and_gradients():
-    eager, compiled = make_module(), make_module()
-    compiled.compile_models = compiled.compile_losses = True
+    eager, compiled = make_module(), make_module(performance=Performance(compile=True, compile_losses=True))
     compiled.setup("fit")
     assert all(getattr(t, "_compiled_call_impl", None) is not None for t in compiled.terms.values())
     assert compiled.state_dict().keys() == eager.state_dict().keys()  # checkpoints keep their names
     b = batch()
     results = []
     for module in (eager, compiled):
-        module.sample_weighting = PreviewWeighting()
         total, losses = total_loss(module, b)
         total.backward()
         results.append((losses, {n: p.grad for n, p in module.named_parameters() if p.grad is not None}))
@@ -313,19 +307,13 @@ def test_logged_epoch_means_weight_each_step_by_its_images_and_the_bar_shows_the
 def test_the_compile_mode_reaches_torch_compile_and_a_wrong_one_is_refused(monkeypatch):
     modes = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: modes.append(kwargs["mode"]))
-    module = make_module()
-    module.compile_losses, module.compile_mode = True, "reduce-overhead"
+    module = make_module(performance=Performance(compile_losses=True, compile_mode="reduce-overhead"))
     module.setup("fit")
     assert modes == ["reduce-overhead"] * len(module.terms)
     with pytest.raises(
         ConfigError, match=r"compile_mode='fast'.*valid values: None, default, reduce-overhead"
     ):
-        DistillationModule(
-            student=create_model("resnet8", num_classes=NUM_CLASSES),
-            terms={"ce": CrossEntropyTerm()},
-            optimizer=partial(torch.optim.SGD, lr=0.05),
-            compile_mode="fast",
-        )
+        Performance(compile_mode="fast")
 
 
 @pytest.mark.parametrize("teacher_float32", [False, True])
@@ -337,9 +325,7 @@ def test_under_bf16_mixed_the_teacher_runs_in_bf16_unless_configured(tmp_path, t
     )
     images, labels, indices = batch(num_images=8)
     loader = DataLoader(TensorDataset(images, labels, indices), batch_size=4)
-    trainer = quiet_trainer(
-        tmp_path, [PreviewWeighting()], max_steps=2, precision="bf16-mixed", limit_val_batches=0
-    )
+    trainer = quiet_trainer(tmp_path, [], max_steps=2, precision="bf16-mixed", limit_val_batches=0)
     trainer.fit(module, loader)
     half = torch.float32 if teacher_float32 else torch.bfloat16
     assert seen == [(half, half)] * 2
@@ -352,7 +338,7 @@ def test_a_float32_teacher_under_a_half_precision_model_is_refused(tmp_path):
     module = make_module(teacher_float32=True)
     images, labels, indices = batch(num_images=4)
     loader = DataLoader(TensorDataset(images, labels, indices), batch_size=4)
-    trainer = quiet_trainer(tmp_path, [PreviewWeighting()], max_steps=1, precision="bf16-true")
+    trainer = quiet_trainer(tmp_path, [], max_steps=1, precision="bf16-true")
     with pytest.raises(ConfigError, match=r"teacher\.float32=true needs float32"):
         trainer.fit(module, loader)
 
@@ -362,7 +348,34 @@ def test_total_loss_is_the_weighted_sum_of_the_terms():
     weights = [term.weight for term in module.terms.values()]
     assert weights == [1.0, 1.0, 0.05, 1.0, 20.0]  # ce, kd, category_contrast, center_align, feature_align
     losses = {name: torch.tensor(float(i + 1), requires_grad=True) for i, name in enumerate(module.terms)}
-    total = module.total_loss(losses)
+    total = module.step.total(losses)
     assert total.item() == pytest.approx(1 + 2 + 0.05 * 3 + 4 + 20 * 5)
     total.backward()
     assert [losses[name].grad.item() for name in module.terms] == pytest.approx(weights)
+
+
+def test_the_training_step_is_the_distill_step_and_hands_its_losses_to_the_backward_hooks():
+    module = make_module()
+    module.eval()  # deterministic BatchNorm: both passes see the same features
+    b = batch()
+    _, losses, total = module.step(b)
+    assert set(losses) == set(module.terms)
+    assert total.item() == pytest.approx(sum(module.terms[k].weight * v for k, v in losses.items()).item())
+    trained = module.training_step(b, 0)
+    assert trained.item() == pytest.approx(total.item(), rel=1e-6)
+    assert module.step_losses is not None
+    assert {k: v.item() for k, v in module.step_losses.items()} == pytest.approx(
+        {k: v.item() for k, v in losses.items()}, rel=1e-6
+    )
+    module.on_after_backward()
+    assert module.step_losses is None
+    # the step computes with the module's own (registered, optimized, checkpointed) parts
+    assert module.step.student is module.student and module.step.terms is module.terms
+    assert module.step.teacher is module.teacher
+
+
+def test_the_module_adds_the_preview_scheduler_only_when_it_has_preview_weights():
+    from pckd_lightning.callbacks import PreviewWeighting
+
+    assert [type(c) for c in make_module().configure_callbacks()] == [PreviewWeighting]
+    assert make_module(terms=pckd_terms(preview=False)).configure_callbacks() == []

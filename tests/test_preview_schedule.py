@@ -1,4 +1,4 @@
-"""PreviewWeighting's schedules (epoch, progress) and its start-up refusals of bad values."""
+"""The preview weights' schedules (epoch, progress), stepped by PreviewWeighting, and the start-up refusals."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import compose_config
-from pckd_lightning.callbacks import PreviewWeighting
 from pckd_lightning.errors import ConfigError
+from pckd_lightning.losses import PreviewWeights
 from pckd_lightning.runner import instantiate
 from test_module import NUM_CLASSES, make_module, quiet_trainer
 
 
 def test_epoch_schedule_is_the_published_base_to_the_epoch():
-    preview = PreviewWeighting()
+    preview = PreviewWeights()
     preview.set_max_epochs(240)
     for epoch, expected in ((1, 1.005), (2, 1.010025), (3, 1.015075125), (20, 1.1048956)):
         preview.epoch = epoch
@@ -27,7 +27,7 @@ def test_epoch_schedule_is_the_published_base_to_the_epoch():
 
 def test_progress_schedule_walks_the_reference_curve_in_a_short_run():
     """20 epochs against the 240-epoch recipe: epoch e uses the recipe's epoch 12·e."""
-    long, short = PreviewWeighting(), PreviewWeighting(schedule="progress", reference_epochs=240)
+    long, short = PreviewWeights(), PreviewWeights(schedule="progress", reference_epochs=240)
     long.set_max_epochs(240)
     short.set_max_epochs(20)
     for epoch in (1, 5, 20):
@@ -45,11 +45,11 @@ def test_progress_thresholds_by_epoch_in_a_real_fit(tmp_path):
 
     class Record(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, *args):
-            seen.append(preview.threshold)
+            seen.append(pl_module.step.preview.threshold)
 
-    preview = PreviewWeighting(base=1.5, schedule="progress", reference_epochs=6)
-    trainer = quiet_trainer(tmp_path, [preview, Record()], max_epochs=3, limit_val_batches=0)
-    trainer.fit(make_module(), train_dataloaders=data)
+    preview = PreviewWeights(base=1.5, schedule="progress", reference_epochs=6)
+    trainer = quiet_trainer(tmp_path, [Record()], max_epochs=3, limit_val_batches=0)
+    trainer.fit(make_module(preview=preview), train_dataloaders=data)
     # x = e·6/3 = 2e: 1.5^2, 1.5^4, 1.5^6, two steps per epoch
     assert seen == pytest.approx([2.25, 2.25, 5.0625, 5.0625, 11.390625, 11.390625])
     assert trainer.callback_metrics["preview/exponent"].item() == pytest.approx(6.0)
@@ -72,18 +72,18 @@ def test_progress_thresholds_by_epoch_in_a_real_fit(tmp_path):
 )
 def test_bad_values_are_refused_at_construction_with_the_valid_range(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        PreviewWeighting(**kwargs)
+        PreviewWeights(**kwargs)
 
 
 def test_an_overflowing_base_is_refused_before_training_with_the_largest_valid_base(tmp_path):
     """base=100 (an int) used to train nine epochs, then fail with ``OverflowError: int too big to convert``."""
-    preview = PreviewWeighting(base=100)
+    preview = PreviewWeights(base=100)
     # float32's max is 3.40e38: 100^20 = 1e40 is beyond it; the largest base is 3.40e38^(1/20) = 84.4
     with pytest.raises(ConfigError, match=r"100\^20.*0 < base <= 84\.4") as refused:
         preview.set_max_epochs(20)
     assert "distill.preview.base" in str(refused.value)
-    module = make_module()
-    trainer = quiet_trainer(tmp_path, [preview], max_epochs=20)
+    module = make_module(preview=preview)
+    trainer = quiet_trainer(tmp_path, [], max_epochs=20)
     x = torch.randn(4, 4, 3, 16, 16)
     data = DataLoader(TensorDataset(x, torch.arange(4) % NUM_CLASSES, torch.arange(4)), batch_size=4)
     with pytest.raises(ConfigError, match="base=100"):
@@ -91,23 +91,40 @@ def test_an_overflowing_base_is_refused_before_training_with_the_largest_valid_b
     assert trainer.global_step == 0
     # the progress schedule's last exponent is reference_epochs, whatever the run's length
     with pytest.raises(ConfigError, match=r"100\^240"):
-        PreviewWeighting(base=100, schedule="progress").set_max_epochs(20)
+        PreviewWeights(base=100, schedule="progress").set_max_epochs(20)
     with pytest.raises(ConfigError, match=r"schedule=progress needs a finite trainer\.max_epochs"):
-        PreviewWeighting(schedule="progress").set_max_epochs(-1)
+        PreviewWeights(schedule="progress").set_max_epochs(-1)
 
 
 def test_an_int_base_beyond_int64_thresholds_weights_without_overflow():
-    preview = PreviewWeighting(base=10)
+    preview = PreviewWeights(base=10)
     preview.set_max_epochs(30)
     preview.epoch = 30  # 10^30 > 2^63: an int threshold would overflow against a tensor
     assert isinstance(preview.threshold, float)
-    assert preview.weights(torch.tensor([0.5, 1.0, 3.0])).tolist() == [1.0, 1.0, 1.0]  # all easy
+    assert preview(torch.tensor([0.5, 1.0, 3.0])).tolist() == [1.0, 1.0, 1.0]  # all easy
 
 
-def test_a_schedule_typo_in_the_config_is_refused_when_the_callbacks_are_built(tmp_path):
+def test_a_schedule_typo_in_the_config_is_refused_when_the_preview_weights_are_built(tmp_path):
     cfg = compose_config(["distill=pckd", "++distill.preview.schedule=progres"], output_dir=tmp_path)
     with pytest.raises(ConfigError, match="schedule must be one of epoch, progress"):
         instantiate(cfg.distill.preview)
-    cfg = compose_config(["distill=pckd", "++distill.preview.schedule=progress"], output_dir=tmp_path)
+    cfg = compose_config(["distill=pckd", "distill/preview=progress"], output_dir=tmp_path)
     preview = instantiate(cfg.distill.preview)
-    assert (preview.schedule, preview.reference_epochs) == ("progress", 240)
+    assert (preview.schedule, preview.reference_epochs, preview.base) == ("progress", 240, 1.005)
+
+
+def test_record_false_leaves_the_batch_out_of_the_epoch_statistics():
+    preview = PreviewWeights(base=1.5)
+    ce = torch.tensor([0.1, 0.2, 4.0, 0.3])  # γ = ce / mean(ce) = 0.087, 0.174, 3.48, 0.261: one hard image
+    weights = preview(ce, record=False)
+    assert preview.epoch_statistics() is None
+    assert torch.equal(preview(ce), weights)
+    stats = preview.epoch_statistics()
+    gamma = ce / ce.mean()
+    expected = torch.where(gamma > 1.5, torch.exp(-gamma.square()), torch.ones_like(gamma))  # spec §3
+    assert torch.allclose(weights, expected)
+    assert stats["hard_fraction"] == pytest.approx(0.25)
+    assert stats["mean_weight"] == pytest.approx(expected.mean().item())
+    assert sum(stats["histogram"]) == 4
+    preview.start_epoch(2)
+    assert preview.epoch_statistics() is None and preview.threshold == pytest.approx(2.25)

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from conftest import compose_config
 from pckd_lightning.distillation import DistillationModule
 from pckd_lightning.distillation.checkpoint_io import AtomicCheckpointIO
-from pckd_lightning.distillation.numerics import NonFiniteLossError
+from pckd_lightning.distillation.loss_meter import NonFiniteLossError
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.losses import CrossEntropyTerm, LossTerm
 from pckd_lightning.models import create_model

@@ -367,3 +367,32 @@ def test_no_delta_between_rows_of_different_schedules(tmp_path):
     pair = report.pairs[0]
     assert report.cells[("pckd", pair, "best")].values == (60.0, 61.0)
     assert ("pckd", pair, "best") not in report.delta and ("pckd", pair, "best") not in report.paired
+
+
+def test_gradient_shares_are_averaged_over_seeds_per_step_and_drawn(runs, tmp_path):
+    """GradientShare logs grad/* rows with a step and no epoch; the report means them over the seeds."""
+    values = {0: (16.0, 0.5), 1: (18.0, 0.7)}  # seed: (FA's norm at step 49, its cosine with CE)
+    for seed, (norm, cos) in values.items():
+        path = runs / "resnet20_pckd" / f"seed{seed}" / "csv" / "metrics.csv"
+        with path.open() as f:
+            rows = list(csv.reader(f))
+        header = [*rows[0], "grad/ce/norm", "grad/feature_align/norm", "grad/feature_align/cos_ce"]
+        body = [[*row, "", "", ""] for row in rows[1:]]
+        blank = [""] * len(rows[0])
+        blank[header.index("step")] = "49"
+        body.append([*blank, "0.9", str(norm), str(cos)])
+        blank = list(blank)
+        blank[header.index("step")] = "99"
+        body.append([*blank, "1.2", "not a number", "0.1"])  # an unreadable cell is left out
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerows([header, *body])
+    report = build_report(runs, tmp_path / "out")[0]
+    (label, pair), series = next(iter(report.gradients.items()))
+    assert label == "pckd" and pair.student == "resnet20" and len(report.gradients) == 1
+    assert series["grad/feature_align/norm"] == {49: pytest.approx(17.0)}
+    assert series["grad/feature_align/cos_ce"] == {49: pytest.approx(0.6), 99: pytest.approx(0.1)}
+    assert series["grad/ce/norm"] == {49: pytest.approx(0.9), 99: pytest.approx(1.2)}
+    png = (tmp_path / "out" / "gradients.png").read_bytes()
+    assert png[:8] == PNG_MAGIC and len(png) > 1000
+    build_report(runs / "resnet8x4_pckd", tmp_path / "none")  # no grad/* logged: no gradients.png
+    assert not (tmp_path / "none" / "gradients.png").exists()

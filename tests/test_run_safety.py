@@ -329,3 +329,54 @@ def test_a_slurm_requeue_resumes_in_its_folder_with_its_history(two_epochs, tmp_
     assert summary["resumed_from"]["checkpoint"] == str(run_dir / "hpc_ckpt_1.ckpt")
     assert summary["epochs"] == 3 and val_epochs(run_dir) == [0, 1, 2]
     assert (run_dir / "summary.previous.json").is_file()  # the earlier result, set aside
+
+
+def _as_an_earlier_version_wrote_it(cfg) -> dict:
+    """The resolved config of the same run as versions before the DistillStep wrote it: the preview weights
+    built as a callback with its base only, +preview=true's marks on the terms, no module group."""
+    from omegaconf import OmegaConf
+
+    old = OmegaConf.to_container(cfg, resolve=True)
+    old.pop("module")
+    distill = old["distill"]
+    if distill.get("preview") is not None:
+        distill["preview"] = {"_target_": "pckd_lightning.callbacks.PreviewWeighting", "base": 1.005}
+    if distill.pop("preview_every_term", False):
+        old["preview"] = True
+        for name, term in distill["terms"].items():
+            if name != "ce":
+                term["preview"] = True
+    return old
+
+
+@pytest.mark.parametrize(
+    ("overrides", "marked"),
+    [(["distill=pckd"], {"kd", "category_contrast"}), (["distill=dkd", "+preview=all"], {"dkd"})],
+)
+def test_a_checkpoint_of_an_earlier_version_resumes_and_reports_as_the_same_run(overrides, marked, tmp_path):
+    from omegaconf import OmegaConf
+
+    from pckd_lightning.resume import changed_keys
+    from pckd_lightning.run_folder import read_run_config, upgrade_config
+
+    cfg = compose_config(overrides, output_dir=tmp_path)
+    current = OmegaConf.to_container(cfg, resolve=True)
+    old = _as_an_earlier_version_wrote_it(cfg)
+    assert changed_keys(old, current) == {}
+    upgraded = upgrade_config(current)
+    assert {n for n, t in upgraded["distill"]["terms"].items() if t and t.get("preview")} == marked
+    assert upgraded["distill"]["preview"]["_target_"] == "pckd_lightning.losses.PreviewWeights"
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(old)))
+    assert read_run_config(tmp_path / "config.yaml")["distill"] == upgraded["distill"]
+    # and what really differs is still named: another base, a preview weighting switched on
+    changed = _as_an_earlier_version_wrote_it(cfg)
+    changed["distill"]["preview"]["base"] = 1.01
+    assert "distill.preview.base" in changed_keys(changed, current)
+    plain = OmegaConf.to_container(compose_config(["distill=dkd"], output_dir=tmp_path), resolve=True)
+    switched_on = changed_keys(
+        plain,
+        OmegaConf.to_container(
+            compose_config(["distill=dkd", "+preview=all"], output_dir=tmp_path), resolve=True
+        ),
+    )
+    assert {"distill.terms.dkd.preview", "distill.preview.base", "module.preview.base"} <= set(switched_on)

@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pckd_lightning.distillation.module import COMPILE_MODES
+from pckd_lightning.distillation.options import COMPILE_MODES
 from pckd_lightning.errors import ConfigError
 
 #: precisions Lightning's Trainer accepts (as written in a config)
@@ -106,6 +106,9 @@ CHECKS: tuple[Check, ...] = (
     Check("performance.compile_mode", "choice", choices=COMPILE_MODES),
     Check("teacher.min_accuracy", "number", low=0, high=100, nullable=True),
     Check("teacher.float32", "bool"),
+    Check("teacher.measure", "bool"),
+    Check("module.finite_check_every_n_steps", "int", low=1),
+    Check("module.lr_scaling", "choice", choices=("none", "linear")),
     Check("data.batch_size", "int", low=1),
     Check("data.num_workers", "int", low=0),
     Check("data.views", "int", low=1),
@@ -123,6 +126,7 @@ CHECKS: tuple[Check, ...] = (
     Check("distill.terms.*.warmup_epochs", "int", low=0),
     Check("distill.terms.*.preview", "bool"),
     Check("distill.preview.base", "number", low=0, low_open=True),
+    Check("distill.preview_every_term", "bool"),
     Check("optimizer.lr", "number", low=0, low_open=True),
     Check("optimizer.momentum", "number", low=0, high=1),
     Check("optimizer.weight_decay", "number", low=0),

@@ -44,14 +44,16 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from pckd_lightning.devices import resolve_device
 from pckd_lightning.distillation.checkpoint_io import read_checkpoint
 from pckd_lightning.distillation.teacher import extract_state_dict
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.export import EXPORT_FORMATS, export_model
 from pckd_lightning.models import create_model
 from pckd_lightning.models.base import ModelOutput
+from pckd_lightning.modes import eval_mode
 from pckd_lightning.paths import CONFIG_DIR
-from pckd_lightning.run_config import read_run_config
+from pckd_lightning.run_folder import read_run_config
 
 
 @torch.no_grad()
@@ -62,14 +64,13 @@ def evaluate(
 
     Batches are ``(x, y, ...)`` (the data modules' ``(x, y, idx)`` included); ``x`` of shape ``[B, V, C,
     H, W]`` is evaluated on its first view. ``device``: where to run (default: the model's device). The
-    model is put in eval mode and its mode restored afterwards. Top-5 is top-``min(5, num_classes)``.
+    model is put in eval mode and every submodule's mode restored afterwards. Top-5 is
+    top-``min(5, num_classes)``.
     """
     param = next(model.parameters(), None)
     device = torch.device(device) if device is not None else (param.device if param is not None else "cpu")
-    was_training = model.training
-    model.eval()
     correct1 = correct5 = total = 0
-    try:
+    with eval_mode(model):
         for batch in dataloader:
             x, y = batch[0], batch[1]
             if x.ndim == 5:
@@ -83,8 +84,6 @@ def evaluate(
             correct1 += int(hits[:, 0].sum())
             correct5 += int(hits.any(dim=1).sum())
             total += int(y.shape[0])
-    finally:
-        model.train(was_training)
     if total == 0:
         raise ValueError("the dataloader yielded no samples")
     return {"top1": 100.0 * correct1 / total, "top5": 100.0 * correct5 / total}
@@ -276,12 +275,6 @@ def load_for_eval(
     return Loaded(model, arch, datamodule, config_path if run_config is not None else None)
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pckd-eval",
@@ -312,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_eval and not args.export:
         parser().error("--no-eval without --export does nothing")
     try:
+        device = None if args.no_eval else resolve_device(args.device)
         loaded = load_for_eval(
             args.checkpoint,
             arch=args.arch,
@@ -330,7 +324,6 @@ def main(argv: list[str] | None = None) -> int:
     if loaded.run_config is not None:
         result["config"] = str(loaded.run_config)
     if not args.no_eval:
-        device = resolve_device(args.device)
         loaded.model.to(device)
         dm.setup("validate")
         result.update(evaluate(loaded.model, dm.val_dataloader(), device))

@@ -32,6 +32,7 @@ from torch import nn
 
 from pckd_lightning.atomic import atomic_open
 from pckd_lightning.models.base import ModelOutput
+from pckd_lightning.modes import eval_mode
 
 EXPORT_FORMATS = ("state_dict", "torchscript", "onnx")
 
@@ -46,17 +47,6 @@ class LogitsOnly(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)
         return out.logits if isinstance(out, ModelOutput) else out
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
 
 
 def _prepare_path(path: str | os.PathLike) -> Path:
@@ -89,7 +79,7 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, example_input:
     """
     path = _prepare_path(path)
     wrapper = LogitsOnly(model)
-    with _eval_mode(wrapper), torch.no_grad(), warnings.catch_warnings():
+    with eval_mode(wrapper), torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated.*")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         traced = torch.jit.trace(wrapper, _example_on(model, example_input))
@@ -164,7 +154,7 @@ def _onnx_export(
             kwargs["dynamo"] = False
         if dynamic_batch:
             kwargs["dynamic_axes"] = {"input": {0: "batch"}, "logits": {0: "batch"}}
-    with _eval_mode(wrapper), torch.no_grad(), warnings.catch_warnings(), _quiet_stdout():
+    with eval_mode(wrapper), torch.no_grad(), warnings.catch_warnings(), _quiet_stdout():
         warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(wrapper, (example,), str(path), **kwargs)

@@ -23,6 +23,7 @@ from pckd_lightning.atomic import atomic_open
 from pckd_lightning.callbacks.config_record import STATE_KEY
 from pckd_lightning.distillation.checkpoint_io import read_checkpoint
 from pckd_lightning.errors import ConfigError
+from pckd_lightning.run_folder import upgrade_config
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,10 @@ FIXED = (
     "trainer.gradient_clip_algorithm",
     "trainer.devices",  # with num_nodes: the global batch
     "trainer.num_nodes",
+    # the module group's own copies of lr_scaling and distill.preview (overridable by themselves)
+    "module.lr_scaling",
+    "module.preview",
+    "module.sync_batchnorm",
 )
 #: restored from the checkpoint's own state: a new value would be recorded but not used
 RESTORED = ("optimizer", "scheduler", "lr_milestones")
@@ -76,6 +81,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _fixed(config: dict[str, Any]) -> dict[str, Any]:
+    config = upgrade_config(config)  # a checkpoint of an earlier version compares as this version writes it
     keys = FIXED
     if ((config.get("distill") or {}).get("preview") or {}).get("schedule") == "progress":
         keys = (*FIXED, "trainer.max_epochs")  # the progress schedule's thresholds follow it

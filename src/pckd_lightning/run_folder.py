@@ -1,13 +1,20 @@
-"""One live run per folder: a lock file with the owner's pid, taken before any work and checked for write access."""
+"""A run's folder: one live run per folder (a lock file with the owner's pid, taken before any work and checked
+for write access), and the resolved ``config.yaml`` the run leaves there (read by evaluation and reports)."""
 
 from __future__ import annotations
 
+import copy
 import errno
+import inspect
 import os
 import shutil
 import socket
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+
+import yaml
+from hydra.utils import get_class
 
 from pckd_lightning.errors import ConfigError
 
@@ -101,3 +108,56 @@ class RunFolder:
         if self._held and self._owner()[0] == os.getpid():
             self.lock.unlink(missing_ok=True)
         self._held = False
+
+
+def read_run_config(path: str | Path) -> dict[str, Any] | None:
+    """The run config as a dict, or None when the file is missing, unreadable or not a run's config."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(cfg, dict) or not all(isinstance(cfg.get(k), dict) for k in ("trainer", "model")):
+        return None
+    return upgrade_config(cfg)
+
+
+#: where the preview weights were built before the training step owned them (configs of earlier versions)
+EARLIER_PREVIEW_TARGET = "pckd_lightning.callbacks.PreviewWeighting"
+#: where conf/distill/preview/ builds them now
+PREVIEW_TARGET = "pckd_lightning.losses.PreviewWeights"
+
+
+def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A resolved run config as this version writes it, whichever version wrote it, so that a checkpoint or a
+    run folder of an earlier version compares equal to the same run now (resume, pckd-report).
+
+    Earlier preview callbacks become :class:`PreviewWeights` with its default schedule; ``+preview=all``'s
+    ``distill.preview_every_term`` is spelt out as ``preview: true`` on the terms it marks (as earlier
+    versions wrote them); a config without the ``module`` group gets the keys that group mirrors.
+    """
+    from pckd_lightning.losses.preview import PreviewWeights  # the library's classes only when upgrading
+
+    cfg = copy.deepcopy(cfg)
+    distill = cfg.get("distill")
+    if isinstance(distill, dict):
+        preview = distill.get("preview")
+        if isinstance(preview, dict):
+            if preview.get("_target_") == EARLIER_PREVIEW_TARGET:
+                preview["_target_"] = PREVIEW_TARGET
+            defaults = inspect.signature(PreviewWeights).parameters
+            for key in ("schedule", "reference_epochs"):
+                preview.setdefault(key, defaults[key].default)
+        if distill.pop("preview_every_term", False):
+            for name, term in (distill.get("terms") or {}).items():
+                if isinstance(term, dict) and name != "ce" and get_class(term["_target_"]).per_sample:
+                    term["preview"] = True
+    if "module" not in cfg:
+        cfg["module"] = {
+            "lr_scaling": cfg.get("lr_scaling", "none"),
+            "preview": (distill or {}).get("preview") if isinstance(distill, dict) else None,
+            "sync_batchnorm": (cfg.get("trainer") or {}).get("sync_batchnorm", False),
+        }
+    return cfg

@@ -13,7 +13,8 @@ import math
 import re
 import sys
 import warnings
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,27 @@ from pckd_lightning.distillation import DistillationModule
 from pckd_lightning.errors import CheckpointError, ConfigError, PCKDError
 from pckd_lightning.export import export_state_dict
 from pckd_lightning.loggers import EpochLineLogger, RunCSVLogger
-from pckd_lightning.losses import LossTerm
+from pckd_lightning.losses import LossTerm, PreviewWeights
 from pckd_lightning.resume import ResumePlan, carry_history, plan_resume
 from pckd_lightning.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
-# The frozen teacher is in eval mode on purpose; Lightning would warn about it at every fit.
-warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+#: Lightning warnings that do not apply to these runs, silenced while a run trains (not at import): the frozen
+#: teacher is in eval mode on purpose, and the epoch values of train/*, preview/*, val/* and test/* are
+#: reduced over the ranks by the module itself (Lightning cannot tell, and would ask for sync_dist under DDP)
+KNOWN_WARNINGS = (
+    r".*module\(s\) in eval mode at the start of training.*",
+    r"It is recommended to use `self\.log\('(train/|preview/|val/top1|val/top5|test/)",
+)
+
+
+@contextmanager
+def known_warnings_silenced() -> Iterator[None]:
+    with warnings.catch_warnings():
+        for message in KNOWN_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        yield
 
 
 def instantiate(cfg: Any, **kwargs: Any) -> Any:
@@ -71,7 +85,11 @@ def _check_options(path: str, cfg: DictConfig) -> None:
 
 
 def build_terms(distill_cfg: DictConfig) -> dict[str, LossTerm]:
-    """Instantiate ``distill.terms``; a term set to null is left out (that is how a term is removed)."""
+    """Instantiate ``distill.terms``; a term set to null is left out (that is how a term is removed).
+
+    With ``distill.preview_every_term`` (``+preview=all``) every per-sample term but ``ce`` is preview-weighted.
+    """
+    every = distill_cfg.get("preview_every_term", False)
     terms = {}
     for name, term_cfg in distill_cfg.terms.items():
         if term_cfg is None:
@@ -79,26 +97,23 @@ def build_terms(distill_cfg: DictConfig) -> dict[str, LossTerm]:
         if "_target_" not in term_cfg:
             raise ConfigError(f"distill.terms.{name} has no _target_; give the LossTerm class to build")
         _check_options(f"distill.terms.{name}", term_cfg)
-        terms[name] = instantiate(term_cfg)
+        marked = every and name != "ce" and get_class(term_cfg._target_).per_sample
+        terms[name] = instantiate(term_cfg, **({"preview": True} if marked else {}))
     return terms
-
-
-def apply_preview_switch(cfg: DictConfig) -> None:
-    """``+preview=true`` preview-weights any method: every per-sample term but ``ce`` gets ``preview: true``."""
-    if not cfg.get("preview"):
-        return
-    with open_dict(cfg):
-        for name, term_cfg in cfg.distill.terms.items():
-            if term_cfg is not None and name != "ce" and get_class(term_cfg._target_).per_sample:
-                term_cfg.preview = True
-        if cfg.distill.get("preview") is None:
-            cfg.distill.preview = {"_target_": "pckd_lightning.callbacks.PreviewWeighting", "base": 1.005}
 
 
 def check_config(cfg: DictConfig) -> None:
     """Cross-group consistency that no single group can check by itself (after :func:`validate`)."""
     if cfg.distill.get("preview") is not None:  # its schedule must stay finite over trainer.max_epochs
-        instantiate(cfg.distill.preview).set_max_epochs(cfg.trainer.max_epochs)
+        preview_cfg = cfg.distill.preview
+        target = preview_cfg.get("_target_") if isinstance(preview_cfg, DictConfig) else None
+        if target is None or not issubclass(get_class(target), PreviewWeights):
+            raise ConfigError(
+                f"distill.preview must build {PreviewWeights.__module__}.PreviewWeights (got _target_ {target!r}); "
+                "write distill.preview: {_target_: pckd_lightning.losses.PreviewWeights, base: 1.005} or select "
+                "distill/preview=default (the preview weighting's callback is added by the module itself)"
+            )
+        instantiate(preview_cfg).set_max_epochs(cfg.trainer.max_epochs)
     data_views, method_views = cfg.data.get("views"), cfg.distill.get("views")
     if data_views is not None and method_views is not None and data_views != method_views:
         raise ConfigError(
@@ -112,15 +127,13 @@ class RunInterrupted(SystemExit):
 
 
 def build_callbacks(cfg: DictConfig, record: RunConfigRecord | None = None) -> list[L.Callback]:
-    """The run's callbacks plus the method's own (its preview weighting and any ``distill.callbacks``).
+    """The run's callbacks plus the method's own (``distill.callbacks``; the module adds its preview scheduler).
 
     A progress bar redraws one line, which a batch system's log file keeps only the end of: when stdout is
     not a terminal it is left out (the per-epoch lines of :class:`EpochLineLogger` take its place).
     """
     configured = [*(cfg.get("callbacks") or {}).values(), *(cfg.distill.get("callbacks") or {}).values()]
     callbacks = [instantiate(c) for c in configured if c is not None]
-    if cfg.distill.get("preview") is not None:
-        callbacks.append(instantiate(cfg.distill.preview))
     if not sys.stdout.isatty():
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     return callbacks if record is None else [*callbacks, record]
@@ -182,30 +195,18 @@ def close_loggers(loggers: list[Any], summary: dict[str, Any]) -> None:
 
 
 def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> DistillationModule:
+    """``module`` (conf/module/) with what only the data and the models give: the networks, terms and labels."""
     num_classes = datamodule.num_classes
-    student = instantiate(cfg.model.student, num_classes=num_classes)
     teacher = None
     if cfg.model.get("teacher") is not None:
         teacher = instantiate(cfg.model.teacher, num_classes=num_classes)
-    performance, teacher_options = cfg.get("performance") or {}, cfg.get("teacher") or {}
-    return DistillationModule(
-        student=student,
+    return instantiate(
+        cfg.module,
+        student=instantiate(cfg.model.student, num_classes=num_classes),
         teacher=teacher,
         terms=build_terms(cfg.distill),
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") is not None else None,
         num_classes=num_classes,
-        teacher_min_accuracy=teacher_options.get("min_accuracy"),
-        teacher_float32=teacher_options.get("float32", False),
         train_labels=torch.as_tensor(datamodule.train_labels),
-        # done by the module (on CPU too), not by Lightning, whose SyncBatchNorm needs CUDA
-        sync_batchnorm=cfg.trainer.get("sync_batchnorm", False),
-        channels_last=performance.get("channels_last", False),
-        compile_models=performance.get("compile", False),
-        compile_losses=performance.get("compile_losses", False),
-        compile_mode=performance.get("compile_mode"),
-        scale_lr_with_world_size=cfg.get("lr_scaling", "none") == "linear",
-        log_every_n_steps=(cfg.get("logger") or {}).get("log_every_n_steps"),
     )
 
 
@@ -321,7 +322,6 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
     """
     validate(cfg)
     check_config(cfg)
-    apply_preview_switch(cfg)
     resume = plan_resume(cfg)
     output_dir = Path(cfg.paths.output_dir)
     writer = rank_zero_only.rank == 0  # one writer under DDP
@@ -351,9 +351,10 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
         student_path = Path(cfg.get("export_path") or output_dir / "student.pth")
         summary = None
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-            summary = summarize(cfg, trainer, module, student_path)  # before the test resets the metrics
-            summary |= final_test(trainer, module, datamodule)
+            with known_warnings_silenced():
+                trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+                summary = summarize(cfg, trainer, module, student_path)  # before the test resets the metrics
+                summary |= final_test(trainer, module, datamodule)
         except SystemExit:  # Lightning's answer to SIGTERM and Ctrl-C, in training or in the final test
             if trainer.state.status != TrainerStatus.INTERRUPTED:
                 raise

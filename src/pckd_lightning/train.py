@@ -36,7 +36,7 @@ def main(cfg: DictConfig) -> float | None:
     """Train (or distill) as the config says, print the summary; returns best top-1 for sweepers."""
     from lightning.pytorch.utilities import rank_zero_only
 
-    from pckd_lightning.reporting import print_config_tree, print_summary
+    from pckd_lightning.console import print_config_tree, print_summary
     from pckd_lightning.runner import fit
 
     if rank_zero_only.rank == 0 and cfg.get("print_config", True):

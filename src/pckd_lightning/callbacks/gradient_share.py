@@ -14,7 +14,6 @@ import lightning as L
 import torch
 from torch import nn
 
-from pckd_lightning.callbacks.preview import PreviewWeighting
 from pckd_lightning.distributed import reduced_to_host, world_size
 from pckd_lightning.errors import ConfigError
 
@@ -30,8 +29,8 @@ class GradientShare(L.Callback):
 
     ``every_n_steps=0`` switches it off. It measures before the step, on the step's batch and parameters,
     with a second forward pass and one backward pass per term (``torch.autograd.grad``, so no ``.grad`` is
-    touched); buffers (BatchNorm statistics, CRD's memory), plain attributes of the modules, the random
-    generators and the preview statistics are restored afterwards, so the step that follows computes
+    touched); buffers (BatchNorm statistics, CRD's memory), plain attributes of the modules and the random
+    generators are restored afterwards and the batch stays out of the preview statistics, so the step that follows computes
     exactly what it would have computed unmonitored. Off-steps cost one integer comparison. A measured
     step costs about one training step per term (README: the measured cost). Under DDP each rank measures
     its own batch and the values logged are the ranks' means.
@@ -62,16 +61,17 @@ class GradientShare(L.Callback):
 
     def measure(self, pl_module: L.LightningModule, batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
         """The logged values for ``batch`` at the current parameters, averaged over the ranks."""
-        student = [p for p in pl_module.student.parameters() if p.requires_grad]
-        heads = [p for p in pl_module.terms.parameters() if p.requires_grad]
+        step = pl_module.step
+        student = [p for p in step.student.parameters() if p.requires_grad]
+        heads = [p for p in step.terms.parameters() if p.requires_grad]
         with _unchanged(pl_module), torch.enable_grad():
-            losses = pl_module.compute_losses(pl_module.context(batch))
+            losses = step.losses(step.context(batch), record=False)  # out of the preview statistics
             names = sorted(losses, key=lambda name: name != REFERENCE_TERM)  # CE first: the others' reference
             reference: list[torch.Tensor] | None = None
             reference_norm = torch.zeros(())
             rows = []
             for i, name in enumerate(names):
-                weighted = pl_module.terms[name].weight * losses[name]
+                weighted = step.terms[name].weight * losses[name]
                 grads = torch.autograd.grad(
                     weighted, student + heads, retain_graph=i < len(names) - 1, allow_unused=True
                 )
@@ -108,19 +108,15 @@ def _norm(grads: list[torch.Tensor]) -> torch.Tensor:
 
 @contextmanager
 def _unchanged(pl_module: L.LightningModule) -> Iterator[None]:
-    """Restore what a forward pass changes: buffers, plain attributes, random generators, preview statistics."""
+    """Restore what a forward pass changes: buffers, plain attributes and the random generators."""
     modules = [m for name, m in pl_module.named_modules() if name.split(".")[0] != "teacher"]  # frozen
     buffers = [(b, b.clone()) for m in modules for b in m.buffers(recurse=False)]
     attributes = [(m, {k: v for k, v in vars(m).items() if isinstance(v, _PLAIN)}) for m in modules]
-    weighting = pl_module.sample_weighting
-    if isinstance(weighting, PreviewWeighting):
-        pl_module.sample_weighting = weighting.weights  # the same weights, left out of its statistics
     devices = [pl_module.device] if pl_module.device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
             yield
     finally:
-        pl_module.sample_weighting = weighting
         with torch.no_grad():
             for buffer, saved in buffers:
                 buffer.copy_(saved)

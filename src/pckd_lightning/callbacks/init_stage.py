@@ -21,6 +21,7 @@ from torch import nn
 
 from pckd_lightning.distributed import world_size
 from pckd_lightning.errors import ConfigError
+from pckd_lightning.modes import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,6 @@ class InitStage(L.Callback):
         epochs = 1 if trainer.fast_dev_run else self.init_epochs
         params = self._parameters(pl_module, terms)
         trainable = [(p, p.requires_grad) for p in params]
-        modes = [(m, m.training) for m in pl_module.modules()]
         use_scaler = getattr(trainer.precision_plugin, "scaler", None) is not None
         scaler = torch.amp.GradScaler(pl_module.device.type) if use_scaler else None
         optimizer = torch.optim.SGD(
@@ -175,20 +175,20 @@ class InitStage(L.Callback):
         try:
             for p in params:
                 p.requires_grad_(True)
-            pl_module.eval()
-            for term in terms.values():
-                for m in term.init_modules(pl_module.student):
-                    m.train()
-            with torch.enable_grad():
-                for epoch in range(1, epochs + 1):
-                    mean = self._epoch(trainer, pl_module, terms, loader, optimizer, scaler, epoch, epochs)
-                    self.history.append(mean)
+            with eval_mode(pl_module):
+                for term in terms.values():
+                    for m in term.init_modules(pl_module.student):
+                        m.train()
+                with torch.enable_grad():
+                    for epoch in range(1, epochs + 1):
+                        mean = self._epoch(
+                            trainer, pl_module, terms, loader, optimizer, scaler, epoch, epochs
+                        )
+                        self.history.append(mean)
         finally:
             for p, flag in trainable:
                 p.requires_grad_(flag)
                 p.grad = None
-            for m, mode in modes:
-                m.training = mode
             del loader
         self._broadcast(pl_module, terms)
         for logger in trainer.loggers:
@@ -218,7 +218,7 @@ class InitStage(L.Callback):
                 break
             batch = trainer.strategy.batch_to_device(batch, pl_module.device)
             with trainer.precision_plugin.forward_context():
-                ctx = pl_module.context(batch)
+                ctx = pl_module.step.context(batch)
                 first = ctx.first_view()
                 parts = [term.init_loss(ctx if term.views == "all" else first) for term in terms.values()]
             loss = sum(parts)

@@ -230,13 +230,6 @@ class ClassificationDataModule(L.LightningDataModule):
         ]
 
     @property
-    def num_train_samples(self) -> int:
-        """Size of the (subsampled) training set, e.g. for CRD's memory bank; loads the data if needed."""
-        self.setup("fit")
-        assert self.train_set is not None
-        return len(self.train_set)
-
-    @property
     def train_labels(self) -> np.ndarray:
         """Labels of the (subsampled) training set in dataset-index order; loads the data if needed."""
         self.setup("fit")

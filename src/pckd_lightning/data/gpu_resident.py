@@ -34,23 +34,11 @@ import torch
 import torch.nn.functional as F
 
 from pckd_lightning.data.cifar100 import CIFAR100DataModule
+from pckd_lightning.data.sampling import epoch_seed
+from pckd_lightning.devices import resolve_device
 from pckd_lightning.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"``: CUDA when available, else CPU; anything else as given."""
-    if device is None or device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"GPU-resident data: device {device} requested but CUDA is not available; use device=cpu"
-        )
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())  # compare equal to tensors' devices
-    return device
 
 
 def rotation_index_maps(
@@ -216,7 +204,7 @@ class ResidentTrainLoader:
 
     def epoch_generator(self, epoch: int) -> torch.Generator:
         """The generator of epoch ``epoch`` (same seeding rule as the ordinary path's sampler)."""
-        return torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch))
 
     def augment(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Augmented views of uint8 images ``[B, H, W, C]``, drawn from ``generator``."""

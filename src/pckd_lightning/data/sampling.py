@@ -49,6 +49,16 @@ def per_class_subsample(
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s generator in a run seeded ``seed``: a function of the pair alone.
+
+    Both training paths draw an epoch's shuffle (and the GPU-resident path its augmentations) from a
+    generator seeded with this, so a run resumed at an epoch boundary sees the same epochs as an
+    uninterrupted one.
+    """
+    return seed * 1_000_003 + epoch
+
+
 class EpochShuffleSampler(torch.utils.data.Sampler[int]):
     """A shuffle whose order is a function of ``(seed, epoch)`` alone.
 
@@ -68,5 +78,5 @@ class EpochShuffleSampler(torch.utils.data.Sampler[int]):
         return self.num_samples
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         return iter(torch.randperm(self.num_samples, generator=generator).tolist())

@@ -1,6 +1,15 @@
-"""The DistillationModule and the teacher it freezes."""
+"""The DistillationModule, the training step it calls, its option groups and the teacher it freezes."""
 
 from pckd_lightning.distillation.module import DistillationModule
+from pckd_lightning.distillation.options import Performance, TeacherOptions
+from pckd_lightning.distillation.step import DistillStep
 from pckd_lightning.distillation.teacher import extract_state_dict, load_teacher
 
-__all__ = ["DistillationModule", "extract_state_dict", "load_teacher"]
+__all__ = [
+    "DistillStep",
+    "DistillationModule",
+    "Performance",
+    "TeacherOptions",
+    "extract_state_dict",
+    "load_teacher",
+]

@@ -124,9 +124,10 @@ class DOTGradientSplit(L.Callback):
     """Trains with :class:`DistillationOrientedSGD` and hands it the task part (``task_terms``) of each gradient.
 
     When the run is set up it turns the configured SGD (``optimizer=sgd``: lr, momentum μ, weight decay) into
-    DOT with momenta ``μ − delta`` (task) and ``μ + delta`` (distillation). It keeps the step's per-term losses by wrapping the module's ``compute_losses`` when fitting starts, and
-    takes their task part's gradient just before Lightning's backward. A term a parameter receives no task
-    gradient from (a head of a distillation term) is stepped as the reference steps such parameters.
+    DOT with momenta ``μ − delta`` (task) and ``μ + delta`` (distillation). Just before Lightning's backward
+    it takes the gradient of the task part of the step's per-term losses (the module's ``step_losses``).
+    A parameter that receives no task gradient (a head of a distillation term) is stepped as the reference
+    steps such parameters.
     """
 
     def __init__(self, delta: float = 0.075, task_terms: Sequence[str] = ("ce",)) -> None:
@@ -138,7 +139,6 @@ class DOTGradientSplit(L.Callback):
                 f"DOTGradientSplit: task_terms must be a non-empty list of term names, got {task_terms!r}"
             )
         self.task_terms = tuple(task_terms)
-        self._losses: dict[str, torch.Tensor] | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Before ``configure_optimizers``: the module's SGD factory becomes a DOT factory."""
@@ -192,27 +192,23 @@ class DOTGradientSplit(L.Callback):
                 f"DOT task_terms {unknown} are not terms of this run ({list(pl_module.terms)}); "
                 "set distill.callbacks.dot.task_terms to the supervised terms (e.g. [ce])"
             )
-        if getattr(pl_module, "compile_losses", False) or getattr(pl_module, "compile_models", False):
+        performance = pl_module.performance
+        if performance.compile_losses or performance.compile:
             # the task gradient keeps the step's graph for the ordinary backward (retain_graph), which
             # compiled backward graphs allow only without donated buffers; set before the first compile
             torch._functorch.config.donated_buffer = False
-        compute = pl_module.compute_losses
-
-        def keep_losses(ctx: Any) -> dict[str, torch.Tensor]:
-            self._losses = compute(ctx)
-            return self._losses
-
-        pl_module.compute_losses = keep_losses  # an instance attribute: the class's method stays as it is
 
     def on_before_backward(
         self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
     ) -> None:
-        if self._losses is None:
-            raise RuntimeError("DOTGradientSplit saw no losses for this step: was compute_losses bypassed?")
+        losses = pl_module.step_losses
+        if losses is None:
+            raise RuntimeError(
+                "DOTGradientSplit saw no losses for this step: training_step did not set step_losses"
+            )
         terms = pl_module.terms
-        task = sum(terms[name].weight * self._losses[name] for name in self.task_terms)
+        task = sum(terms[name].weight * losses[name] for name in self.task_terms)
         task = task / trainer.accumulate_grad_batches  # as Lightning scales the loss it back-propagates
         optimizer = trainer.optimizers[0]
         params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
         optimizer.add_task_gradients(params, task_gradients(task, params))
-        self._losses = None

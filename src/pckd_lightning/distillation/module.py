@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
@@ -12,49 +11,43 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.plugins.precision import HalfPrecision, MixedPrecision
-from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from pckd_lightning.distillation.numerics import LossMeter
+from pckd_lightning.callbacks.preview import PreviewWeighting
+from pckd_lightning.distillation.loss_meter import LossMeter
+from pckd_lightning.distillation.options import Performance, TeacherOptions
+from pckd_lightning.distillation.step import DistillStep
 from pckd_lightning.distillation.teacher import cast_convolutions, freeze
 from pckd_lightning.distributed import convert_batchnorm, world_size
 from pckd_lightning.errors import CheckpointError, ConfigError
-from pckd_lightning.losses.context import DistillContext
+from pckd_lightning.losses.preview import PreviewWeights
 from pckd_lightning.losses.terms import LossTerm, PairInfo
 from pckd_lightning.models import ZooModel
 
 log = logging.getLogger(__name__)
-# The epoch values of train/* (LossMeter) and preview/* are reduced over the ranks before they are logged,
-# on every rank at once; Lightning's own reduction (sync_dist) would run lazily, on whichever rank reads
-# them first, and wait for the others. val/top1 and val/top5 are torchmetrics' synchronized values (in
-# percent), val/top1_best their running maximum.
-# Lightning cannot tell, and would warn under DDP.
-warnings.filterwarnings(
-    "ignore",
-    message=r"It is recommended to use `self\.log\('(train/|preview/|val/top1|val/top5|test/)",
-    category=PossibleUserWarning,
-)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
-SampleWeighting = Callable[[torch.Tensor], torch.Tensor]
-#: torch.compile's modes (None: its default)
-COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: lr_scaling: "linear" multiplies the lr by the number of processes (the linear scaling rule)
+LR_SCALINGS = ("none", "linear")
 
 
 class DistillationModule(L.LightningModule):
-    """Distills ``teacher`` into ``student`` with the loss ``Σ weight_k · term_k``.
+    """Distills ``teacher`` into ``student`` with the loss ``Σ weight_k · term_k``, computed by its :attr:`step`.
 
     With ``teacher=None`` and a cross-entropy term only, it trains a model from scratch (this is how
     teachers are trained). The teacher stays frozen and in eval mode, is never optimized and is not
     written into checkpoints (it is reloaded from its own file). Terms with weight 0 are dropped.
-    A callable set as ``sample_weighting`` (the :class:`PreviewWeighting` callback sets itself)
-    turns the per-image cross-entropy of view 0 into weights for the terms marked ``preview``.
+    With ``preview`` the terms marked ``preview`` are weighted per image; the module then adds the
+    :class:`PreviewWeighting` callback that schedules the weights from epoch to epoch.
 
     Under mixed precision the teacher runs under the student's autocast, its convolutions stored in the
-    autocast dtype; ``teacher_float32=True`` runs it in float32 instead (slower; for numerics checks).
+    autocast dtype; ``TeacherOptions(float32=True)`` runs it in float32 instead (slower; numerics checks).
+    The epoch values of ``train/*`` (LossMeter) and ``preview/*`` are reduced over the ranks before they
+    are logged, on every rank at once; ``val/top1`` and ``val/top5`` are torchmetrics' synchronized values
+    (in percent), ``val/top1_best`` their running maximum.
     """
 
     def __init__(
@@ -64,47 +57,45 @@ class DistillationModule(L.LightningModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         teacher: ZooModel | None = None,
+        preview: PreviewWeights | None = None,
         num_classes: int = 100,
-        measure_teacher: bool = True,
-        finite_check_every_n_steps: int = 25,
-        teacher_min_accuracy: float | None = None,
-        teacher_float32: bool = False,
         train_labels: torch.Tensor | None = None,
+        performance: Performance | None = None,
+        teacher_options: TeacherOptions | None = None,
         sync_batchnorm: bool = False,
-        channels_last: bool = False,
-        compile_models: bool = False,
-        compile_losses: bool = False,
-        compile_mode: str | None = None,
-        scale_lr_with_world_size: bool = False,
+        lr_scaling: str = "none",
+        finite_check_every_n_steps: int = 25,
         log_every_n_steps: int | None = None,
     ) -> None:
         super().__init__()
+        if lr_scaling not in LR_SCALINGS:
+            raise ConfigError(f"lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {lr_scaling!r}")
         self.student = student
         self.teacher = None if teacher is None else freeze(teacher)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.num_classes = num_classes
-        self.measure_teacher = measure_teacher
+        self.performance = performance or Performance()
+        self.teacher_options = teacher_options or TeacherOptions()
         self.finite_check_every_n_steps = finite_check_every_n_steps
-        self.teacher_min_accuracy = teacher_min_accuracy
-        self.teacher_float32 = teacher_float32
         self.sync_batchnorm = sync_batchnorm
-        self.channels_last = channels_last
-        self.compile_models = compile_models
-        self.compile_losses = compile_losses
-        if compile_mode not in COMPILE_MODES:
-            raise ConfigError(
-                f"performance.compile_mode={compile_mode!r} is not a torch.compile mode; valid values: "
-                f"{', '.join(map(str, COMPILE_MODES))} (reduce-overhead records CUDA graphs)"
-            )
-        self.compile_mode = compile_mode
-        self.scale_lr_with_world_size = scale_lr_with_world_size
+        self.lr_scaling = lr_scaling
         self.log_every_n_steps = log_every_n_steps
         self._batchnorm_synced = False
         self.meter = LossMeter()  # the step's losses and train top-1, averaged per epoch on the device
-        self.sample_weighting: SampleWeighting | None = None
         self.terms = nn.ModuleDict(self._build_terms(terms, train_labels))
         self.skipped_terms = {name: t.skip_reason for name, t in terms.items() if t.skip_reason}
+        #: the training step's computation (forward passes, each term's value, the total)
+        self.step = DistillStep(
+            self.student,
+            self.terms,
+            teacher=self.teacher,
+            preview=preview,
+            channels_last=self.performance.channels_last,
+            teacher_float32=self.teacher_options.float32,
+        )
+        #: the current training step's per-term losses, until its backward (DOT splits the gradient by them)
+        self.step_losses: dict[str, torch.Tensor] | None = None
         self.teacher_top1: float | None = None
         # validate_args=False: the argument checks read values back to the host at every step
         accuracy = partial(MulticlassAccuracy, num_classes, average="micro", validate_args=False)
@@ -140,9 +131,9 @@ class DistillationModule(L.LightningModule):
             )
         return active
 
-    @property
-    def preview_terms(self) -> list[str]:
-        return [name for name, term in self.terms.items() if term.preview]
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The preview weights' scheduler, whenever the step has preview weights (so it cannot be forgotten)."""
+        return [PreviewWeighting()] if self.step.preview is not None else []
 
     def setup(self, stage: str) -> None:
         """Under DDP global-batch BatchNorm for the student and the heads if asked, then the speed options."""
@@ -154,9 +145,10 @@ class DistillationModule(L.LightningModule):
             else:  # torch's SyncBatchNorm is CUDA-only
                 self.student = convert_batchnorm(self.student)
                 self.terms = convert_batchnorm(self.terms)
+            self.step.student, self.step.terms = self.student, self.terms  # the step computes with them
             self._batchnorm_synced = True
         models = [m for m in (self.student, self.teacher) if m is not None]
-        if self.channels_last:
+        if self.performance.channels_last:
             for model in models:
                 model.to(memory_format=torch.channels_last)
         if self.teacher is not None:
@@ -165,30 +157,23 @@ class DistillationModule(L.LightningModule):
         # their many small kernels, forward and backward, into a few: what bounds the step of small models
         # on a fast GPU is the host launching kernels, not the arithmetic
         compiled = [
-            *(models if self.compile_models else []),
-            *(self.terms.values() if self.compile_losses else []),
+            *(models if self.performance.compile else []),
+            *(self.terms.values() if self.performance.compile_losses else []),
         ]
         if stage == "fit":
             for part in compiled:
-                part.compile(mode=self.compile_mode)
+                part.compile(mode=self.performance.compile_mode)
 
     def _set_teacher_precision(self) -> None:
         """Store the teacher's convolutions in the run's autocast dtype, unless it is to run in float32."""
         plugin = self.trainer.precision_plugin if self._trainer is not None else None
-        if self.teacher_float32 and isinstance(plugin, HalfPrecision):
+        if self.teacher_options.float32 and isinstance(plugin, HalfPrecision):
             raise ConfigError(
                 f"teacher.float32=true needs float32 weights, but trainer.precision={self.trainer.precision} "
                 "casts the whole model; use trainer.precision=bf16-mixed (or 16-mixed), or set teacher.float32=false"
             )
-        if isinstance(plugin, MixedPrecision) and not self.teacher_float32:
+        if isinstance(plugin, MixedPrecision) and not self.teacher_options.float32:
             cast_convolutions(self.teacher, plugin.autocast_context_manager().fast_dtype)
-
-    def _teacher_forward(self, images: torch.Tensor, **kwargs: Any) -> Any:
-        """The frozen teacher's forward: under the run's autocast, or in float32 if ``teacher_float32``."""
-        if not self.teacher_float32:
-            return self.teacher(images, **kwargs)
-        with torch.autocast(images.device.type, enabled=False):
-            return self.teacher(images.float(), **kwargs)
 
     # -- training ------------------------------------------------------------------------------------
 
@@ -202,57 +187,9 @@ class DistillationModule(L.LightningModule):
         """The student's logits: a trained module is used as a plain classifier."""
         return self.student(x)
 
-    def context(self, batch: tuple[torch.Tensor, ...]) -> DistillContext:
-        """The teacher's and the student's forward passes of a training batch, as the loss terms read them."""
-        images, labels, indices = batch
-        num_views = images.shape[1] if images.ndim == 5 else 1
-        if images.ndim == 5:
-            images = images.flatten(0, 1)  # image-major: image 0 views 0..V-1, image 1 ...
-            labels = labels.repeat_interleave(num_views)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        teacher_out = None
-        if self.teacher is not None:  # first: its activations are freed before the student's are kept
-            with torch.no_grad():
-                teacher_out = self._teacher_forward(images, with_features=True)
-        student_out = self.student(images, with_features=True)
-        return DistillContext(
-            student=student_out,
-            teacher=teacher_out,
-            labels=labels,
-            student_model=self.student,
-            teacher_model=self.teacher,
-            num_views=num_views,
-            indices=indices,
-        )
-
-    def compute_losses(self, ctx: DistillContext) -> dict[str, torch.Tensor]:
-        """Each term's (sample-weighted) value; ``ctx`` holds all views, terms get what they read."""
-        first = ctx.first_view()
-        weights = None
-        if self.sample_weighting is not None and self.preview_terms:
-            weights = self.sample_weighting(first.cross_entropy)
-        losses = {}
-        for name, term in self.terms.items():
-            term_ctx = ctx if term.views == "all" else first
-            value = term(term_ctx)
-            if value.ndim == 1:
-                if term.preview and weights is not None:
-                    views = term_ctx.num_views
-                    value = value * (weights if views == 1 else weights.repeat_interleave(views))
-                value = value.mean()
-            losses[name] = value
-        return losses
-
-    def total_loss(self, losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """``Σ weight_k · loss_k``. Unit weights multiply nothing: on a GPU each operation is a kernel launch."""
-        weighted = [v if self.terms[k].weight == 1 else self.terms[k].weight * v for k, v in losses.items()]
-        return sum(weighted[1:], start=weighted[0])
-
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        ctx = self.context(batch)
-        losses = self.compute_losses(ctx)
-        total = self.total_loss(losses)
+        ctx, losses, total = self.step(batch)
+        self.step_losses = losses
         first = ctx.first_view()
         top1 = 100.0 * (first.student.logits.argmax(dim=1) == first.labels).float().mean()
         values = {f"train/{k}": v for k, v in losses.items()} | {"train/loss": total, "train/top1": top1}
@@ -268,6 +205,9 @@ class DistillationModule(L.LightningModule):
             # host tensor, so that the bar does not sync with the device at every step
             self.log("loss", self.meter.mean("train/loss").cpu(), prog_bar=True, logger=False)
         return total
+
+    def on_after_backward(self) -> None:
+        self.step_losses = None
 
     def on_train_epoch_start(self) -> None:
         for term in self.terms.values():
@@ -291,12 +231,7 @@ class DistillationModule(L.LightningModule):
         self.meter.reset()
 
     def on_fit_start(self) -> None:
-        if self.preview_terms and self.sample_weighting is None:
-            raise ConfigError(
-                f"loss terms {self.preview_terms} are marked preview: true, but no PreviewWeighting callback is "
-                "configured; set distill.preview (e.g. distill=pckd) or set preview: false on those terms"
-            )
-        if self.teacher is not None and self.measure_teacher and self.teacher_top1 is None:
+        if self.teacher is not None and self.teacher_options.measure and self.teacher_top1 is None:
             self.teacher_top1 = self._teacher_accuracy()
             if self.teacher_top1 is not None:
                 self._check_teacher_accuracy(self.teacher_top1)
@@ -305,9 +240,10 @@ class DistillationModule(L.LightningModule):
         """A teacher near chance level is almost always a wrong or untrained checkpoint: say so loudly."""
         log.info("teacher val top-1: %.2f%%", top1)
         chance = 100.0 / self.num_classes
-        if self.teacher_min_accuracy is not None and top1 < self.teacher_min_accuracy:
+        minimum = self.teacher_options.min_accuracy
+        if minimum is not None and top1 < minimum:
             raise CheckpointError(
-                f"the teacher's val top-1 is {top1:.2f}%, below teacher.min_accuracy={self.teacher_min_accuracy}; "
+                f"the teacher's val top-1 is {top1:.2f}%, below teacher.min_accuracy={minimum}; "
                 "check model.teacher.checkpoint (right file? trained on this data set and class order?)"
             )
         if top1 < 2 * chance:
@@ -329,7 +265,7 @@ class DistillationModule(L.LightningModule):
         loader = datamodule.test_dataloader() if held_out else datamodule.val_dataloader()
         with self.trainer.precision_plugin.forward_context():  # the precision the teacher distills in
             for images, labels, *_ in loader:
-                logits = self._teacher_forward(images.to(self.device))
+                logits = self.step.teacher_forward(images.to(self.device))
                 correct += (logits.argmax(1) == labels.to(logits.device)).sum().item()
                 total += labels.numel()
         top1 = 100.0 * correct / max(total, 1)
@@ -378,7 +314,7 @@ class DistillationModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(self.trainable_parameters())
-        if self.scale_lr_with_world_size and self.trainer.world_size > 1:
+        if self.lr_scaling == "linear" and self.trainer.world_size > 1:
             # the linear rule: a k-times global batch takes a k-times learning rate
             for group in optimizer.param_groups:
                 group["lr"] *= self.trainer.world_size

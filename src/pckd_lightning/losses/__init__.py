@@ -1,7 +1,9 @@
-"""Distillation losses: a functional layer and the pluggable loss-term modules built on it."""
+"""Distillation losses: a functional layer, the pluggable loss-term modules built on it and the preview
+weights that the terms marked ``preview`` are multiplied by."""
 
 from pckd_lightning.losses import functional
 from pckd_lightning.losses.context import DistillContext
+from pckd_lightning.losses.preview import PreviewWeights
 from pckd_lightning.losses.terms import (
     ABTerm,
     AllViewsCrossEntropyTerm,
@@ -59,6 +61,7 @@ __all__ = [
     "NSTTerm",
     "PKTTerm",
     "PairInfo",
+    "PreviewWeights",
     "RKDTerm",
     "ReviewKDTerm",
     "SPTerm",

@@ -1,8 +1,11 @@
 """Distillation losses as plain functions, in the style of ``torch.nn.functional``.
 
-Every function takes tensors (no modules, no state), computes in float32 whatever the input dtype,
-and returns either a per-sample loss (so callers can weight samples, e.g. by preview weights) or a
-scalar. The loss-term modules in :mod:`pckd_lightning.losses.terms` are thin wrappers around these.
+Every function takes tensors (``center_align`` the two classifier layers) and keeps no state, computes
+in float32 whatever the input dtype, and returns either a per-sample loss (so callers can weight samples,
+e.g. by preview weights) or a scalar. In :mod:`pckd_lightning.losses.terms`, PCKD's terms (category
+contrast, center and feature alignment), KD, DIST and MLKD are thin wrappers around these, and DKD and
+CTKD use helpers from here (``standardize``, ``cosine_ramp``, ``reverse_gradient``); the other terms (CE,
+DKD's decoupled loss, CRD, CC and the feature-based baselines) keep their formula in their own module.
 Formulas follow the project spec (``../shared/docs/pckd-method.md``, outside the repository) §2–3.
 """
 

@@ -40,7 +40,6 @@ class CifarResNet(ZooModel):
             self.add_module(f"layer{index}", nn.Sequential(*blocks))
             in_channels = planes
         self.fc = nn.Linear(widths[3], num_classes)
-        self.stage_channels = list(widths)
         self.feature_dim = widths[3]
         init_fan_out(self)
 

@@ -67,9 +67,8 @@ class CifarMobileNetV2(ZooModel):
         super().__init__()
         in_channels = int(32 * width_mult)
         self.conv1 = conv_bn_relu(3, in_channels, 3, stride=2)
-        self.stage_channels = [in_channels]
         self.blocks = nn.ModuleList()
-        for index, (group_expansion, width, count, first_stride) in enumerate(GROUPS):
+        for group_expansion, width, count, first_stride in GROUPS:
             out_channels = int(width * width_mult)
             group = []
             for i in range(count):
@@ -79,8 +78,6 @@ class CifarMobileNetV2(ZooModel):
                 )
                 in_channels = out_channels
             self.blocks.append(nn.Sequential(*group))
-            if index in STAGE_GROUPS:
-                self.stage_channels.append(out_channels)
         self.feature_dim = int(1280 * width_mult) if width_mult > 1.0 else 1280
         self.conv2 = conv_bn_relu(in_channels, self.feature_dim, 1)
         self.classifier = nn.Sequential(nn.Linear(self.feature_dim, num_classes))

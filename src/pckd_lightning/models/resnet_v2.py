@@ -34,7 +34,6 @@ class CifarStemResNet(ZooModel):
         self.conv1 = conv3x3(3, 64)
         self.bn1 = nn.BatchNorm2d(64)
         in_channels = 64
-        self.stage_channels = [64]
         for index, (planes, depth, stride) in enumerate(
             zip((64, 128, 256, 512), depths, (1, 2, 2, 2), strict=True), start=1
         ):
@@ -43,7 +42,6 @@ class CifarStemResNet(ZooModel):
                 blocks.append(block(in_channels, planes, stride if i == 0 else 1))
                 in_channels = blocks[-1].out_channels
             self.add_module(f"layer{index}", nn.Sequential(*blocks))
-            self.stage_channels.append(in_channels)
         self.linear = nn.Linear(in_channels, num_classes)
         self.feature_dim = in_channels
         init_fan_out(self)

@@ -60,7 +60,6 @@ class ShuffleNetV1(ZooModel):
             self.add_module(f"layer{index}", nn.Sequential(*blocks))
             in_channels = width
         self.linear = nn.Linear(in_channels, num_classes)
-        self.stage_channels = [STEM_CHANNELS, *widths]
         self.feature_dim = in_channels
 
     def forward_features(self, x: torch.Tensor) -> ModelOutput:

@@ -85,7 +85,6 @@ class ShuffleNetV2(ZooModel):
         self.conv2 = conv1x1(in_channels, head_channels)
         self.bn2 = nn.BatchNorm2d(head_channels)
         self.linear = nn.Linear(head_channels, num_classes)
-        self.stage_channels = [STEM_CHANNELS, *widths]
         self.feature_dim = head_channels
 
     def forward_features(self, x: torch.Tensor) -> ModelOutput:

@@ -26,7 +26,6 @@ class TorchvisionResNet(ZooModel, resnet.ResNet):
         **kwargs,
     ) -> None:
         super().__init__(block, layers, num_classes=num_classes, **kwargs)
-        self.stage_channels = [self.conv1.out_channels, *(64 * 2**i * block.expansion for i in range(4))]
         self.feature_dim = self.fc.in_features
 
     def forward_features(self, x: torch.Tensor) -> ModelOutput:
@@ -53,7 +52,6 @@ class TorchvisionMobileNetV2(ZooModel, mobilenetv2.MobileNetV2):
 
     def __init__(self, num_classes: int, **kwargs) -> None:
         super().__init__(num_classes=num_classes, **kwargs)
-        self.stage_channels = [self.features[i].out_channels for i in self.STAGE_ENDS]
         self.feature_dim = self.classifier_layer.in_features
 
     def forward_features(self, x: torch.Tensor) -> ModelOutput:

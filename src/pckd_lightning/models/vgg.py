@@ -47,7 +47,6 @@ class VGG(ZooModel):
             self.add_module(f"block{index}", conv_block(in_channels, widths))
             in_channels = widths[-1]
         self.classifier = nn.Linear(in_channels, num_classes)
-        self.stage_channels = [widths[-1] for widths in layout]
         self.feature_dim = in_channels
         init_fan_out(self, linear_std=0.01)
 

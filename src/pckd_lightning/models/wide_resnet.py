@@ -70,7 +70,6 @@ class WideResNet(ZooModel):
         self.block3 = NetworkBlock(blocks_per_stage, widths[2], widths[3], 2)
         self.bn1 = nn.BatchNorm2d(widths[3])
         self.fc = nn.Linear(widths[3], num_classes)
-        self.stage_channels = widths
         self.feature_dim = widths[3]
         init_fan_out(self)
         nn.init.zeros_(self.fc.bias)

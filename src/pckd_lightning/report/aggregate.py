@@ -87,6 +87,8 @@ class Report:
     #: (row, pair) -> {epoch: mean val top-1 over the seeds that logged that epoch}
     curves: dict[tuple[str, Pair], dict[int, float]]
     records: list[RunRecord] = field(default_factory=list)
+    #: (row, pair) -> {grad/<term>/<value>: {step: mean over the seeds that logged it}} (GradientShare)
+    gradients: dict[tuple[str, Pair], dict[str, dict[int, float]]] = field(default_factory=dict)
 
     @property
     def multiple_datasets(self) -> bool:
@@ -161,6 +163,18 @@ def _mean_curve(records: list[RunRecord]) -> dict[int, float]:
     return {e: statistics.fmean(v) for e, v in sorted(per_epoch.items())}
 
 
+def _mean_gradients(records: list[RunRecord]) -> dict[str, dict[int, float]]:
+    per_step: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        for key, series in record.gradients.items():
+            for step, value in series.items():
+                per_step[key][step].append(value)
+    return {
+        key: {step: statistics.fmean(v) for step, v in sorted(steps.items())}
+        for key, steps in sorted(per_step.items())
+    }
+
+
 def aggregate(records: list[RunRecord]) -> Report:
     """Group the complete runs of ``records`` into the table; other records are only carried along."""
     complete = [r for r in records if r.complete]
@@ -177,6 +191,7 @@ def aggregate(records: list[RunRecord]) -> Report:
 
     cells: dict[tuple[str, Pair, str], Stat] = {}
     curves: dict[tuple[str, Pair], dict[int, float]] = {}
+    gradients: dict[tuple[str, Pair], dict[str, dict[int, float]]] = {}
     #: the schedules (trainer.max_epochs) of each cell's runs: Δ compares rows of one schedule only
     schedules: dict[tuple[str, Pair], frozenset] = {}
     for (label, pair), group in groups.items():
@@ -185,6 +200,8 @@ def aggregate(records: list[RunRecord]) -> Report:
             if (stat := _stat(group, attr)) is not None:
                 cells[(label, pair, metric)] = stat
         curves[(label, pair)] = _mean_curve(group)
+        if any(r.gradients for r in group):
+            gradients[(label, pair)] = _mean_gradients(group)
 
     matched: set[int] = set()
     for pair in pairs:
@@ -248,7 +265,7 @@ def aggregate(records: list[RunRecord]) -> Report:
         if same_schedule(label, pair)
         and (stat := paired_difference(cells.get((label, pair, metric)), cells.get((KD_ROW, pair, metric))))
     }
-    return Report(pairs, rows, cells, teacher, delta, paired, other_scratch, curves, records)
+    return Report(pairs, rows, cells, teacher, delta, paired, other_scratch, curves, records, gradients)
 
 
 def paired_difference(own: Stat | None, kd: Stat | None) -> Stat | None:

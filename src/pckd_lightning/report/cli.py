@@ -7,7 +7,9 @@ Writes into ``--out`` (default ``FOLDER/report``):
   "Δ vs KD" table, then the incomplete runs (listed, never averaged in);
 * ``runs.csv``: one line per run folder found, with its status and the reason when it does not count;
 * ``aggregate.csv``: one line per table cell, with n, mean, std, Δ vs KD and the values averaged;
-* ``curves.png``: validation top-1 per epoch (mean over seeds), one panel per pair, one line per method.
+* ``curves.png``: validation top-1 per epoch (mean over seeds), one panel per pair, one line per method;
+* ``gradients.png`` (when runs logged GradientShare's ``grad/*``): each term's gradient norm on the student
+  and its cosine with CE's per training step, mean over seeds, one column per row.
 
 The markdown is printed to stdout as well. Exit status 0 when at least one complete run was found, else 1.
 """
@@ -24,6 +26,7 @@ from pckd_lightning.report.render import (
     render_markdown,
     write_aggregate_csv,
     write_curves_png,
+    write_gradients_png,
     write_runs_csv,
 )
 
@@ -44,6 +47,7 @@ def build_report(
     if plot:
         try:
             write_curves_png(report, out / "curves.png")
+            write_gradients_png(report, out / "gradients.png")
         except ImportError:
             print("pckd-report: matplotlib is not installed; curves.png not written", file=sys.stderr)
     return report, markdown

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pckd_lightning.callbacks.config_record import STATE_KEY
-from pckd_lightning.run_config import read_run_config
+from pckd_lightning.run_folder import read_run_config
 
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
@@ -64,6 +64,8 @@ class RunRecord:
     teacher_checkpoint: str | None = None
     #: validation top-1 in percent per epoch, from csv/metrics.csv (empty when there is no CSV log)
     curve: dict[int, float] = field(default_factory=dict)
+    #: GradientShare's values (``grad/<term>/norm``, ``head_norm``, ``cos_ce``) per training step, if logged
+    gradients: dict[str, dict[int, float]] = field(default_factory=dict)
     mtime: float = 0.0
     #: the row label in the report; set by :func:`pckd_lightning.report.aggregate.label_variants`
     label: str | None = None
@@ -155,27 +157,33 @@ def _number(value: Any) -> float | None:
         return math.nan
 
 
-def read_curve(run_dir: Path) -> dict[int, float]:
-    """``val/top1`` per epoch in percent from the run's CSV log; the last value logged for an epoch wins."""
+def _finite(text: str | None) -> float | None:
+    """A CSV cell as a finite float, or None (empty, not a number, or not finite)."""
+    value = _number(text or None)
+    return value if value is not None and math.isfinite(value) else None
+
+
+def read_log(run_dir: Path) -> tuple[dict[int, float], dict[str, dict[int, float]]]:
+    """From the run's CSV log: ``val/top1`` per epoch in percent (the last value logged for an epoch wins)
+    and each ``grad/*`` value per training step. Empty when there is no readable log."""
     path = run_dir / METRICS
     curve: dict[int, float] = {}
+    gradients: dict[str, dict[int, float]] = {}
     if not path.is_file():
-        return curve
+        return curve, gradients
     try:
         with path.open(newline="") as f:
             for row in csv.DictReader(f):
-                value, epoch = row.get("val/top1"), row.get("epoch")
-                if not value or not epoch:
-                    continue
-                try:
-                    top1, ep = float(value), int(float(epoch))
-                except ValueError:
-                    continue
-                if math.isfinite(top1):
-                    curve[ep] = top1
+                epoch, step, top1 = (_finite(row.get(k)) for k in ("epoch", "step", "val/top1"))
+                if top1 is not None and epoch is not None:
+                    curve[int(epoch)] = top1
+                for key, value in row.items():
+                    grad = key and key.startswith("grad/") and step is not None
+                    if grad and (number := _finite(value)) is not None:
+                        gradients.setdefault(key, {})[int(step)] = number
     except (OSError, csv.Error):
-        return {}
-    return dict(sorted(curve.items()))
+        return {}, {}
+    return dict(sorted(curve.items())), {k: dict(sorted(v.items())) for k, v in sorted(gradients.items())}
 
 
 def read_run(run_dir: Path) -> RunRecord | None:
@@ -224,7 +232,7 @@ def read_run(run_dir: Path) -> RunRecord | None:
     record.settings |= {f"optimizer.{k}": v for k, v in optimizer.items() if not str(k).startswith("_")}
     for key in ("teacher_top1", "best_top1", "last_top1", "last_top5"):
         setattr(record, key, _number(summary.get(key)))
-    record.curve = read_curve(run_dir)
+    record.curve, record.gradients = read_log(run_dir)
 
     problems = []
     for key in ("best_top1", "last_top1"):

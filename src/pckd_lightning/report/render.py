@@ -273,3 +273,35 @@ def write_curves_png(report: Report, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path
+
+
+def write_gradients_png(report: Report, path: Path) -> Path | None:
+    """GradientShare's curves (mean over seeds), one column per row that logged them: the L2 norm of each
+    term's weighted gradient on the student (log scale) and its cosine with CE's, per training step.
+    None (and no file) when no run logged ``grad/*``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = [(key, report.gradients[key]) for key in sorted(report.gradients, key=lambda k: (k[1], k[0]))]
+    if not panels:
+        return None
+    fig = Figure(figsize=(5.5 * len(panels), 7))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, len(panels), squeeze=False)
+    for column, ((row, pair), series) in enumerate(panels):
+        norm_ax, cos_ax = axes[0, column], axes[1, column]
+        norm_ax.set_title(f"{row}: {pair.teacher} -> {pair.student}")
+        terms = sorted({key.split("/")[1] for key in series})
+        for index, term in enumerate(terms):  # a term keeps its colour in both panels
+            for ax, value in ((norm_ax, "norm"), (cos_ax, "cos_ce")):
+                points = series.get(f"grad/{term}/{value}")
+                if points:
+                    ax.plot(list(points), list(points.values()), label=term, color=f"C{index % 10}")
+        norm_ax.set(yscale="log", ylabel="|gradient of weight·term| on the student")
+        cos_ax.set(xlabel="training step", ylabel="cosine with CE's gradient", ylim=(-1.05, 1.05))
+        for ax in (norm_ax, cos_ax):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path

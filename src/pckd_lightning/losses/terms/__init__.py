@@ -1,4 +1,5 @@
-"""Loss-term modules: each wraps one function of :mod:`pckd_lightning.losses.functional`."""
+"""Loss-term modules, one per loss; those whose formula is in :mod:`pckd_lightning.losses.functional`
+(PCKD's, KD, DIST, MLKD) wrap it, the others define it in their own module."""
 
 from pckd_lightning.losses.terms.activation_boundary import ABTerm
 from pckd_lightning.losses.terms.attention import ATTerm

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.models.base import ZooModel
+from pckd_lightning.modes import eval_mode
 
 
 @dataclass(frozen=True)
@@ -27,16 +28,11 @@ def probe_shapes(model: ZooModel, input_size: int) -> FeatureShapes:
     Every submodule's train/eval flag is restored afterwards (BatchNorm statistics are not touched:
     the probe runs in eval mode).
     """
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    with eval_mode(model):
         out = model(torch.zeros(1, 3, input_size, input_size, device=device, dtype=dtype), with_features=True)
-    finally:
-        for module, mode in modes:
-            module.training = mode
     return FeatureShapes(
         stages=[(s.shape[1], s.shape[2], s.shape[3]) for s in out.stages],
         pooled=out.pooled.shape[1],

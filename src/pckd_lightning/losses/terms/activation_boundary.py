@@ -14,6 +14,7 @@ from pckd_lightning.losses.terms._common import check_input_size, check_positive
 from pckd_lightning.losses.terms.base import InitStageTerm, PairInfo
 from pckd_lightning.losses.terms.fitnet import hint_regressor
 from pckd_lightning.models.base import ZooModel
+from pckd_lightning.modes import eval_mode
 
 
 def student_feature_layers(student: nn.Module, input_size: int) -> tuple[list[nn.Module], list[nn.Parameter]]:
@@ -26,16 +27,10 @@ def student_feature_layers(student: nn.Module, input_size: int) -> tuple[list[nn
     left out, so the init stage neither updates nor puts them in train mode.
     """
     params = [p for p in student.parameters() if p.requires_grad]
-    modes = [(m, m.training) for m in student.modules()]
-    try:
-        student.eval()
+    with eval_mode(student), torch.enable_grad():
         probe = torch.zeros(1, 3, input_size, input_size, device=params[0].device, dtype=params[0].dtype)
-        with torch.enable_grad():
-            stages = student(probe, with_features=True).stages
-            grads = torch.autograd.grad(sum(s.sum() for s in stages), params, allow_unused=True)
-    finally:
-        for m, mode in modes:
-            m.training = mode
+        stages = student(probe, with_features=True).stages
+        grads = torch.autograd.grad(sum(s.sum() for s in stages), params, allow_unused=True)
     reached = {id(p) for p, g in zip(params, grads, strict=True) if g is not None}
     layers = [m for m in student.modules() if any(id(p) in reached for p in m.parameters(recurse=False))]
     return layers, [p for p in params if id(p) in reached]

@@ -1,4 +1,5 @@
-"""Human-readable end-of-run output: a table on a terminal, plain untruncated lines in a log file."""
+"""What a run prints: the resolved config at the start and the summary at the end (a tree and a table on a
+terminal, plain untruncated lines in a log file)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,118 @@
+"""One distillation step, ``context → losses → total``: the single owner of what a training step computes.
+
+The DistillationModule calls it from ``training_step``; init stages, GradientShare, DOT, the benchmarks
+and the notebooks use the same public methods, so a step measured or inspected is the step trained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from pckd_lightning.errors import ConfigError
+from pckd_lightning.losses.context import DistillContext
+from pckd_lightning.losses.preview import PreviewWeights
+from pckd_lightning.models import ZooModel
+
+
+class DistillStep:
+    """The teacher's and the student's forward passes, each term's value and ``Σ weight_k · term_k``.
+
+    ``preview`` weights the per-image values of the terms marked ``preview: true`` by the difficulty of each
+    image (view 0's cross-entropy); a term marked so without ``preview`` is refused. The parts are the
+    module's own (not copies): the LightningModule registers, optimizes and checkpoints them.
+    """
+
+    def __init__(
+        self,
+        student: ZooModel,
+        terms: nn.ModuleDict,
+        teacher: ZooModel | None = None,
+        preview: PreviewWeights | None = None,
+        channels_last: bool = False,
+        teacher_float32: bool = False,
+    ) -> None:
+        self.student = student
+        self.terms = terms
+        self.teacher = teacher
+        self.preview = preview
+        self.channels_last = channels_last
+        self.teacher_float32 = teacher_float32
+        if self.preview_terms and preview is None:
+            raise ConfigError(
+                f"loss terms {self.preview_terms} are marked preview: true, but no preview weights are "
+                "configured; set distill.preview (e.g. distill=pckd, or +preview=all) or set preview: false "
+                "on those terms"
+            )
+
+    @property
+    def preview_terms(self) -> list[str]:
+        return [name for name, term in self.terms.items() if term.preview]
+
+    def teacher_forward(self, images: torch.Tensor, **kwargs: Any) -> Any:
+        """The frozen teacher's forward: under the run's autocast, or in float32 if ``teacher_float32``."""
+        if not self.teacher_float32:
+            return self.teacher(images, **kwargs)
+        with torch.autocast(images.device.type, enabled=False):
+            return self.teacher(images.float(), **kwargs)
+
+    def context(self, batch: tuple[torch.Tensor, ...]) -> DistillContext:
+        """The forward passes of a training batch ``(images, labels, indices)``, as the loss terms read them."""
+        images, labels, indices = batch
+        num_views = images.shape[1] if images.ndim == 5 else 1
+        if images.ndim == 5:
+            images = images.flatten(0, 1)  # image-major: image 0 views 0..V-1, image 1 ...
+            labels = labels.repeat_interleave(num_views)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        teacher_out = None
+        if self.teacher is not None:  # first: its activations are freed before the student's are kept
+            with torch.no_grad():
+                teacher_out = self.teacher_forward(images, with_features=True)
+        student_out = self.student(images, with_features=True)
+        return DistillContext(
+            student=student_out,
+            teacher=teacher_out,
+            labels=labels,
+            student_model=self.student,
+            teacher_model=self.teacher,
+            num_views=num_views,
+            indices=indices,
+        )
+
+    def losses(self, ctx: DistillContext, record: bool = True) -> dict[str, torch.Tensor]:
+        """Each term's (preview-weighted) value; ``ctx`` holds all views, each term gets the ones it reads.
+
+        ``record=False`` leaves the batch out of the preview weights' epoch statistics (a measurement).
+        """
+        first = ctx.first_view()
+        weights = None
+        if self.preview is not None and self.preview_terms:
+            weights = self.preview(first.cross_entropy, record=record)
+        losses = {}
+        for name, term in self.terms.items():
+            term_ctx = ctx if term.views == "all" else first
+            value = term(term_ctx)
+            if value.ndim == 1:
+                if term.preview and weights is not None:
+                    views = term_ctx.num_views
+                    value = value * (weights if views == 1 else weights.repeat_interleave(views))
+                value = value.mean()
+            losses[name] = value
+        return losses
+
+    def total(self, losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``Σ weight_k · loss_k``. Unit weights multiply nothing: on a GPU each operation is a kernel launch."""
+        weighted = [v if self.terms[k].weight == 1 else self.terms[k].weight * v for k, v in losses.items()]
+        return sum(weighted[1:], start=weighted[0])
+
+    def __call__(
+        self, batch: tuple[torch.Tensor, ...]
+    ) -> tuple[DistillContext, dict[str, torch.Tensor], torch.Tensor]:
+        """The whole step on ``batch``: its context, each term's value and the total loss."""
+        ctx = self.context(batch)
+        losses = self.losses(ctx)
+        return ctx, losses, self.total(losses)
