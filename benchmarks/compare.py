@@ -60,11 +60,11 @@ class Profile:
         return variant.method, [*self.method_overrides.get(variant.method, ()), *variant.overrides, *named]
 
 
-#: linear warm-up of FA and CC in the ablation, in epochs of its 20, from the gradient-share log of PCKD's
-#: epoch 1 (grad/<term>/norm: CE 0.89, KD 0.66, CC 0.10, FA 16.8): FA's gradient is 19 times CE's. The rule:
-#: W = ceil(FA / (4 · CE)) at the first measurement = ceil(18.9 / 4) = 5, which brings FA under 4 times CE in
-#: epoch 1 and leaves the last three quarters of the schedule at the published weights. The ablation's pckd
-#: rows log grad/* every 50 steps (about once an epoch), so the rule can be rechecked on its own log.
+#: linear warm-up of FA and CC in the ablation, in epochs of its 20. The rule, fixed before the ablation ran:
+#: W = ceil(FA / (4 · CE)) from grad/<term>/norm at PCKD's first measurement (step 0), which brings FA under
+#: 4 times CE in epoch 1 and leaves the last three quarters of the schedule at the published weights. The
+#: ablation's own pckd rows (mean of seeds 0-2, step 0): FA 16.7, CE 0.915, so W = ceil(4.55) = 5, as the
+#: issue's single cpu-profile run gave (FA 16.8, CE 0.89: ceil(4.7) = 5). docs/results.md has the curves.
 FA_CC_WARMUP_EPOCHS = 5
 #: the ablation's rows: scratch, KD (0.1/0.9), CE·1 + KD·1, PCKD and PCKD without or with one change each
 ABLATION_ROWS = (
@@ -164,8 +164,9 @@ PROFILES = {
             "dkd_ls": ("distill.terms.dkd.warmup_epochs=4",),
         },
     ),
-    # what PCKD's terms add on the cpu profile's data, pair and schedule: 11 rows x 3 seeds (33 student runs
-    # of the cpu profile's size, a few hours on 2 cores); the report pairs each row with KD seed by seed
+    # what PCKD's terms add on the cpu profile's data, pair and schedule: 11 rows x 3 seeds (33 student runs;
+    # on 2 cores 1-2 min per one-view run, 4-6 min per four-view PCKD run, about 2.5 h in all); the report
+    # pairs each row with KD seed by seed
     "ablation": Profile(
         pairs=(("resnet20", "resnet8"),),
         methods=ABLATION_ROWS,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from functools import partial
 
 import pytest
 import torch
 
-from conftest import load_benchmark
+from conftest import REPO, load_benchmark
 from pckd_lightning.distillation import DistillationModule, TeacherOptions
 from pckd_lightning.models import create_model
 from pckd_lightning.runner import build_terms, instantiate
@@ -123,3 +124,26 @@ def test_tiny_ablation_profile_reports_every_row_paired_with_kd(tmp_path, cifar_
         label = "student (scratch)" if row == "ce" else row
         assert f"| {label} |" in report, row
         assert (f"| {label} |" in paired) == (row != "kd"), row
+
+
+def test_the_readme_links_the_results_page_and_its_figure_is_committed():
+    readme, results = (REPO / "README.md").read_text(), (REPO / "docs" / "results.md").read_text()
+    assert "](docs/results.md)" in readme
+    assert "__" not in results  # no placeholder left unfilled
+    for figure in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", results):
+        assert (REPO / "docs" / figure).is_file(), figure
+    assert "python benchmarks/compare.py --profile ablation" in results
+
+
+def test_the_warmup_variant_config_is_the_ablation_row(tmp_path):
+    """distill=pckd_warmup composes to what the ablation's pckd_fa_cc_warmup row trained (less its monitor)."""
+    from conftest import compose_config
+
+    compare = load_benchmark("compare")
+    row = compose_config(
+        ["distill=pckd", *compare.ABLATION_VARIANTS["pckd_fa_cc_warmup"].overrides[:2]], tmp_path
+    )
+    variant = compose_config(["distill=pckd_warmup"], tmp_path)
+    assert variant.distill.terms == row.distill.terms
+    assert variant.distill.preview == row.distill.preview and variant.distill.views == row.distill.views
+    assert variant.distill.terms.feature_align.warmup_epochs == compare.FA_CC_WARMUP_EPOCHS == 5

@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     report, markdown = build_report(args.folder, args.out, plot=not args.no_plot, decimals=args.decimals)
     print(markdown)
     out = args.out if args.out is not None else args.folder / "report"
-    print(f"\nwritten: {out}/report.md, runs.csv, aggregate.csv" + ("" if args.no_plot else ", curves.png"))
+    pictures = [
+        name for name in ("curves.png", "gradients.png") if not args.no_plot and (out / name).is_file()
+    ]
+    print(f"\nwritten: {out}/" + ", ".join(["report.md", "runs.csv", "aggregate.csv", *pictures]))
     if not any(r.complete for r in report.records):
         print(f"pckd-report: no complete run found below {args.folder}", file=sys.stderr)
         return 1
