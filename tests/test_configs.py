@@ -153,7 +153,11 @@ def test_the_module_is_built_from_its_config_group_with_typed_option_groups(tmp_
     assert module.teacher_options == TeacherOptions(min_accuracy=50)
     assert module.lr_scaling == "linear" and module.num_classes == 10
     assert isinstance(module.step.preview, PreviewWeights) and module.step.preview.schedule == "progress"
-    assert module.step.channels_last and not module.step.preview_terms
+    assert (
+        module.step.performance is module.performance
+        and module.step.teacher_options is module.teacher_options
+    )
+    assert not module.step.preview_terms
     bad = compose_config([*overrides[:2], "performance.compile_mode=fast"], output_dir=tmp_path)
     with pytest.raises(Exception, match=r"compile_mode='fast'"):
         build_module(bad, DigitsDataModule(image_size=16))

@@ -234,6 +234,15 @@ def test_preview_terms_without_preview_weights_are_refused_when_the_module_is_bu
         make_module(preview=None)
 
 
+def test_the_steps_preview_terms_follow_the_terms_it_is_given():
+    """Computed once when the terms are set (setup's BatchNorm conversion, a benchmark's removed term)."""
+    step = make_module().step
+    marked = {name for name, term in step.terms.items() if term.preview}
+    assert set(step.preview_terms) == marked and marked  # pckd_terms marks kd and category_contrast
+    step.terms = torch.nn.ModuleDict({k: v for k, v in step.terms.items() if k not in marked})
+    assert step.preview_terms == []
+
+
 def test_channels_last_gives_the_same_losses():
     plain, fast = make_module(), make_module(performance=Performance(channels_last=True))
     fast.setup("fit")

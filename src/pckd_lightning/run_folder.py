@@ -14,7 +14,6 @@ from types import TracebackType
 from typing import Any
 
 import yaml
-from hydra.utils import get_class
 
 from pckd_lightning.errors import ConfigError
 
@@ -138,7 +137,7 @@ def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
     ``distill.preview_every_term`` is spelt out as ``preview: true`` on the terms it marks (as earlier
     versions wrote them); a config without the ``module`` group gets the keys that group mirrors.
     """
-    from pckd_lightning.losses.preview import PreviewWeights  # the library's classes only when upgrading
+    from pckd_lightning.losses.preview import PreviewWeights, marked_by_preview_all  # only when upgrading
 
     cfg = copy.deepcopy(cfg)
     distill = cfg.get("distill")
@@ -152,7 +151,7 @@ def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
                 preview.setdefault(key, defaults[key].default)
         if distill.pop("preview_every_term", False):
             for name, term in (distill.get("terms") or {}).items():
-                if isinstance(term, dict) and name != "ce" and get_class(term["_target_"]).per_sample:
+                if isinstance(term, dict) and marked_by_preview_all(name, term["_target_"]):
                     term["preview"] = True
     if "module" not in cfg:
         cfg["module"] = {

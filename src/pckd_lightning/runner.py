@@ -37,6 +37,7 @@ from pckd_lightning.errors import CheckpointError, ConfigError, PCKDError
 from pckd_lightning.export import export_state_dict
 from pckd_lightning.loggers import EpochLineLogger, RunCSVLogger
 from pckd_lightning.losses import LossTerm, PreviewWeights
+from pckd_lightning.losses.preview import marked_by_preview_all
 from pckd_lightning.resume import ResumePlan, carry_history, plan_resume
 from pckd_lightning.run_folder import RunFolder
 
@@ -97,7 +98,7 @@ def build_terms(distill_cfg: DictConfig) -> dict[str, LossTerm]:
         if "_target_" not in term_cfg:
             raise ConfigError(f"distill.terms.{name} has no _target_; give the LossTerm class to build")
         _check_options(f"distill.terms.{name}", term_cfg)
-        marked = every and name != "ce" and get_class(term_cfg._target_).per_sample
+        marked = every and marked_by_preview_all(name, term_cfg._target_)
         terms[name] = instantiate(term_cfg, **({"preview": True} if marked else {}))
     return terms
 

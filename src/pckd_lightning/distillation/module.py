@@ -91,8 +91,8 @@ class DistillationModule(L.LightningModule):
             self.terms,
             teacher=self.teacher,
             preview=preview,
-            channels_last=self.performance.channels_last,
-            teacher_float32=self.teacher_options.float32,
+            performance=self.performance,
+            teacher_options=self.teacher_options,
         )
         #: the current training step's per-term losses, until its backward (DOT splits the gradient by them)
         self.step_losses: dict[str, torch.Tensor] | None = None

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pckd_lightning.distillation.options import Performance, TeacherOptions
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.preview import PreviewWeights
@@ -32,15 +33,15 @@ class DistillStep:
         terms: nn.ModuleDict,
         teacher: ZooModel | None = None,
         preview: PreviewWeights | None = None,
-        channels_last: bool = False,
-        teacher_float32: bool = False,
+        performance: Performance | None = None,
+        teacher_options: TeacherOptions | None = None,
     ) -> None:
         self.student = student
         self.terms = terms
         self.teacher = teacher
         self.preview = preview
-        self.channels_last = channels_last
-        self.teacher_float32 = teacher_float32
+        self.performance = performance or Performance()
+        self.teacher_options = teacher_options or TeacherOptions()
         if self.preview_terms and preview is None:
             raise ConfigError(
                 f"loss terms {self.preview_terms} are marked preview: true, but no preview weights are "
@@ -49,12 +50,18 @@ class DistillStep:
             )
 
     @property
-    def preview_terms(self) -> list[str]:
-        return [name for name, term in self.terms.items() if term.preview]
+    def terms(self) -> nn.ModuleDict:
+        return self._terms
+
+    @terms.setter
+    def terms(self, terms: nn.ModuleDict) -> None:
+        """Set the terms and, once for all steps, the names of those marked ``preview``."""
+        self._terms = terms
+        self.preview_terms = [name for name, term in terms.items() if term.preview]
 
     def teacher_forward(self, images: torch.Tensor, **kwargs: Any) -> Any:
-        """The frozen teacher's forward: under the run's autocast, or in float32 if ``teacher_float32``."""
-        if not self.teacher_float32:
+        """The frozen teacher's forward: under the run's autocast, or in float32 if ``TeacherOptions.float32``."""
+        if not self.teacher_options.float32:
             return self.teacher(images, **kwargs)
         with torch.autocast(images.device.type, enabled=False):
             return self.teacher(images.float(), **kwargs)
@@ -66,7 +73,7 @@ class DistillStep:
         if images.ndim == 5:
             images = images.flatten(0, 1)  # image-major: image 0 views 0..V-1, image 1 ...
             labels = labels.repeat_interleave(num_views)
-        if self.channels_last:
+        if self.performance.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         teacher_out = None
         if self.teacher is not None:  # first: its activations are freed before the student's are kept

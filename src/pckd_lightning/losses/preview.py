@@ -11,14 +11,22 @@ import math
 from typing import Any
 
 import torch
+from hydra.utils import get_class
 
 from pckd_lightning.distributed import global_mean, reduced_to_host, world_size
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import functional as LF
 
 SCHEDULES = ("epoch", "progress")
+
 #: the largest threshold: difficulties are float32, a larger threshold would compare as infinity
 MAX_THRESHOLD = float(torch.finfo(torch.float32).max)
+
+
+def marked_by_preview_all(name: str, target: str | type) -> bool:
+    """Whether ``+preview=all`` (``distill.preview_every_term``) weights the term ``name`` built from ``target``:
+    every per-sample term but ``ce``, the loss that measures the difficulty."""
+    return name != "ce" and (get_class(target) if isinstance(target, str) else target).per_sample
 
 
 class PreviewWeights:
