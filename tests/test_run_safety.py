@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf, open_dict
 
 from conftest import REPO, SCRATCH_RUN, compose_config
 from pckd_lightning.config_schema import CHECKS, markdown_table
@@ -255,6 +256,36 @@ def test_a_bad_value_is_refused_before_any_work_naming_key_value_and_range(tmp_p
     with pytest.raises(ConfigError, match=message):
         fit(cfg)
     assert not (tmp_path / "run").exists() and not (tmp_path / "run" / "cache").exists()
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        "ddp_spawn",
+        "ddp_notebook",
+        "ddp_fork_find_unused_parameters_true",
+        {"_target_": "lightning.pytorch.strategies.DDPStrategy", "start_method": "spawn"},
+    ],
+)
+def test_a_strategy_whose_workers_this_process_starts_is_refused_before_any_work(tmp_path, strategy):
+    """Under ddp_spawn the launching process does not train: measured, its summary said 0 epochs and its
+    CSV logger overwrote the workers' metrics.csv with one header line."""
+    cfg = compose_config(["trainer=ddp_cpu"], output_dir=tmp_path / "run")
+    with open_dict(cfg):
+        cfg.trainer.strategy = strategy
+    with pytest.raises(
+        ConfigError, match=r"starts its DDP workers from this process.*Use trainer\.strategy=ddp"
+    ):
+        fit(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_strategies_that_start_one_process_per_device_pass_the_check():
+    from pckd_lightning.runner import check_strategy
+
+    for strategy in ("ddp", "auto", "ddp_find_unused_parameters_true", None):
+        check_strategy(OmegaConf.create({"strategy": strategy}))
+    check_strategy(OmegaConf.create({"strategy": {"_target_": "lightning.pytorch.strategies.DDPStrategy"}}))
 
 
 def test_all_term_weights_zero_is_refused(tmp_path):

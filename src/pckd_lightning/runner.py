@@ -25,6 +25,7 @@ from hydra.utils import get_class
 from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.strategies import StrategyRegistry
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -103,8 +104,29 @@ def build_terms(distill_cfg: DictConfig) -> dict[str, LossTerm]:
     return terms
 
 
+def check_strategy(trainer_cfg: DictConfig) -> None:
+    """Refuse DDP strategies that start their workers from this process (``ddp_spawn``, ``ddp_notebook``,
+    ``ddp_fork``): this process writes the summary, the CSV log and the exported student, but does not train,
+    so its summary would say 0 epochs and its logger would overwrite the workers' ``metrics.csv``."""
+    strategy = trainer_cfg.get("strategy", "auto")
+    if isinstance(strategy, DictConfig):
+        name, start_method = strategy.get("_target_"), strategy.get("start_method", "popen")
+    else:
+        registered = dict.get(StrategyRegistry, strategy, {})  # the entry; StrategyRegistry.get builds one
+        name = strategy
+        start_method = registered.get("init_params", {}).get("start_method", "popen")
+    if start_method != "popen":
+        raise ConfigError(
+            f"trainer.strategy={name} starts its DDP workers from this process (start_method={start_method}); "
+            "the run's summary and logs are written by this process, which does not train, so they would be "
+            "wrong or lost. Use trainer.strategy=ddp: pckd-train then starts one process per device "
+            "(e.g. trainer=ddp_cpu, or trainer.devices=2); in a notebook, train on one device"
+        )
+
+
 def check_config(cfg: DictConfig) -> None:
     """Cross-group consistency that no single group can check by itself (after :func:`validate`)."""
+    check_strategy(cfg.trainer)
     if cfg.distill.get("preview") is not None:  # its schedule must stay finite over trainer.max_epochs
         preview_cfg = cfg.distill.preview
         target = preview_cfg.get("_target_") if isinstance(preview_cfg, DictConfig) else None
