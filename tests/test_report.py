@@ -283,7 +283,9 @@ def test_reads_what_fit_really_writes(tmp_path):
     assert set(records) == {"scratch", "smoke"}
     run = records["scratch"]
     assert run.status == "complete", run.reason
-    assert (run.method, run.student, run.dataset, run.seed, run.epochs) == ("ce", "resnet8", "digits", 0, 1)
+    # two batches an epoch: a debug run, in a column of its own
+    digits = "digits [partial epochs: limit_train_batches=2]"
+    assert (run.method, run.student, run.dataset, run.seed, run.epochs) == ("ce", "resnet8", digits, 0, 1)
     assert run.best_top1 == pytest.approx(complete["best_top1"])
     assert list(run.curve) == [0] and run.curve[0] == pytest.approx(complete["last_top1"], abs=1e-4)
     assert records["smoke"].status == "incomplete" and "fast_dev_run" in records["smoke"].reason
@@ -396,3 +398,65 @@ def test_gradient_shares_are_averaged_over_seeds_per_step_and_drawn(runs, tmp_pa
     assert png[:8] == PNG_MAGIC and len(png) > 1000
     build_report(runs / "resnet8x4_pckd", tmp_path / "none")  # no grad/* logged: no gradients.png
     assert not (tmp_path / "none" / "gradients.png").exists()
+
+
+def _edit_config(run: Path, edit) -> None:
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    edit(cfg)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+def test_runs_of_another_lr_schedule_are_their_own_row_not_reruns(tmp_path):
+    """Only the seed differs between reruns: a scheduler (or data, precision, ...) change is another row."""
+    root = tmp_path / "runs"
+    for seed in range(3):
+        write_run(root / f"step{seed}", P1, "kd", seed, 70.0 + seed, 69.0)
+    for seed in range(2):  # fewer runs: the plain "kd" row is the most common setting
+        cosine = write_run(root / f"cosine{seed}", P1, "kd", seed, 60.0 + seed, 59.0)
+        _edit_config(cosine, lambda cfg: cfg.update(scheduler={"_target_": "x.Cosine", "T_max": 10}))
+        os.utime(cosine / "summary.json", (2e9, 2e9))  # newer: it would supersede a same-setting run
+    report = build_report(root, tmp_path / "out", plot=False)[0]
+    pair = report.pairs[0]
+    assert all(r.complete for r in report.records)  # none superseded
+    assert report.cells[("kd", pair, "best")].values == (70.0, 71.0, 72.0)
+    (variant,) = [label for label in report.rows if label != "kd"]
+    assert "scheduler._target_=x.Cosine" in variant
+    assert report.cells[(variant, pair, "best")].values == (60.0, 61.0)
+
+
+def test_the_scratch_row_averages_one_setting_and_lists_the_others_apart(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(3):
+        write_run(root / f"kd{seed}", P1, "kd", seed, 70.0, 69.0)
+        write_run(root / f"ce{seed}", P1, "ce", seed, 65.0 + seed, 64.0)
+    for seed in range(2):
+        long = write_run(root / f"ce_long{seed}", P1, "ce", seed, 50.0 + seed, 50.0, epochs=30)
+        _edit_config(long, lambda cfg: cfg["trainer"].update(max_epochs=30))
+    report = build_report(root, tmp_path / "out", plot=False)[0]
+    pair = report.pairs[0]
+    assert report.cells[("student (scratch)", pair, "best")].values == (65.0, 66.0, 67.0)
+    assert report.other_scratch[(pair.dataset, "resnet20 (trainer.max_epochs=30)", "best")].values == (
+        50.0,
+        51.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("trainer", "tag"),
+    [
+        (
+            {"limit_val_batches": 0.05, "limit_train_batches": 1.0},
+            " [partial epochs: limit_val_batches=0.05]",
+        ),
+        ({"limit_train_batches": 1}, " [partial epochs: limit_train_batches=1]"),  # an int: one batch
+        ({"overfit_batches": 2}, " [partial epochs: overfit_batches=2]"),
+        ({"limit_train_batches": 1.0, "overfit_batches": 0.0, "limit_test_batches": None}, ""),
+    ],
+)
+def test_a_run_on_part_of_each_epoch_is_a_data_set_of_its_own(trainer, tag):
+    """debug=limit and overfit_batches runs finish their epochs, but never count as, or with, results."""
+    from pckd_lightning.report.collect import dataset_name
+
+    assert (
+        dataset_name({"data": {"_target_": "x.CIFAR100DataModule"}, "trainer": trainer}) == f"cifar100{tag}"
+    )

@@ -80,7 +80,9 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def _fixed(config: dict[str, Any]) -> dict[str, Any]:
+def experiment_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The flattened keys of a resolved run config that make the run the experiment it is (:data:`FIXED`,
+    less :data:`RUNTIME`): a resume must keep them, and the report averages seeds only over runs that agree."""
     config = upgrade_config(config)  # a checkpoint of an earlier version compares as this version writes it
     keys = FIXED
     if ((config.get("distill") or {}).get("preview") or {}).get("schedule") == "progress":
@@ -94,7 +96,7 @@ def _fixed(config: dict[str, Any]) -> dict[str, Any]:
 
 def changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{key: {"checkpoint": old, "run": new}}`` for every fixed key that differs."""
-    old, new = _fixed(saved), _fixed(current)
+    old, new = experiment_config(saved), experiment_config(current)
     return {
         key: {"checkpoint": old.get(key), "run": new.get(key)}
         for key in sorted(set(old) | set(new))

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pckd_lightning.report.collect import RunRecord, settings_key
+from pckd_lightning.report.collect import SCRATCH_METHOD, RunRecord, settings_key
 
 METRICS = {"best": "best_top1", "last": "last_top1"}
 TEACHER_ROW = "teacher"
@@ -205,7 +205,12 @@ def aggregate(records: list[RunRecord]) -> Report:
 
     matched: set[int] = set()
     for pair in pairs:
-        group = [r for r in scratch if r.student == pair.student and r.dataset == pair.dataset]
+        # the scratch runs of the most common setting (label "ce"); the others are listed apart, by label
+        group = [
+            r
+            for r in scratch
+            if r.student == pair.student and r.dataset == pair.dataset and r.label == SCRATCH_METHOD
+        ]
         matched.update(id(r) for r in group)
         if not group:
             continue
@@ -249,7 +254,8 @@ def aggregate(records: list[RunRecord]) -> Report:
     other_groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
     for r in scratch:
         if id(r) not in matched:
-            other_groups[(r.dataset, str(r.student))].append(r)
+            variant = str(r.label).removeprefix(SCRATCH_METHOD)  # "" or " (trainer.max_epochs=30)"
+            other_groups[(r.dataset, f"{r.student}{variant}")].append(r)
     other_scratch = {
         (dataset, arch, metric): stat
         for (dataset, arch), group in sorted(other_groups.items())

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pckd_lightning.callbacks.config_record import STATE_KEY
+from pckd_lightning.resume import experiment_config
 from pckd_lightning.run_folder import read_run_config
 
 SUMMARY = "summary.json"
@@ -32,6 +33,10 @@ CONFIG = "config.yaml"
 METRICS = Path("csv") / "metrics.csv"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 UNREADABLE = "unreadable"
+#: the run's seed, and the data module's copy of it: what differs between the seeds of one experiment
+SEED_KEYS = ("seed", "data.seed")
+#: Lightning's options that train or evaluate on part of each epoch (float: a fraction, int: a batch count)
+PARTIAL_EPOCHS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "overfit_batches")
 #: the method name of plain supervised training; such runs fill the "student (scratch)" row
 SCRATCH_METHOD = "ce"
 
@@ -105,8 +110,19 @@ def dataset_name(cfg: dict[str, Any] | None) -> str:
     subset = [part for part in subset if part]
     if subset:
         name = f"{name} (subsampled: {', '.join(subset)})"
+    trainer = (cfg or {}).get("trainer") or {}
+    partial = [f"{key}={trainer[key]}" for key in PARTIAL_EPOCHS if not _whole(key, trainer.get(key))]
+    if partial:  # a debug run (debug=limit, overfit_batches): never read as, or averaged with, a result
+        name = f"{name} [partial epochs: {', '.join(partial)}]"
     # validated on held-out training images: a tuning run, not a result on the evaluation split
     return f"{name} [holdout val]" if data.get("val_source") == "holdout" else name
+
+
+def _whole(key: str, value: Any) -> bool:
+    """Whether a ``trainer`` option of :data:`PARTIAL_EPOCHS` leaves every batch in (its default)."""
+    if key == "overfit_batches":
+        return value in (None, 0, 0.0)
+    return value is None or (isinstance(value, float) and value == 1.0)  # an int counts batches: 1 is one
 
 
 def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
@@ -227,9 +243,12 @@ def read_run(run_dir: Path) -> RunRecord | None:
     record.settings = distill_settings(cfg, summary)
     if record.max_epochs is not None:  # a 10-epoch and a 240-epoch schedule are not the same experiment
         record.settings["trainer.max_epochs"] = record.max_epochs
-    # runs of other optimizer settings (an lr sweep) are other experiments, not reruns of one seed
-    optimizer = (cfg or {}).get("optimizer") or {}
-    record.settings |= {f"optimizer.{k}": v for k, v in optimizer.items() if not str(k).startswith("_")}
+    if cfg is not None:  # runs of another optimizer, schedule, data or precision are other experiments
+        record.settings |= {
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in experiment_config(cfg).items()
+            if not k.startswith(("distill.", "module.", "model.")) and k not in SEED_KEYS
+        }
     for key in ("teacher_top1", "best_top1", "last_top1", "last_top5"):
         setattr(record, key, _number(summary.get(key)))
     record.curve, record.gradients = read_log(run_dir)
