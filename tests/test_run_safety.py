@@ -170,6 +170,17 @@ def copy_run(source: Path, target: Path) -> Path:
     return target / "checkpoints" / "last.ckpt"
 
 
+def test_resuming_a_finished_run_is_refused_and_its_summary_kept(two_epochs, tmp_path):
+    """Lightning would train nothing and validate nothing: the new summary would replace the result with nulls."""
+    run_dir = tmp_path / "run"
+    ckpt = copy_run(two_epochs, run_dir)
+    before = (run_dir / "summary.json").read_text()
+    with pytest.raises(ConfigError, match=r"has trained all 2 epochs \(trainer\.max_epochs=2\).*above 2"):
+        fit(compose_config([*FAST, "trainer.max_epochs=2", f"ckpt_path={ckpt}"], output_dir=run_dir))
+    assert (run_dir / "summary.json").read_text() == before
+    assert not (run_dir / "summary.previous.json").exists()
+
+
 def test_a_resume_with_a_changed_hyperparameter_is_refused_naming_the_key(two_epochs, tmp_path):
     ckpt = copy_run(two_epochs, tmp_path / "run")
     resume = [*FAST, "trainer.max_epochs=3", f"ckpt_path={ckpt}"]

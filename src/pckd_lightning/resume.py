@@ -134,6 +134,17 @@ def plan_resume(cfg: DictConfig) -> ResumePlan | None:
         step=int(checkpoint.get("global_step", 0)),
         requeued=requeued is not None,
     )
+    processed = (
+        (((checkpoint.get("loops") or {}).get("fit_loop") or {}).get("epoch_progress") or {}).get("current")
+        or {}
+    ).get("processed")
+    max_epochs = cfg.trainer.get("max_epochs")
+    if isinstance(processed, int) and isinstance(max_epochs, int) and processed >= max_epochs > 0:
+        raise ConfigError(
+            f"ckpt_path={str(path)!r} has trained all {processed} epochs (trainer.max_epochs={max_epochs}): "
+            "resuming would train nothing and replace the finished run's summary with an empty one. To train "
+            f"longer, set trainer.max_epochs above {processed}; to score it, run pckd-eval on its student.pth"
+        )
     record = (checkpoint.get("callbacks") or {}).get(STATE_KEY)
     if record is None:
         log.warning("%s holds no run config (an older checkpoint): changed settings cannot be detected", path)
