@@ -71,11 +71,12 @@ class ResumePlan:
     requeued: bool = False
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_config(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (under ``prefix``); lists stay values."""
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, item in value.items():
-            out |= _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+            out |= flatten_config(item, f"{prefix}.{key}" if prefix else str(key))
         return out
     return {prefix: value}
 
@@ -89,7 +90,7 @@ def experiment_config(config: dict[str, Any]) -> dict[str, Any]:
         keys = (*FIXED, "trainer.max_epochs")  # the progress schedule's thresholds follow it
     return {
         k: v
-        for k, v in _flatten(config).items()
+        for k, v in flatten_config(config).items()
         if any(k == f or k.startswith(f"{f}.") for f in keys) and not k.startswith(RUNTIME)
     }
 
@@ -134,10 +135,10 @@ def plan_resume(cfg: DictConfig) -> ResumePlan | None:
         step=int(checkpoint.get("global_step", 0)),
         requeued=requeued is not None,
     )
-    processed = (
-        (((checkpoint.get("loops") or {}).get("fit_loop") or {}).get("epoch_progress") or {}).get("current")
-        or {}
-    ).get("processed")
+    try:  # the epochs Lightning's fit loop has run through (its `done` test)
+        processed = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+    except (KeyError, TypeError):  # a checkpoint without the loops' state
+        processed = None
     max_epochs = cfg.trainer.get("max_epochs")
     if isinstance(processed, int) and isinstance(max_epochs, int) and processed >= max_epochs > 0:
         raise ConfigError(

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pckd_lightning.callbacks.config_record import STATE_KEY
-from pckd_lightning.resume import experiment_config
+from pckd_lightning.resume import experiment_config, flatten_config
 from pckd_lightning.run_folder import read_run_config
 
 SUMMARY = "summary.json"
@@ -125,16 +125,6 @@ def _whole(key: str, value: Any) -> bool:
     return value is None or (isinstance(value, float) and value == 1.0)  # an int counts batches: 1 is one
 
 
-def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
-    elif isinstance(value, list):
-        out[prefix] = tuple(value)
-    else:
-        out[prefix] = value
-
-
 def distill_settings(cfg: dict[str, Any] | None, summary: dict[str, Any]) -> dict[str, Any]:
     """The run's ``distill`` section flattened (``terms.kd.weight`` -> 0.9, ``views`` -> 1, ...).
 
@@ -148,11 +138,11 @@ def distill_settings(cfg: dict[str, Any] | None, summary: dict[str, Any]) -> dic
         distill = dict(distill)
         distill.pop("name", None)
         terms = distill.pop("terms", None) or {}
-        _flatten(distill, "", out)
+        out |= flatten_config(distill)
         for name, term in terms.items():
             if not isinstance(term, dict) or term.get("weight", 1.0) == 0:
                 continue
-            _flatten({"weight": 1.0, **term}, f"terms.{name}", out)
+            out |= flatten_config({"weight": 1.0, **term}, f"terms.{name}")
         return {k: v for k, v in out.items() if not k.endswith("_target_")}
     for name, weight in (summary.get("terms") or {}).items():
         out[f"terms.{name}.weight"] = weight
@@ -245,7 +235,7 @@ def read_run(run_dir: Path) -> RunRecord | None:
         record.settings["trainer.max_epochs"] = record.max_epochs
     if cfg is not None:  # runs of another optimizer, schedule, data or precision are other experiments
         record.settings |= {
-            k: tuple(v) if isinstance(v, list) else v
+            k: v
             for k, v in experiment_config(cfg).items()
             if not k.startswith(("distill.", "module.", "model.")) and k not in SEED_KEYS
         }
