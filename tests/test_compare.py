@@ -35,7 +35,7 @@ def test_every_row_of_every_profile_composes(tmp_path):
     compare = load_benchmark("compare", "compare")
     for name, profile in compare.PROFILES.items():
         for row in profile.methods:
-            overrides = compare.student_run(profile, row, "data", profile.pairs[0], tmp_path / "t.pth", 0)
+            overrides = compare.student_run(profile, row, "data", profile.pairs[0], tmp_path / "t.pth", 0, 1)
             cfg = compare.compose_run(overrides, tmp_path)
             assert cfg.model.student.name == profile.pairs[0][1], name
             assert cfg.distill.name == row, (name, row)  # the report's row
@@ -44,7 +44,7 @@ def test_every_row_of_every_profile_composes(tmp_path):
 def ablation_config(row: str, tmp_path):
     compare = load_benchmark("compare", "compare")
     profile = compare.PROFILES["ablation"]
-    overrides = compare.student_run(profile, row, "data", profile.pairs[0], tmp_path / "t.pth", 0)
+    overrides = compare.student_run(profile, row, "data", profile.pairs[0], tmp_path / "t.pth", 0, 1)
     return compare.compose_run(overrides, tmp_path)
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 from pckd_lightning.paths import CONFIG_DIR
 
@@ -41,9 +42,25 @@ def catalog(group: str) -> str:
     return "\n".join(lines)
 
 
+def scaled_milestones(max_epochs: int, fractions: list[float]) -> ListConfig:
+    """A step schedule's milestones at ``fractions`` of any length: each the first epoch at or past its fraction.
+
+    The published CIFAR-100 recipe decays at 150, 180 and 210 of 240 epochs (0.625, 0.75, 0.875); a short
+    run keeps that shape (20 epochs: 13, 15, 18) instead of never reaching the recipe's fixed milestones.
+    """
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+        raise ValueError(f"scaled milestones need trainer.max_epochs >= 1, got {max_epochs!r}")
+    if any(not 0 < f < 1 for f in fractions):
+        raise ValueError(f"scaled milestones take fractions in (0, 1), got {list(fractions)}")
+    # a ListConfig, not a list: OmegaConf.resolve (which instantiate calls) cannot store a plain list in a node
+    return OmegaConf.create([math.ceil(round(f * max_epochs, 9)) for f in fractions])
+
+
 def register() -> None:
     """Register the resolvers (idempotent)."""
     if not OmegaConf.has_resolver("pckd.run_dir"):
         OmegaConf.register_new_resolver("pckd.run_dir", run_dir)
+    if not OmegaConf.has_resolver("pckd.scaled_milestones"):
+        OmegaConf.register_new_resolver("pckd.scaled_milestones", scaled_milestones)
     if not OmegaConf.has_resolver("pckd.catalog"):
         OmegaConf.register_new_resolver("pckd.catalog", catalog)
