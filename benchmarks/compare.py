@@ -157,7 +157,6 @@ def dkd_warmup_scaled(epochs: int) -> tuple[str, ...]:
     return (f"distill.terms.dkd.warmup_epochs={math.ceil(20 * epochs / 240)}",)
 
 
-
 PROFILES = {
     # a few steps on a handful of images: keeps the harness itself tested
     "tiny": Profile(
