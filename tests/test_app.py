@@ -87,7 +87,7 @@ def test_the_demo_trains_and_caches_a_teacher_then_distills(tmp_path):
     first = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "student best val top-1" in first.stdout and "teacher trained now" in first.stdout
-    assert (tmp_path / "cache" / "teachers" / "digits_resnet20_seed0.pth").is_file()
+    assert (tmp_path / "cache" / "teachers" / "digits_resnet20_seed0_e1.pth").is_file()
     second = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "teacher trained now" not in second.stdout

@@ -383,8 +383,9 @@ def test_the_training_step_is_the_distill_step_and_hands_its_losses_to_the_backw
     assert module.step.teacher is module.teacher
 
 
-def test_the_module_adds_the_preview_scheduler_only_when_it_has_preview_weights():
-    from pckd_lightning.callbacks import PreviewWeighting
+def test_the_module_adds_final_validation_and_the_preview_scheduler_only_with_preview_weights():
+    from pckd_lightning.callbacks import PreviewWeighting, ValidateFinalEpoch
 
-    assert [type(c) for c in make_module().configure_callbacks()] == [PreviewWeighting]
-    assert make_module(terms=pckd_terms(preview=False)).configure_callbacks() == []
+    assert [type(c) for c in make_module().configure_callbacks()] == [ValidateFinalEpoch, PreviewWeighting]
+    plain = make_module(terms=pckd_terms(preview=False)).configure_callbacks()
+    assert [type(c) for c in plain] == [ValidateFinalEpoch]

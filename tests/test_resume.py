@@ -31,7 +31,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, distill):
         teacher = tmp_path / "straight" / "cache" / "teachers" / "teacher.pth"
         overrides += [
             "model.train_teacher_if_missing.max_epochs=1",
-            f"model.teacher.checkpoint={teacher}",
+            f"model.train_teacher_if_missing.checkpoint={teacher}",
             "data.image_size=8",
         ]
     straight = fit(compose_config([*overrides, "trainer.max_epochs=3"], output_dir=tmp_path / "straight"))

@@ -344,7 +344,7 @@ def test_library_errors_print_one_message_and_exit_2(tmp_path):
 def test_a_missing_teacher_outside_the_cache_is_an_error_not_a_new_teacher(tmp_path):
     typo = tmp_path / "teachres" / "resnet20.pth"
     cfg = compose_config([f"model.teacher.checkpoint={typo}"], output_dir=tmp_path / "run")
-    with pytest.raises(CheckpointError, match=r"does not exist.*teacher cache.*export_path="):
+    with pytest.raises(CheckpointError, match=r"does not exist.*cache file.*export_path="):
         fit(cfg)
     assert not typo.exists() and not (tmp_path / "run" / "teacher").exists()
 

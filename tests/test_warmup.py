@@ -54,8 +54,8 @@ def test_a_warm_up_needs_the_epoch_and_names_the_hook():
     z = torch.randn(2, 3)
     ctx = DistillContext(_logits_only(z), _logits_only(z + 1), torch.tensor([0, 1]), None, None)
     with pytest.raises(RuntimeError, match="on_train_epoch_start"):
-        KDTerm(warmup_epochs=2)(ctx)
-    assert KDTerm()(ctx).shape == (2,)  # no warm-up, no epoch needed
+        KDTerm(warmup_epochs=2).weighted(torch.ones(()))
+    assert KDTerm().weighted(KDTerm()(ctx)).shape == (2,)  # no warm-up, no epoch needed
 
 
 def _logits_only(z: torch.Tensor) -> ModelOutput:
@@ -83,7 +83,8 @@ def _built_terms(method: str, warmup: int, pair: PairInfo) -> dict[str, LossTerm
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_term_of_every_method_ramps_linearly_by_epoch(method, one_thread):
-    """warmup_epochs=4: the value is (e/4)·(its value without warm-up) in epochs 1-3, equal from epoch 4."""
+    """warmup_epochs=4: the share of the total is (e/4)·(the share without warm-up) in epochs 1-3, equal from
+    epoch 4; the term's value itself is the same."""
     torch.manual_seed(0)
     student, teacher = create_model("resnet8", NUM_CLASSES), create_model("resnet14", NUM_CLASSES)
     pair = PairInfo(student, teacher, NUM_CLASSES, train_labels=torch.arange(NUM_DATA) % NUM_CLASSES)
@@ -106,10 +107,14 @@ def test_every_term_of_every_method_ramps_linearly_by_epoch(method, one_thread):
             plain[name].on_train_epoch_start(epoch)
             term_ctx = ctx if warm[name].views == "all" else ctx.first_view()
             torch.manual_seed(epoch)  # terms that sample (CRD's negatives) draw the same
-            got = warm[name](term_ctx).detach()
+            raw = warm[name](term_ctx).detach()
             torch.manual_seed(epoch)
-            expected = factor * plain[name](term_ctx).detach()
+            value = plain[name](term_ctx).detach()
+            # the term's own value, as logged, carries neither weight nor warm-up; its share of the total does
+            assert torch.allclose(raw, value, rtol=1e-5, atol=1e-7), (method, name, epoch)
+            got, expected = warm[name].weighted(raw), factor * plain[name].weighted(value)
             assert torch.allclose(got, expected, rtol=1e-5, atol=1e-7), (method, name, epoch)
+            assert warm[name].effective_weight == pytest.approx(factor * plain[name].weight)
             covered.add(type(warm[name]))
     assert covered
 

@@ -76,6 +76,8 @@ class EpochLineLogger(Logger):
         if "train/loss" in metrics:
             progress_log.info("%s", self.line())
             self._since = time.perf_counter()
+            # the next epoch's validation values arrive afresh, or the next line says there were none
+            self._latest = {k: v for k, v in self._latest.items() if not k.startswith("val/")}
 
     def line(self) -> str:
         m = self._latest
@@ -84,7 +86,9 @@ class EpochLineLogger(Logger):
         terms = [
             f"{k[6:]} {v:.4f}"
             for k, v in m.items()
-            if k.startswith("train/") and k[6:] not in ("loss", "top1")
+            if k.startswith("train/")
+            and k[6:] not in ("loss", "top1")
+            and not k.startswith("train/weighted/")
         ]
         parts.append(f"loss {m['train/loss']:.4f}" + (f" ({', '.join(terms)})" if terms else ""))
         if "train/top1" in m:
@@ -92,6 +96,8 @@ class EpochLineLogger(Logger):
         if "val/top1" in m:
             best = f" (best {m['val/top1_best']:.2f}%)" if "val/top1_best" in m else ""
             parts.append(f"val top-1 {m['val/top1']:.2f}%{best}")
+        else:
+            parts.append("no validation this epoch")
         lrs = [v for k, v in m.items() if k.startswith("lr-")]
         if lrs:
             parts.append(f"lr {lrs[0]:.4g}")

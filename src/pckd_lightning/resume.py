@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from pckd_lightning.atomic import atomic_open
 from pckd_lightning.callbacks.config_record import STATE_KEY
 from pckd_lightning.distillation.checkpoint_io import read_checkpoint
+from pckd_lightning.distillation.teacher import file_sha256
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.run_folder import upgrade_config
 
@@ -50,8 +51,17 @@ FIXED = (
 )
 #: restored from the checkpoint's own state: a new value would be recorded but not used
 RESTORED = ("optimizer", "scheduler", "lr_milestones")
-#: where a run reads its inputs from, or how fast: free to differ on a resume
-RUNTIME = ("data.root", "data.num_workers", "data.download", "model.teacher.checkpoint")
+#: where a run reads its inputs from, or how fast: free to differ on a resume (the teacher's path may move;
+#: its file is compared by content, see :func:`teacher_change`)
+RUNTIME = (
+    "data.root",
+    "data.num_workers",
+    "data.download",
+    "model.teacher.checkpoint",
+    "model.train_teacher_if_missing.checkpoint",
+)
+#: the allow_changes entry that accepts another teacher file
+TEACHER_KEY = "model.teacher.checkpoint"
 METRICS = Path("csv") / "metrics.csv"
 
 
@@ -146,6 +156,17 @@ def plan_resume(cfg: DictConfig) -> ResumePlan | None:
             "resuming would train nothing and replace the finished run's summary with an empty one. To train "
             f"longer, set trainer.max_epochs above {processed}; to score it, run pckd-eval on its student.pth"
         )
+    teacher = teacher_change(cfg, checkpoint)
+    allowed = set((cfg.get("resume") or {}).get("allow_changes") or [])
+    if teacher is not None:
+        if not _allows(allowed, TEACHER_KEY):
+            raise ConfigError(
+                f"the checkpoint was distilled from the teacher file {teacher['checkpoint']}, but this run's "
+                f"{TEACHER_KEY} is {teacher['run']}: another teacher. Resume with the checkpoint's teacher "
+                f"file, or accept the change with resume.allow_changes=[{TEACHER_KEY}] (the new teacher is then "
+                "measured again and summary.json records the change)"
+            )
+        plan.changed[TEACHER_KEY] = teacher
     record = (checkpoint.get("callbacks") or {}).get(STATE_KEY)
     if record is None:
         log.warning("%s holds no run config (an older checkpoint): changed settings cannot be detected", path)
@@ -153,8 +174,7 @@ def plan_resume(cfg: DictConfig) -> ResumePlan | None:
         return plan
     current = OmegaConf.to_container(cfg, resolve=True)
     changes = changed_keys(record["config"], current)
-    allowed = set((cfg.get("resume") or {}).get("allow_changes") or [])
-    refused = {k: v for k, v in changes.items() if not any(k == a or k.startswith(f"{a}.") for a in allowed)}
+    refused = {k: v for k, v in changes.items() if not _allows(allowed, k)}
     restored = [k for k in changes if k.startswith(RESTORED) and k not in refused]
     if restored:
         raise ConfigError(
@@ -175,8 +195,32 @@ def plan_resume(cfg: DictConfig) -> ResumePlan | None:
             f"the resumed run's config differs from the checkpoint's in what it fixed ({listed}). Resume with the "
             f"checkpoint's settings (its run folder has config.yaml), or {', or '.join(how)}"
         )
-    plan.changed = changes
+    plan.changed |= changes
     return plan
+
+
+def _allows(allowed: set[str], key: str) -> bool:
+    """Whether ``resume.allow_changes`` lists ``key`` or a section above it."""
+    return any(key == a or key.startswith(f"{a}.") for a in allowed)
+
+
+def teacher_change(cfg: DictConfig, checkpoint: dict[str, Any]) -> dict[str, str] | None:
+    """``{"checkpoint": ..., "run": ...}`` (path and SHA-256 of each) when the run's teacher file is not the
+    one the checkpoint was distilled from; None when it is, or when either side names no teacher file."""
+    saved = checkpoint.get("teacher") or {}
+    teacher = (cfg.get("model") or {}).get("teacher")
+    if not saved.get("sha256") or not teacher or not teacher.get("checkpoint"):
+        return None
+    path = Path(teacher.checkpoint).expanduser()
+    if not path.is_file():  # the teacher's loader names the missing file, before any work
+        return None
+    sha256 = file_sha256(path)
+    if sha256 == saved["sha256"]:
+        return None
+    return {
+        "checkpoint": f"{saved.get('path')} (sha256 {saved['sha256'][:12]})",
+        "run": f"{path} (sha256 {sha256[:12]})",
+    }
 
 
 def carry_history(plan: ResumePlan, output_dir: Path) -> int:

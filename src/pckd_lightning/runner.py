@@ -251,6 +251,7 @@ def teacher_training_config(cfg: DictConfig) -> DictConfig:
             "terms": {"ce": {"_target_": "pckd_lightning.losses.CrossEntropyTerm"}},
         }
         teacher_cfg.trainer.max_epochs = recipe.max_epochs
+        teacher_cfg.seed = recipe.seed  # the teacher's own seed: every student seed shares one teacher
         # one process: DDP workers re-run the script and must find the teacher already written
         teacher_cfg.trainer.update(
             {"devices": 1, "num_nodes": 1, "strategy": "auto", "sync_batchnorm": False}
@@ -264,21 +265,22 @@ def teacher_training_config(cfg: DictConfig) -> DictConfig:
 def ensure_teacher(cfg: DictConfig) -> dict[str, Any] | None:
     """Train and cache the teacher when the config asks for it and its checkpoint does not exist yet.
 
-    Only into the teacher cache (``paths.cache_dir/teachers``): a missing file elsewhere is most likely a
-    typo, and training a teacher at the typo's path would hide it.
+    Only at the exact cache file ``model.train_teacher_if_missing.checkpoint`` names: any other missing
+    file is most likely a typo, and training a teacher at the typo's path would hide it.
     """
     teacher = cfg.model.get("teacher")
-    if teacher is None or cfg.model.get("train_teacher_if_missing") is None:
+    recipe = cfg.model.get("train_teacher_if_missing")
+    if teacher is None or recipe is None:
         return None
     path = Path(teacher.checkpoint).expanduser()
     if path.is_file():
         log.info("teacher checkpoint found at %s: skipping teacher training", teacher.checkpoint)
         return None
-    cache = (Path(cfg.paths.cache_dir) / "teachers").resolve()
-    if path.resolve().parent != cache:
+    cached = Path(recipe.checkpoint).expanduser()
+    if path.resolve() != cached.resolve():
         raise CheckpointError(
             f"model.teacher.checkpoint={str(path)!r} does not exist. A teacher is trained automatically only "
-            f"into the teacher cache ({cache}); check the path, or train one first: pckd-train "
+            f"at its cache file ({cached}, the default); check the path, or train one first: pckd-train "
             f"model=digits_scratch_resnet8 model.student.name={teacher.name} distill=ce export_path={path}"
         )
     log.info("no teacher at %s: training %s from scratch first", teacher.checkpoint, teacher.name)
@@ -322,6 +324,9 @@ def summarize(
         "teacher_sha256": getattr(module.teacher, "checkpoint_sha256", None),
         "best_top1": _metric(trainer, "val/top1_best"),
         "last_top1": _metric(trainer, "val/top1"),
+        # the epoch whose validation gave last_top1: the final one (the module validates it), or for an
+        # interrupted run the latest validated
+        "last_top1_epoch": module.last_validated_epoch,
         "last_top5": _metric(trainer, "val/top5"),
         "skipped_terms": module.skipped_terms,
         "terms": {name: term.weight for name, term in module.terms.items()},

@@ -70,8 +70,9 @@ class GradientShare(L.Callback):
             reference: list[torch.Tensor] | None = None
             reference_norm = torch.zeros(())
             rows = []
+            weighted_losses = step.weighted(losses)
             for i, name in enumerate(names):
-                weighted = step.terms[name].weight * losses[name]
+                weighted = weighted_losses[name]
                 grads = torch.autograd.grad(
                     weighted, student + heads, retain_graph=i < len(names) - 1, allow_unused=True
                 )

@@ -206,8 +206,8 @@ class DOTGradientSplit(L.Callback):
             raise RuntimeError(
                 "DOTGradientSplit saw no losses for this step: training_step did not set step_losses"
             )
-        terms = pl_module.terms
-        task = sum(terms[name].weight * losses[name] for name in self.task_terms)
+        weighted = pl_module.step.weighted({name: losses[name] for name in self.task_terms})
+        task = sum(weighted.values())
         task = task / trainer.accumulate_grad_batches  # as Lightning scales the loss it back-propagates
         optimizer = trainer.optimizers[0]
         params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]

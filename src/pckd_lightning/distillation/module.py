@@ -15,6 +15,7 @@ from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from pckd_lightning.callbacks.final_validation import ValidateFinalEpoch
 from pckd_lightning.callbacks.preview import PreviewWeighting
 from pckd_lightning.distillation.loss_meter import LossMeter
 from pckd_lightning.distillation.options import Performance, TeacherOptions
@@ -47,7 +48,9 @@ class DistillationModule(L.LightningModule):
     autocast dtype; ``TeacherOptions(float32=True)`` runs it in float32 instead (slower; numerics checks).
     The epoch values of ``train/*`` (LossMeter) and ``preview/*`` are reduced over the ranks before they
     are logged, on every rank at once; ``val/top1`` and ``val/top5`` are torchmetrics' synchronized values
-    (in percent), ``val/top1_best`` their running maximum.
+    (in percent), ``val/top1_best`` their running maximum. ``train/<term>`` is each term's value (preview-
+    weighted where marked), before its weight and warm-up; ``train/weighted/<term>`` is ``weight · warm-up
+    factor ·`` that value, and these sum to ``train/loss``. The final epoch is always validated.
     """
 
     def __init__(
@@ -97,6 +100,8 @@ class DistillationModule(L.LightningModule):
         #: the current training step's per-term losses, until its backward (DOT splits the gradient by them)
         self.step_losses: dict[str, torch.Tensor] | None = None
         self.teacher_top1: float | None = None
+        #: the 1-indexed epoch whose validation gave the latest ``val/top1`` (None before the first)
+        self.last_validated_epoch: int | None = None
         # validate_args=False: the argument checks read values back to the host at every step
         accuracy = partial(MulticlassAccuracy, num_classes, average="micro", validate_args=False)
         self.val_top1 = accuracy(top_k=1)
@@ -132,8 +137,9 @@ class DistillationModule(L.LightningModule):
         return active
 
     def configure_callbacks(self) -> list[L.Callback]:
-        """The preview weights' scheduler, whenever the step has preview weights (so it cannot be forgotten)."""
-        return [PreviewWeighting()] if self.step.preview is not None else []
+        """What every run needs, so it cannot be forgotten: the final epoch's validation, and the preview
+        weights' scheduler whenever the step has preview weights."""
+        return [ValidateFinalEpoch(), *([PreviewWeighting()] if self.step.preview is not None else [])]
 
     def setup(self, stage: str) -> None:
         """Under DDP global-batch BatchNorm for the student and the heads if asked, then the speed options."""
@@ -227,7 +233,15 @@ class DistillationModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.meter.check(self.current_epoch, self._last_good_checkpoint)
-        self.log_dict(self.meter.means())  # means over every rank's samples
+        means = self.meter.means()  # over every rank's samples
+        # the weights and warm-up factors are fixed within an epoch: the epoch mean of a term's share is
+        # its factor times the epoch mean of its value, with no operation per step
+        shares = {
+            f"train/weighted/{name}": term.effective_weight * means[f"train/{name}"]
+            for name, term in self.terms.items()
+            if f"train/{name}" in means
+        }
+        self.log_dict(means | shares)
         self.meter.reset()
 
     def on_fit_start(self) -> None:
@@ -288,6 +302,7 @@ class DistillationModule(L.LightningModule):
         self.val_top5.reset()
         if self.trainer.sanity_checking:
             return
+        self.last_validated_epoch = self.current_epoch + 1
         self.log("val/top1", top1, prog_bar=True)
         self.log("val/top5", top5)
         self.val_top1_best(top1)
@@ -339,7 +354,11 @@ class DistillationModule(L.LightningModule):
         if self.teacher is not None:
             teacher_state = {f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}
             checkpoint["state_dict"] = {**checkpoint["state_dict"], **teacher_state}
-            self.teacher_top1 = checkpoint.get("teacher", {}).get("val_top1")
+            saved = checkpoint.get("teacher") or {}
+            # the checkpoint's teacher accuracy holds only for the same file; another (a resume that
+            # allowed model.teacher.checkpoint to change) is measured again when fitting starts
+            if saved.get("sha256") == getattr(self.teacher, "checkpoint_sha256", None):
+                self.teacher_top1 = saved.get("val_top1")
 
     def _check_compatible(self, saved: Mapping[str, torch.Tensor]) -> None:
         """Refuse a resume whose student or heads differ from this run's, naming the difference."""

@@ -91,7 +91,8 @@ class DistillStep:
         )
 
     def losses(self, ctx: DistillContext, record: bool = True) -> dict[str, torch.Tensor]:
-        """Each term's (preview-weighted) value; ``ctx`` holds all views, each term gets the ones it reads.
+        """Each term's (preview-weighted) value, before its weight and warm-up; ``ctx`` holds all views, each
+        term gets the ones it reads.
 
         ``record=False`` leaves the batch out of the preview weights' epoch statistics (a measurement).
         """
@@ -111,9 +112,14 @@ class DistillStep:
             losses[name] = value
         return losses
 
+    def weighted(self, losses: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each term's share of the total, ``weight_k · warm-up_k · loss_k`` (:meth:`LossTerm.weighted`)."""
+        return {name: self.terms[name].weighted(value) for name, value in losses.items()}
+
     def total(self, losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """``Σ weight_k · loss_k``. Unit weights multiply nothing: on a GPU each operation is a kernel launch."""
-        weighted = [v if self.terms[k].weight == 1 else self.terms[k].weight * v for k, v in losses.items()]
+        """``Σ weight_k · warm-up_k · loss_k``. Unit factors multiply nothing: on a GPU each operation is a
+        kernel launch."""
+        weighted = list(self.weighted(losses).values())
         return sum(weighted[1:], start=weighted[0])
 
     def __call__(

@@ -72,10 +72,11 @@ class LossTerm(nn.Module):
     teacher. Trainable heads are created in :meth:`build`, which the DistillationModule calls once it
     knows the pair, so they are registered in the module: optimized, synchronized and checkpointed.
 
-    Every term takes ``warmup_epochs``: calling the term returns :meth:`forward`'s value times
-    ``min(epoch / warmup_epochs, 1)`` (a linear ramp of its weight, as DKD's published warm-up). A
-    subclass whose ``__init__`` does not name the option gets it added, so no term has to repeat it.
-    The factor is a buffer, not a Python number: a compiled term would recompile for every new value.
+    Every term takes ``warmup_epochs``: the step multiplies the term's value by ``weight`` times
+    ``min(epoch / warmup_epochs, 1)`` (a linear ramp of its weight, as DKD's published warm-up); calling
+    the term gives its value alone, so logs and measurements read one scale. A subclass whose
+    ``__init__`` does not name the option gets it added, so no term has to repeat it. The factor is a
+    buffer, not a Python number: a compiled step would recompile for every new value.
     """
 
     views: ClassVar[Literal["first", "all"]] = "first"
@@ -139,10 +140,16 @@ class LossTerm(nn.Module):
             )
         return self._warmup
 
-    def __call__(self, ctx: DistillContext) -> torch.Tensor:
-        """:meth:`forward` (compiled, if the term is) times the warm-up factor, when there is a warm-up."""
-        value = super().__call__(ctx)
-        return value * self.warmup_factor() if self.warmup_epochs else value
+    def weighted(self, value: torch.Tensor) -> torch.Tensor:
+        """The term's share of the total loss: ``weight · warm-up factor · value`` (no operation for a unit)."""
+        if self.warmup_epochs:
+            value = value * self.warmup_factor()
+        return value if self.weight == 1 else self.weight * value
+
+    @property
+    def effective_weight(self) -> float:
+        """``weight ·`` this epoch's warm-up factor: what the term's value is multiplied by in the total."""
+        return self.weight * (float(self.warmup_factor()) if self.warmup_epochs else 1.0)
 
     def forward(self, ctx: DistillContext) -> torch.Tensor:
         raise NotImplementedError

@@ -1,0 +1,169 @@
+"""Every number a run writes is the one it claims (issue 23): the final weights' accuracy, the teacher it
+was distilled from, one teacher per seed sweep, loss terms logged on one documented scale."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import QUIET, SCRATCH_RUN, compose_config, save_teacher, two_step_run
+from pckd_lightning.errors import CheckpointError, ConfigError
+from pckd_lightning.loggers import EpochLineLogger
+from pckd_lightning.models import create_model
+from pckd_lightning.runner import fit, instantiate, teacher_training_config
+
+
+def metric_rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@torch.inference_mode()
+def accuracy_of(student_pth: str, cfg) -> float:
+    """The validation top-1 of an exported student, computed here from its weights alone."""
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    model = create_model(cfg.model.student.name, num_classes=datamodule.num_classes)
+    model.load_state_dict(torch.load(student_pth, weights_only=True)["model"])
+    model.eval()
+    correct = total = 0
+    for images, labels, *_ in datamodule.val_dataloader():
+        correct += (model(images).argmax(1) == labels).sum().item()
+        total += labels.numel()
+    return 100.0 * correct / total
+
+
+# -- 1. the last accuracy is the final weights' -----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_final_epoch_is_validated_whatever_check_val_every_n_epoch_says(tmp_path):
+    """Epochs 2 and 3 of 3 are validated with check_val_every_n_epoch=2: last_top1 is the final student's."""
+    overrides = [*SCRATCH_RUN[:-1], *QUIET, "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2"]
+    cfg = compose_config(overrides, output_dir=tmp_path)
+    summary = fit(cfg)
+    validated = sorted({int(r["epoch"]) for r in metric_rows(tmp_path) if r.get("val/top1")})
+    assert validated == [1, 2]  # 0-indexed: epochs 2 and 3
+    assert summary["last_top1_epoch"] == summary["epochs"] == 3
+    assert summary["last_top1"] == pytest.approx(accuracy_of(summary["student_weights"], cfg), abs=1e-3)
+
+
+def test_an_epoch_without_validation_says_so_instead_of_repeating_an_old_value(caplog):
+    lines = EpochLineLogger(max_epochs=3)
+    with caplog.at_level(logging.INFO, logger="pckd_lightning.progress"):
+        lines.log_metrics({"val/top1": 66.11, "val/top1_best": 66.11, "epoch": 1}, step=10)
+        lines.log_metrics({"train/loss": 1.0, "epoch": 1}, step=10)
+        lines.log_metrics({"train/loss": 0.9, "epoch": 2}, step=15)
+    first, second = caplog.messages
+    assert "val top-1 66.11%" in first
+    assert "66.11" not in second and "no validation this epoch" in second
+
+
+# -- 2. a resume with another teacher ---------------------------------------------------------------------
+
+
+def other_teacher(path: Path) -> Path:
+    torch.manual_seed(1)  # not save_teacher's seed: another file, other weights
+    torch.save({"model": create_model("resnet20", num_classes=10).state_dict()}, path)
+    return path
+
+
+@pytest.mark.slow
+def test_a_resume_with_another_teacher_is_refused_or_measured_again_and_recorded(tmp_path):
+    first, second = save_teacher(tmp_path / "a.pth", "resnet20", 10), other_teacher(tmp_path / "b.pth")
+    common = ["distill=kd", "data.image_size=8", "+trainer.limit_train_batches=2", *QUIET]
+    run = fit(
+        compose_config(
+            [*common, f"model.teacher.checkpoint={first}", "trainer.max_epochs=1"], output_dir=tmp_path / "a"
+        )
+    )
+    fresh_b = fit(
+        compose_config(
+            [*common, f"model.teacher.checkpoint={second}", "trainer.max_epochs=1"], output_dir=tmp_path / "b"
+        )
+    )
+    assert fresh_b["teacher_top1"] != run["teacher_top1"]  # else the test could not tell them apart
+    resume = [*common, f"model.teacher.checkpoint={second}", "trainer.max_epochs=2"]
+    resume.append(f"ckpt_path={run['last_checkpoint']}")
+    with pytest.raises(
+        ConfigError, match=r"a\.pth \(sha256 \w{12}\).*b\.pth \(sha256 \w{12}\).*allow_changes"
+    ):
+        fit(compose_config(resume, output_dir=tmp_path / "refused"))
+    assert not (tmp_path / "refused").exists()
+    allowed = [*resume, "resume.allow_changes=[model.teacher.checkpoint]"]
+    resumed = fit(compose_config(allowed, output_dir=tmp_path / "resumed"))
+    assert resumed["teacher_top1"] == fresh_b["teacher_top1"]  # measured again, not the checkpoint's
+    assert resumed["teacher_sha256"] == fresh_b["teacher_sha256"] != run["teacher_sha256"]
+    changed = resumed["resumed_from"]["changed"]["model.teacher.checkpoint"]
+    assert "a.pth" in changed["checkpoint"] and "b.pth" in changed["run"]
+
+
+@pytest.mark.slow
+def test_a_resume_with_the_same_teacher_file_moved_elsewhere_is_no_change(tmp_path):
+    teacher = save_teacher(tmp_path / "a.pth", "resnet20", 10)
+    common = ["distill=kd", "data.image_size=8", "+trainer.limit_train_batches=2", *QUIET]
+    run = fit(
+        compose_config(
+            [*common, f"model.teacher.checkpoint={teacher}", "trainer.max_epochs=1"], tmp_path / "a"
+        )
+    )
+    moved = shutil.copy(teacher, tmp_path / "moved.pth")
+    resumed = fit(
+        compose_config(
+            [
+                *common,
+                f"model.teacher.checkpoint={moved}",
+                "trainer.max_epochs=2",
+                f"ckpt_path={run['last_checkpoint']}",
+            ],
+            output_dir=tmp_path / "resumed",
+        )
+    )
+    assert resumed["resumed_from"]["changed"] == {}
+    assert resumed["teacher_top1"] == run["teacher_top1"]
+
+
+# -- 4. one teacher for a sweep over the student's seed ---------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_the_demo_teacher_has_its_own_seed_so_a_seed_sweep_shares_it(tmp_path, seed):
+    cfg = compose_config([f"seed={seed}"], output_dir=tmp_path)
+    assert Path(cfg.model.teacher.checkpoint).name == "digits_resnet20_seed0_e15.pth"
+    teacher_cfg = teacher_training_config(cfg)
+    assert teacher_cfg.seed == 0 and teacher_cfg.data.seed == 0
+    other = compose_config([f"seed={seed}", "model.train_teacher_if_missing.seed=3"], output_dir=tmp_path)
+    assert Path(other.model.teacher.checkpoint).name == "digits_resnet20_seed3_e15.pth"
+    assert teacher_training_config(other).seed == 3
+
+
+# -- 6. every term logged one way ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_terms_are_logged_raw_and_weighted_and_the_weighted_ones_sum_to_the_loss(tmp_path):
+    """pckd_warmup in epoch 1: category contrast counts 0.05 · 1/5 of its value; the shares sum to train/loss."""
+    summary, values = two_step_run(tmp_path, "pckd_warmup")
+    row = next(r for r in metric_rows(tmp_path) if r.get("train/loss"))
+    shares = {t: float(row[f"train/weighted/{t}"]) for t in summary["terms"]}
+    assert sum(shares.values()) == pytest.approx(float(row["train/loss"]), rel=1e-5)
+    assert shares["category_contrast"] == pytest.approx(0.05 / 5 * values["category_contrast"][0], rel=1e-6)
+    assert shares["feature_align"] == pytest.approx(20.0 / 5 * values["feature_align"][0], rel=1e-6)
+    assert shares["kd"] == pytest.approx(values["kd"][0], rel=1e-6)  # weight 1, no warm-up
+
+
+# -- 10. a typo inside the demo's cache ---------------------------------------------------------------------
+
+
+def test_a_typo_inside_the_teacher_cache_is_an_error_not_a_new_teacher(tmp_path):
+    cache = tmp_path / "run" / "cache" / "teachers"
+    typo = cache / "digits_resnet20_seed0.pht"
+    cfg = compose_config([f"model.teacher.checkpoint={typo}"], output_dir=tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"digits_resnet20_seed0\.pht.*does not exist.*cache file"):
+        fit(cfg)
+    assert not typo.exists() and not (tmp_path / "run" / "teacher").exists()
