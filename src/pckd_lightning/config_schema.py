@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pckd_lightning.data.classes import select_classes
 from pckd_lightning.distillation.options import COMPILE_MODES
 from pckd_lightning.errors import ConfigError
 
@@ -187,6 +188,41 @@ def _problems(cfg: DictConfig) -> Iterator[str]:
         except OmegaConfBaseException as err:  # an interpolation that cannot be resolved
             yield f"{check.key}: {' '.join(str(err).split())}"
     yield from _weight_problems(cfg)
+    yield from _class_problems(cfg)
+
+
+def _known_classes(target: object) -> int | None:
+    """The class count of the data module ``target`` names, where the data set fixes it (else None)."""
+    if not isinstance(target, str):
+        return None
+    try:
+        from hydra.utils import get_class
+
+        return getattr(get_class(target), "known_classes", None)
+    except Exception:  # a bad target is reported when the data module is built
+        return None
+
+
+def _class_problems(cfg: DictConfig) -> Iterator[str]:
+    """``data.classes`` (and ``data.class_subset``) within the data set's classes, not both set: the
+    data module's own rule (:func:`~pckd_lightning.data.classes.select_classes`), applied before any work."""
+    data = cfg.get("data")
+    if not isinstance(data, DictConfig):
+        return
+    try:
+        classes = data.get("classes")
+        subset = data.get("class_subset")
+        target = data.get("_target_")
+    except OmegaConfBaseException:  # reported above
+        return
+    if isinstance(classes, ListConfig):
+        classes = OmegaConf.to_container(classes, resolve=True)
+    if isinstance(subset, bool) or not isinstance(subset, int) or subset < 2:
+        subset = None  # a bad value is reported by its Check above
+    try:
+        select_classes(classes, subset, _known_classes(target))
+    except ConfigError as err:
+        yield str(err)
 
 
 def _weight_problems(cfg: DictConfig) -> Iterator[str]:

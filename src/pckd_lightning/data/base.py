@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import numpy as np
@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from pckd_lightning.data.classes import select_classes
 from pckd_lightning.data.datasets import ImageSource, IndexedDataset
 from pckd_lightning.data.sampling import EpochShuffleSampler, per_class_subsample
 from pckd_lightning.data.transforms import (
@@ -51,9 +52,14 @@ class ClassificationDataModule(L.LightningDataModule):
     ``idx`` the positions of the images in the (subsampled) training or validation set ``[B]``.
     Validation always uses a single un-augmented view.
 
-    Subclasses provide the raw sources (:meth:`_load_sources`), ``num_classes``, ``image_size`` and the
-    normalization ``mean``/``std``; they may override the crop (:meth:`_train_crop`) and the evaluation
-    center crop (:meth:`_val_center_crop`).
+    ``class_subset=N`` or ``classes`` (original class ids, or a range "first-last") keep some classes only,
+    relabelled ``0..k-1`` in the order given (see :mod:`pckd_lightning.data.classes`); :attr:`classes` says
+    which original class each label is.
+
+    Subclasses provide the raw sources (:meth:`_load_sources`), the class count (``known_classes``, or
+    ``dataset_classes`` when only the files tell), ``image_size`` and the normalization ``mean``/``std``;
+    they may override the crop (:meth:`_train_crop`) and the evaluation center crop
+    (:meth:`_val_center_crop`).
     """
 
     in_channels: int = 3
@@ -61,6 +67,9 @@ class ClassificationDataModule(L.LightningDataModule):
     std: Sequence[float]
     #: probability of the horizontal flip in training (0 turns it off)
     flip_p: float = 0.5
+    #: the data set's class count when it is fixed (CIFAR-100: 100), so the config check can bound
+    #: ``data.classes`` before any work; None where only the files tell (image folders)
+    known_classes: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -73,6 +82,7 @@ class ClassificationDataModule(L.LightningDataModule):
         seed: int = 0,
         pin_memory: bool = False,
         class_subset: int | None = None,
+        classes: Sequence[int] | str | None = None,
         split_seed: int = 0,
         view_recipe: str = "rotation",
         val_source: str = "test",
@@ -97,12 +107,12 @@ class ClassificationDataModule(L.LightningDataModule):
         #: with different ``seed`` train and are evaluated on the same images
         self.split_seed = split_seed
         self.pin_memory = pin_memory
-        if class_subset is not None and class_subset < 2:
-            raise ConfigError(
-                f"data.class_subset must be >= 2 (or null for all classes), got {class_subset}."
-            )
         #: keep only labels 0..class_subset-1 (small, fast benchmarks); None keeps every class
         self.class_subset = class_subset
+        self._classes_option = classes
+        # refused now, before any data is read; a count that only the files tell bounds it in :attr:`classes`
+        select_classes(classes, class_subset, self.known_classes)
+        self._kept_classes: tuple[int, ...] | None = None
         if val_source not in VAL_SOURCES:
             raise ConfigError(f"data.val_source={val_source!r} is not one of {list(VAL_SOURCES)}.")
         if holdout_per_class < 1:
@@ -119,12 +129,22 @@ class ClassificationDataModule(L.LightningDataModule):
     # ---- what a dataset defines -------------------------------------------------------------------
     @property
     def dataset_classes(self) -> int:
-        """How many classes the data set has (``num_classes`` is fewer with ``class_subset``)."""
-        raise NotImplementedError
+        """How many classes the data set has (``num_classes`` is fewer with ``class_subset``/``classes``)."""
+        if self.known_classes is None:
+            raise NotImplementedError
+        return self.known_classes
+
+    @property
+    def classes(self) -> tuple[int, ...]:
+        """The original class id of each label, in label order (label ``i`` is class ``classes[i]``)."""
+        if self._kept_classes is None:
+            chosen = select_classes(self._classes_option, self.class_subset, self.dataset_classes)
+            self._kept_classes = chosen if chosen is not None else tuple(range(self.dataset_classes))
+        return self._kept_classes
 
     @property
     def num_classes(self) -> int:
-        return self.class_subset or self.dataset_classes
+        return len(self.classes)
 
     @property
     def image_size(self) -> int:
@@ -132,8 +152,14 @@ class ClassificationDataModule(L.LightningDataModule):
 
     @property
     def class_names(self) -> list[str] | None:
-        """Human-readable class names, in label order, where the dataset has them."""
+        """Human-readable names of all the data set's classes, by original id, where it has them."""
         return None
+
+    @property
+    def label_names(self) -> list[str] | None:
+        """The kept classes' names in label order (:attr:`class_names` picked by :attr:`classes`)."""
+        names = self.class_names
+        return None if names is None else [names[c] for c in self.classes]
 
     def _load_sources(self) -> tuple[ImageSource, ImageSource]:
         """The full (not subsampled) training and evaluation sources."""
@@ -187,45 +213,45 @@ class ClassificationDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         train_src, val_src = self._load_sources()
-        if self.class_subset is not None and self.class_subset > self.dataset_classes:
-            raise ConfigError(
-                f"data.class_subset={self.class_subset} but the data set has {self.dataset_classes} classes; "
-                f"use a value in 2..{self.dataset_classes} or null"
-            )
-        train_pool = np.flatnonzero(train_src.labels < self.num_classes)  # all of them without class_subset
-        eval_pool = np.flatnonzero(val_src.labels < self.num_classes)
+        # original class id -> label (-1: not kept); sources keep their ids, the datasets carry the labels
+        label_of = np.full(self.dataset_classes, -1, dtype=np.int64)
+        label_of[list(self.classes)] = np.arange(self.num_classes)
+        train_labels, eval_labels = label_of[train_src.labels], label_of[val_src.labels]
+        train_pool = np.flatnonzero(train_labels >= 0)  # all of them when every class is kept
+        eval_pool = np.flatnonzero(eval_labels >= 0)
         if self.val_source == "holdout":
-            held = self._subsample(train_src, train_pool, self.holdout_per_class, "holdout_per_class")
+            held = self._subsample(train_labels, train_pool, self.holdout_per_class, "holdout_per_class")
             train_pool = np.setdiff1d(train_pool, held)
-            left = np.bincount(train_src.labels[train_pool], minlength=self.num_classes)[: self.num_classes]
+            left = np.bincount(train_labels[train_pool], minlength=self.num_classes)[: self.num_classes]
             if (left == 0).any():
                 raise DataError(
                     f"data.holdout_per_class={self.holdout_per_class} holds out every training image of class "
-                    f"{int(np.flatnonzero(left == 0)[0])}; lower data.holdout_per_class (or use data.val_source=test)"
+                    f"{self.classes[int(np.flatnonzero(left == 0)[0])]}; lower data.holdout_per_class "
+                    "(or use data.val_source=test)"
                 )
-            val = self._subsample(train_src, held, self.val_per_class, "val_per_class")
-            test = self._subsample(val_src, eval_pool, self.val_per_class, "val_per_class")
-            self.test_set = IndexedDataset(val_src, test, self.val_transform())
+            val = self._subsample(train_labels, held, self.val_per_class, "val_per_class")
+            test = self._subsample(eval_labels, eval_pool, self.val_per_class, "val_per_class")
+            self.test_set = IndexedDataset(val_src, test, self.val_transform(), label_of)
             val_source_images = train_src
         else:
-            val = self._subsample(val_src, eval_pool, self.val_per_class, "val_per_class")
+            val = self._subsample(eval_labels, eval_pool, self.val_per_class, "val_per_class")
             val_source_images = val_src
-        train = self._subsample(train_src, train_pool, self.train_per_class, "train_per_class")
-        self.train_set = IndexedDataset(train_src, train, self.train_transform())
-        self.val_set = IndexedDataset(val_source_images, val, self.val_transform())
+        train = self._subsample(train_labels, train_pool, self.train_per_class, "train_per_class")
+        self.train_set = IndexedDataset(train_src, train, self.train_transform(), label_of)
+        self.val_set = IndexedDataset(val_source_images, val, self.val_transform(), label_of)
 
     def _subsample(
-        self, source: ImageSource, pool: np.ndarray, per_class: int | None, option: str
+        self, labels: np.ndarray, pool: np.ndarray, per_class: int | None, option: str
     ) -> np.ndarray:
-        """``per_class`` images of each class from ``pool`` (indices into ``source``), fixed by ``split_seed``."""
+        """``per_class`` images of each label from ``pool`` (indices into ``labels``), fixed by ``split_seed``."""
         return pool[
             per_class_subsample(
-                source.labels[pool],
+                labels[pool],
                 per_class,
                 self.split_seed,
                 num_classes=self.num_classes,
                 option=f"data.{option}",
-                class_names=self.class_names,
+                class_names=self.label_names,
             )
         ]
 

@@ -114,6 +114,7 @@ class CIFAR100DataModule(ClassificationDataModule):
     mean = CIFAR100_MEAN
     std = CIFAR100_STD
     flip_p = 0.5
+    known_classes = NUM_CLASSES
 
     def __init__(self, root: str | Path, download: bool = False, check_sizes: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
@@ -121,10 +122,6 @@ class CIFAR100DataModule(ClassificationDataModule):
         self.download = download
         self.check_sizes = check_sizes
         self._class_names: list[str] | None = None
-
-    @property
-    def dataset_classes(self) -> int:
-        return NUM_CLASSES
 
     @property
     def image_size(self) -> int:

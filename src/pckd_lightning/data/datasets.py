@@ -46,14 +46,23 @@ class ArraySource:
 class IndexedDataset(Dataset):
     """The subset ``indices`` of a source, transformed; item ``i`` is ``(transform(image), label, i)``.
 
-    ``i`` is the position in this (possibly subsampled) dataset, i.e. in ``0..len(self)-1``.
+    ``i`` is the position in this (possibly subsampled) dataset, i.e. in ``0..len(self)-1``. ``label_of``
+    maps the source's class ids to the run's labels (a kept subset of classes, relabelled ``0..k-1``); the
+    source keeps its ids, so one source serves every selection.
     """
 
-    def __init__(self, source: ImageSource, indices: np.ndarray, transform: Callable[[Image.Image], Any]):
+    def __init__(
+        self,
+        source: ImageSource,
+        indices: np.ndarray,
+        transform: Callable[[Image.Image], Any],
+        label_of: np.ndarray | None = None,
+    ):
         self.source = source
         self.indices = np.asarray(indices, dtype=np.int64)
         self.transform = transform
-        self.labels = source.labels[self.indices]
+        labels = source.labels[self.indices]
+        self.labels = labels if label_of is None else label_of[labels]
 
     def __len__(self) -> int:
         return len(self.indices)

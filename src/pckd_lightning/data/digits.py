@@ -41,6 +41,8 @@ class DigitsDataModule(ClassificationDataModule):
     three channels).
     """
 
+    known_classes = NUM_CLASSES
+
     def __init__(self, image_size: int = 32, val_fraction: float = 0.2, flip_p: float = 0.0, **kwargs: Any):
         super().__init__(**kwargs)
         image_size = check_image_size(image_size, "the digits data")
@@ -51,10 +53,6 @@ class DigitsDataModule(ClassificationDataModule):
         self.flip_p = flip_p
         self.mean: tuple[float, ...] = (0.5, 0.5, 0.5)  # replaced by the train split's statistics in setup
         self.std: tuple[float, ...] = (0.5, 0.5, 0.5)
-
-    @property
-    def dataset_classes(self) -> int:
-        return NUM_CLASSES
 
     @property
     def image_size(self) -> int:
