@@ -17,6 +17,7 @@ import yaml
 from conftest import compose_config
 from pckd_lightning.report import build_report, collect_runs
 from pckd_lightning.report.cli import main as report_main
+from pckd_lightning.report.collect import row_key
 from pckd_lightning.runner import fit
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -52,8 +53,9 @@ def write_run(
     epochs: int = MAX_EPOCHS,
     teacher_top1: float | None = None,
     summary: bool = True,
+    **fields,
 ) -> Path:
-    """A run folder as `fit` writes it: config.yaml, summary.json, csv/metrics.csv."""
+    """A run folder as `fit` writes it: config.yaml, summary.json (plus ``fields``), csv/metrics.csv."""
     teacher_arch, student = pair
     scratch = method == "ce"
     teacher_ckpt = f"/teachers/{teacher_arch}_seed{seed if pair == P2 else 0}.pth"
@@ -85,6 +87,7 @@ def write_run(
         "skipped_terms": {},
         "terms": TERMS[method],
         "output_dir": str(folder),
+        **fields,
     }
     (folder / "summary.json").write_text(json.dumps(record))  # NaN is written as NaN, like json.dumps does
     (folder / "csv").mkdir()
@@ -100,7 +103,11 @@ def write_run(
 
 @pytest.fixture
 def runs(tmp_path) -> Path:
-    root = tmp_path / "outputs"
+    return write_runs(tmp_path / "outputs")
+
+
+def write_runs(root: Path) -> Path:
+    """The two pairs of BEST over three seeds, a single-seed crd row and three runs that do not count."""
     for (pair, method), values in BEST.items():
         for seed, best in enumerate(values):
             write_run(
@@ -234,10 +241,10 @@ def test_png_and_cli(runs, tmp_path, capsys):
     png = (out / "curves.png").read_bytes()
     assert png[:8] == PNG_MAGIC and len(png) > 1000
     report = build_report(runs, tmp_path / "again", plot=False)[0]
-    # curve: mean over seeds of the last-epoch values, per epoch
+    # curve: mean over seeds of the last-epoch values, per epoch counted from 1
     curve = report.curves[("pckd", report.pairs[1])]
-    assert list(curve) == list(range(MAX_EPOCHS))
-    assert curve[MAX_EPOCHS - 1] == pytest.approx(statistics.mean(v - 0.3 for v in BEST[(P1, "pckd")]))
+    assert list(curve) == list(range(1, MAX_EPOCHS + 1))
+    assert curve[MAX_EPOCHS] == pytest.approx(statistics.mean(v - 0.3 for v in BEST[(P1, "pckd")]))
     assert not (tmp_path / "again" / "curves.png").exists()
 
 
@@ -460,3 +467,196 @@ def test_a_run_on_part_of_each_epoch_is_a_data_set_of_its_own(trainer, tag):
     assert (
         dataset_name({"data": {"_target_": "x.CIFAR100DataModule"}, "trainer": trainer}) == f"cifar100{tag}"
     )
+
+
+SHA_A, SHA_B = "a" * 64, "b" * 64
+
+
+def test_a_run_whose_last_validation_was_not_its_final_epoch_is_incomplete(tmp_path):
+    """check_val_every_n_epoch=3 over 10 epochs validates last at epoch 9: its last_top1 is not the final one."""
+    root = tmp_path / "runs"
+    write_run(root / "final", P1, "kd", 0, 70.0, 69.0, last_top1_epoch=MAX_EPOCHS)
+    write_run(root / "early", P1, "kd", 1, 99.0, 99.0, last_top1_epoch=9)
+    write_run(root / "older", P1, "kd", 2, 71.0, 70.0)  # written before the field existed: not checked
+    records = {r.run_dir.name: r for r in collect_runs(root)}
+    assert records["final"].complete and records["older"].complete
+    assert records["early"].status == "incomplete"
+    assert records["early"].reason == "last validation at epoch 9 of 10: last_top1 is not the final epoch's"
+    report = build_report(root, tmp_path / "out", plot=False)[0]
+    assert report.cells[("kd", report.pairs[0], "last")].values == (69.0, 70.0)
+
+
+def test_runs_distilled_from_different_teacher_files_never_share_a_row_or_supersede(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(2):
+        for method, best in (("kd", 70.0 + seed), ("pckd", 71.0 + 2 * seed)):
+            write_run(
+                root / f"{method}_a{seed}",
+                P1,
+                method,
+                seed,
+                best,
+                69.0,
+                teacher_top1=72.0,
+                teacher_sha256=SHA_A,
+            )
+    other = write_run(root / "kd_b0", P1, "kd", 0, 60.0, 59.0, teacher_top1=65.0, teacher_sha256=SHA_B)
+    os.utime(other / "summary.json", (2e9, 2e9))  # newer: as a rerun of seed 0 it would supersede kd_a0
+    report, markdown = build_report(root, tmp_path / "out", plot=False)
+    assert all(r.complete for r in report.records)
+    a, b = report.pairs
+    assert (a.teacher_sha256, b.teacher_sha256) == (SHA_A, SHA_B)
+    assert report.cells[("kd", a, "best")].values == (70.0, 71.0)
+    assert report.cells[("kd", b, "best")].values == (60.0,)
+    assert report.teacher[a].values == (72.0,) and report.teacher[b].values == (65.0,)
+    # pckd is compared with the KD of its own teacher file only: 71 - 70, 73 - 71
+    assert report.paired[("pckd", a, "best")].values == (1.0, 2.0)
+    assert not any(pair == b and row == "pckd" for row, pair, _ in [*report.cells, *report.paired])
+    labels = ["resnet56 [aaaaaaaa] → resnet20", "resnet56 [bbbbbbbb] → resnet20"]
+    assert [report.pair_label(p) for p in report.pairs] == labels
+    assert parse_table(markdown, "## Best-epoch top-1 (%)")[""] == labels
+    teachers = {t.sha256: t for t in report.teachers}
+    assert (teachers[SHA_A].runs, teachers[SHA_A].top1, teachers[SHA_B].runs) == (4, 72.0, 1)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("trainer", "check_val_every_n_epoch", 2),
+        ("teacher", "float32", True),
+        ("module", "sync_batchnorm", True),
+        ("trainer", "limit_train_batches", 0.5),
+        ("trainer", "limit_val_batches", 3),
+        ("trainer", "limit_test_batches", 0.25),
+        ("trainer", "overfit_batches", 0.1),
+    ],
+)
+def test_settings_a_resume_may_change_still_make_a_row_of_their_own(section, key, value, tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(2):
+        write_run(root / f"plain{seed}", P1, "kd", seed, 70.0, 69.0)
+    changed = write_run(root / "changed", P1, "kd", 0, 50.0, 49.0)
+    _edit_config(changed, lambda cfg: cfg.setdefault(section, {}).update({key: value}))
+    os.utime(changed / "summary.json", (2e9, 2e9))  # newer: as a rerun of seed 0 it would supersede plain0
+    records = {r.run_dir.name: r for r in collect_runs(root)}
+    assert all(r.complete for r in records.values())
+    assert records["changed"].settings[f"{section}.{key}"] == value
+    assert "trainer.check_val_every_n_epoch" not in records["plain0"].settings  # at its default: left out
+    assert row_key(records["changed"]) != row_key(records["plain0"]) == row_key(records["plain1"])
+    report = build_report(root, tmp_path / "out", plot=False)[0]
+    best = sorted(stat.values for (_, _, metric), stat in report.cells.items() if metric == "best")
+    assert best == [(50.0,), (70.0, 70.0)]
+
+
+def test_numbers_compare_by_value_and_booleans_stay_booleans(tmp_path):
+    from pckd_lightning.report.collect import normalized, same
+
+    root = tmp_path / "runs"
+    for seed, temperature in ((0, 4), (1, 4.0), (2, 4)):
+        run = write_run(root / f"kd{seed}", P1, "kd", seed, 70.0 + seed, 69.0)
+        _edit_config(run, lambda cfg, t=temperature: cfg["distill"]["terms"]["kd"].update(T=t))
+    # the default, written out, is the default left out
+    _edit_config(root / "kd1", lambda cfg: cfg["trainer"].update(check_val_every_n_epoch=1.0))
+    rerun = write_run(root / "kd0_rerun", P1, "kd", 0, 80.0, 79.0)
+    _edit_config(rerun, lambda cfg: cfg["distill"]["terms"]["kd"].update(T=4.0))
+    os.utime(rerun / "summary.json", (2e9, 2e9))  # newer: 4.0 is 4, so it is a rerun of kd0
+    report = build_report(root, tmp_path / "out", plot=False)[0]
+    assert report.rows == ["kd"]
+    assert sorted(report.cells[("kd", report.pairs[0], "best")].values) == [71.0, 72.0, 80.0]
+    assert {r.run_dir.name: r.status for r in report.records}["kd0"] == "superseded"
+    assert same(4, 4.0) and same([13, 15.0], [13.0, 15]) and not same(True, 1) and not same(0.5, 1)
+    assert normalized(True) is True and type(normalized(4.0)) is int and normalized(0.5) == 0.5
+
+
+def test_a_run_resumed_with_changes_is_labelled_and_never_supersedes_a_clean_run(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(2):
+        write_run(root / f"clean{seed}", P1, "kd", seed, 70.0 + seed, 69.0)
+    resumed = {"checkpoint": "x/last.ckpt", "completed_epochs": 5, "changed": {}, "config_checked": True}
+    changes = {"distill.terms.kd.weight": {"checkpoint": 0.9, "run": 0.5}}
+    newer = [
+        write_run(root / "changed", P1, "kd", 0, 60.0, 59.0, resumed_from={**resumed, "changed": changes}),
+        write_run(
+            root / "unchecked", P1, "kd", 1, 61.0, 60.0, resumed_from={**resumed, "config_checked": False}
+        ),
+    ]
+    write_run(root / "clean_resume", P1, "kd", 2, 72.0, 71.0, resumed_from=resumed)  # resumed unchanged
+    for run in newer:
+        os.utime(run / "summary.json", (2e9, 2e9))  # newer than clean0/clean1 of the same seeds
+    report, markdown = build_report(root, tmp_path / "out", plot=False)
+    assert all(r.complete for r in report.records)
+    pair = report.pairs[0]
+    assert report.cells[("kd", pair, "best")].values == (70.0, 71.0, 72.0)
+    changed = "kd [resumed with changes: distill.terms.kd.weight=0.9→0.5]"
+    unchecked = "kd [resumed unchecked: the checkpoint records no config]"
+    assert report.cells[(changed, pair, "best")].values == (60.0,)
+    assert report.cells[(unchecked, pair, "best")].values == (61.0,)
+    assert f"| {changed} |" in markdown and f"| {unchecked} |" in markdown
+
+
+def test_a_teacher_trained_inside_a_demo_run_is_listed_as_its_teacher_once(tmp_path):
+    root = tmp_path / "runs"
+    cached = "/cache/teachers/resnet56.pth"
+    demo = write_run(root / "demo", P1, "pckd", 0, 72.0, 71.0, teacher_top1=72.34, teacher_sha256=SHA_A)
+    # the demo's automatic teacher training: a from-scratch run of the teacher's architecture in <run>/teacher
+    write_run(demo / "teacher", ("—", "resnet56"), "ce", 0, 73.0, 72.5, student_weights=cached)
+    write_run(root / "pckd1", P1, "pckd", 1, 72.5, 71.5, teacher_top1=72.34, teacher_sha256=SHA_A)
+    for seed in range(2):
+        write_run(root / f"kd{seed}", P1, "kd", seed, 70.0, 69.0, teacher_top1=72.34, teacher_sha256=SHA_A)
+        write_run(root / f"ce{seed}", P1, "ce", seed, 68.0, 67.0)  # the student from scratch: a result
+    report, markdown = build_report(root, tmp_path / "out", plot=False)
+    nested = {r.run_dir: r for r in report.records}[demo / "teacher"]
+    assert nested.status == "teacher" and str(demo) in nested.reason
+    assert report.other_scratch == {}  # not a from-scratch result
+    (pair,) = report.pairs
+    assert report.cells[("student (scratch)", pair, "best")].values == (68.0, 68.0)
+    assert report.teacher[pair].values == (72.34,)  # once, from the runs' measurement
+    (teacher,) = report.teachers
+    assert (teacher.arch, teacher.sha256, teacher.top1, teacher.runs) == ("resnet56", SHA_A, 72.34, 4)
+    assert teacher.trained_in is nested
+    table = parse_table(markdown, "## Teachers")
+    assert list(table) == ["", "resnet56"]
+    assert table["resnet56"][1:5] == ["/teachers/resnet56_seed0.pth", SHA_A, "72.34", "4"]
+    assert table["resnet56"][5] == f"{demo / 'teacher'} (best 73.00, last 72.50)"
+
+
+def test_holdout_runs_report_their_test_accuracy(tmp_path):
+    root = tmp_path / "runs"
+    test_top1 = {("kd", 0): 69.5, ("kd", 1): 70.1, ("pckd", 0): 71.0, ("pckd", 1): 71.9}
+    for (method, seed), top1 in test_top1.items():
+        run = write_run(
+            root / f"{method}{seed}", P1, method, seed, 75.0, 74.0, test_top1=top1, test_top5=top1 + 20
+        )
+        _edit_config(run, lambda cfg: cfg["data"].update(val_source="holdout"))
+    out = tmp_path / "out"
+    report, markdown = build_report(root, out, plot=False)
+    (pair,) = report.pairs
+    assert pair.dataset == "cifar100 [holdout val]"
+    runs = {Path(r["run_dir"]).name: r for r in csv.DictReader((out / "runs.csv").open())}
+    assert float(runs["pckd1"]["test_top1"]) == 71.9 and float(runs["pckd1"]["test_top5"]) == 91.9
+    agg = {(r["row"], r["metric"]): r for r in csv.DictReader((out / "aggregate.csv").open())}
+    assert float(agg[("pckd", "test")]["mean"]) == pytest.approx(71.45)
+    assert float(agg[("pckd", "test")]["paired_delta_vs_kd"]) == pytest.approx((1.5 + 1.8) / 2)
+    assert float(agg[("kd", "test_top5")]["mean"]) == pytest.approx(89.8)
+    # kd 69.5, 70.1: std 0.6 / √2 = 0.42; pckd 71.0, 71.9: std 0.9 / √2 = 0.64
+    table = parse_table(markdown, "## Test top-1 (%), the final student on the evaluation split")
+    assert table["kd"] == ["69.80 ± 0.42"] and table["pckd"] == ["71.45 ± 0.64"]
+
+
+def test_curves_count_epochs_from_one_on_integer_ticks(runs, tmp_path):
+    from pckd_lightning.report.render import curves_figure
+
+    root = tmp_path / "runs"
+    for seed in range(2):
+        run = write_run(root / f"kd{seed}", P1, "kd", seed, 70.0, 69.0 + seed, epochs=2)
+        _edit_config(run, lambda cfg: cfg["trainer"].update(max_epochs=2))
+    report = build_report(root, tmp_path / "out", plot=False)[0]
+    # the log's epoch 0 is the first epoch: seed 0 logged 68, 69; seed 1 69, 70
+    assert report.curves[("kd", report.pairs[0])] == {1: 68.5, 2: 69.5}
+    ax = curves_figure(report).axes[0]
+    (line,) = ax.lines
+    assert list(line.get_xdata()) == [1, 2]
+    low, high = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if low <= t <= high]
+    assert ticks == [1.0, 2.0]
+    assert "Test top-1" not in build_report(runs, tmp_path / "main", plot=False)[1]  # no holdout runs

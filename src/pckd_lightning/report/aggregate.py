@@ -1,23 +1,29 @@
-"""Mean ± sample standard deviation over seeds, arranged as the paper's table.
+"""Mean ± sample standard deviation over seeds, arranged as the paper's table, with Δ vs KD and its interval.
 
-Columns are teacher → student pairs (per data set); rows are
+Columns are teacher → student pairs (per data set and teacher file: runs distilled from two different
+teacher files of one architecture are two columns, never compared); rows are
 
 * ``teacher``: the teachers' top-1 (``teacher_top1`` of the pair's distillation runs), one value per
-  distinct teacher checkpoint, so nine runs distilled from one teacher count once, not nine times;
+  distinct teacher file, so nine runs distilled from one teacher count once, not nine times;
 * ``student (scratch)``: runs of method ``ce`` whose student is the pair's student on the same data set;
-* one row per distillation method (summary ``method``). When runs of one method were trained with different
-  ``distill`` settings (an ablation such as ``distill.terms.feature_align=null`` or another weight or
-  temperature) or another ``trainer.max_epochs``, each setting gets its own row, labelled by how it
-  differs from the method's most common setting. Other differences (learning rate, ...) are not told
-  apart. From-scratch runs are matched by student and data set only.
+* one row per distillation method (summary ``method``). Runs share a row only when they differ in nothing
+  but the seed (:func:`~pckd_lightning.report.collect.row_key`); each other setting of a method gets a row
+  of its own, labelled by how it differs from the method's most common setting, and a run resumed with
+  changes is labelled so. From-scratch runs are matched by student and data set only.
 
 The statistic is the mean and the *sample* standard deviation (``ddof=1``, :func:`statistics.stdev`) over
 seeds; with a single seed the standard deviation is undefined and stays ``None`` (shown as ``n/a``).
 "Δ vs KD" is ``mean(method) - mean(kd)`` for the same pair and metric, in percentage points. The paired
 Δ is taken seed by seed, ``method(seed) - kd(seed)`` over the seeds both rows have (same seed: same
 initialization and data order), with its mean and sample standard deviation: the seed-to-seed noise
-that both rows share cancels, so it tells a small gain from noise where the unpaired Δ cannot. Both are
-given only where the row and KD trained for the same number of epochs.
+that both rows share cancels, so it tells a small gain from noise where the unpaired Δ cannot. Each Δ has
+a 95 % confidence interval (:mod:`~pckd_lightning.report.stats`: paired t, or Welch's where the rows share
+no seed) and, when paired, the seeds 80 % power would need. Δs are given only where the row and KD trained
+for the same number of epochs.
+
+When runs differ only in their length (``trainer.max_epochs`` and the settings that follow from it, such as
+a scaled step schedule's milestones or a warm-up scaled with the run), :attr:`Report.schedule` holds the
+same statistics per length.
 """
 
 from __future__ import annotations
@@ -25,16 +31,30 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pckd_lightning.report.collect import SCRATCH_METHOD, RunRecord, settings_key
+from pckd_lightning.report.collect import (
+    SCRATCH_METHOD,
+    TEACHER,
+    RunRecord,
+    format_value,
+    same,
+    settings_key,
+)
+from pckd_lightning.report.stats import Interval, paired_interval, welch_interval
 
-METRICS = {"best": "best_top1", "last": "last_top1"}
+METRICS = {"best": "best_top1", "last": "last_top1", "test": "test_top1", "test_top5": "test_top5"}
 TEACHER_ROW = "teacher"
 SCRATCH_ROW = "student (scratch)"
 KD_ROW = "kd"
+LENGTH_KEY = "trainer.max_epochs"
+#: settings a config may derive from trainer.max_epochs (scheduler=multistep_scaled's milestones, a warm-up
+#: scaled with the run, cosine's T_max); such a key follows the length where each length has one value of it
+FOLLOWS_LENGTH = ("milestones", "warmup_epochs", "T_max")
+
+Key = tuple[str, "Pair", str]  # (row, pair, metric)
 
 
 @dataclass(frozen=True)
@@ -62,10 +82,51 @@ class Pair:
     dataset: str
     teacher: str
     student: str
+    #: the teacher file's SHA-256 ("" where the runs did not record it)
+    teacher_sha256: str = ""
 
-    def label(self, with_dataset: bool = False) -> str:
-        text = f"{self.teacher} → {self.student}"
+    def label(self, with_dataset: bool = False, with_sha: bool = False) -> str:
+        teacher = (
+            f"{self.teacher} [{self.teacher_sha256[:8] or 'unknown file'}]" if with_sha else self.teacher
+        )
+        text = f"{teacher} → {self.student}"
         return f"{text} ({self.dataset})" if with_dataset else text
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """One teacher file, listed once: its accuracy as the runs distilled from it measured it, and the run
+    that trained it where that run is below the folder."""
+
+    arch: str
+    dataset: str
+    file: str | None
+    sha256: str | None
+    #: mean ``teacher_top1`` of the complete runs distilled from it (None when there is none)
+    top1: float | None
+    runs: int
+    trained_in: RunRecord | None = None
+
+
+@dataclass
+class Comparison:
+    """Rows against KD on each pair: Δ of the means, the paired Δ and the 95 % confidence interval."""
+
+    #: (row, pair, metric) -> mean(row) - mean(kd)
+    delta: dict[Key, float] = field(default_factory=dict)
+    #: (row, pair, metric) -> the per-seed differences row - kd over their common seeds (SCRATCH_ROW included)
+    paired: dict[Key, Stat] = field(default_factory=dict)
+    #: (row, pair, metric) -> 95 % interval of the Δ: paired over the common seeds, Welch's without any
+    intervals: dict[Key, Interval] = field(default_factory=dict)
+
+
+@dataclass
+class LengthTable:
+    """One schedule length's rows: cells and their comparison with KD at the same length."""
+
+    rows: list[str]  # SCRATCH_ROW first where present, then the method rows in display order
+    cells: dict[Key, Stat]
+    comparison: Comparison
 
 
 @dataclass
@@ -75,20 +136,33 @@ class Report:
     pairs: list[Pair]
     rows: list[str]  # distillation method rows, in display order
     #: (row, pair, metric) -> Stat, for method rows and SCRATCH_ROW; metric in METRICS
-    cells: dict[tuple[str, Pair, str], Stat]
+    cells: dict[Key, Stat]
     teacher: dict[Pair, Stat]
-    #: (row, pair, metric) -> mean(row) - mean(kd)
-    delta: dict[tuple[str, Pair, str], float]
-    #: (row, pair, metric) -> the per-seed differences row - kd over their common seeds (SCRATCH_ROW included)
-    paired: dict[tuple[str, Pair, str], Stat]
+    comparison: Comparison
     #: from-scratch runs whose architecture is no pair's student (e.g. teachers being trained):
     #: (dataset, arch, metric) -> Stat
     other_scratch: dict[tuple[str, str, str], Stat]
-    #: (row, pair) -> {epoch: mean val top-1 over the seeds that logged that epoch}
+    #: (row, pair) -> {epoch (1-based, as Lightning's progress counts): mean val top-1 over the seeds}
     curves: dict[tuple[str, Pair], dict[int, float]]
     records: list[RunRecord] = field(default_factory=list)
     #: (row, pair) -> {grad/<term>/<value>: {step: mean over the seeds that logged it}} (GradientShare)
     gradients: dict[tuple[str, Pair], dict[str, dict[int, float]]] = field(default_factory=dict)
+    #: every teacher file once (per data set), with the run that trained it
+    teachers: list[Teacher] = field(default_factory=list)
+    #: trainer.max_epochs -> that length's table; empty unless runs differ only in their length
+    schedule: dict[int, LengthTable] = field(default_factory=dict)
+
+    @property
+    def delta(self) -> dict[Key, float]:
+        return self.comparison.delta
+
+    @property
+    def paired(self) -> dict[Key, Stat]:
+        return self.comparison.paired
+
+    @property
+    def intervals(self) -> dict[Key, Interval]:
+        return self.comparison.intervals
 
     @property
     def multiple_datasets(self) -> bool:
@@ -100,13 +174,23 @@ class Report:
         counts = Counter(s.n for s in self.cells.values())
         return counts.most_common(1)[0][0] if counts else 0
 
-
-def _fmt(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    def pair_label(self, pair: Pair) -> str:
+        """The column title: the data set when there are several; the teacher file when another column
+        has the same teacher architecture and student."""
+        files = sum(
+            (p.dataset, p.teacher, p.student) == (pair.dataset, pair.teacher, pair.student)
+            for p in self.pairs
+        )
+        return pair.label(self.multiple_datasets, with_sha=files > 1)
 
 
 def _term_names(settings: dict[str, Any]) -> set[str]:
     return {k.split(".")[1] for k in settings if k.startswith("terms.")}
+
+
+def _pair_identity(record: RunRecord) -> tuple:
+    """What a row's runs share besides the method and its settings: data set, teacher file and student."""
+    return (record.dataset, record.teacher, record.teacher_sha256, record.student)
 
 
 def variant_label(method: str, settings: dict[str, Any], reference: dict[str, Any]) -> str:
@@ -119,27 +203,54 @@ def variant_label(method: str, settings: dict[str, Any], reference: dict[str, An
     for key in sorted(set(settings) | set(reference)):
         if key.startswith("terms.") and key.split(".")[1] not in own & ref:
             continue  # a whole term added or removed: said above
-        if settings.get(key) != reference.get(key):
-            changes.append(f"{key.removeprefix('terms.')}={_fmt(settings.get(key))}")
+        if key not in settings or key not in reference or not same(settings[key], reference[key]):
+            changes.append(f"{key.removeprefix('terms.')}={format_value(settings.get(key))}")
     return f"{method} ({', '.join(changes)})" if changes else method
 
 
-def label_variants(records: Iterable[RunRecord]) -> None:
-    """Set ``record.label``: the method, qualified when its runs used different distillation settings.
+def variant_labels(
+    records: Iterable[RunRecord], ignored: Callable[[RunRecord], set[str]] = lambda r: set()
+) -> dict[int, str]:
+    """``id(record)`` -> its row label: the method, qualified by how its settings (less ``ignored``) differ
+    from the method's most common setting on the same pair, and by its resume note.
 
-    The reference (the plain method name) is the most common setting among the method's runs on the same
-    pair; ties go to the setting that sorts first. Per pair, so that per-pair published settings (DKD's β,
-    lr 0.01 for MobileNet/ShuffleNet students) stay the method's row instead of a variant of it.
+    Per pair (data set, teacher file, student), so that per-pair published settings (DKD's β, lr 0.01 for
+    MobileNet/ShuffleNet students) stay the method's row instead of a variant of it; ties go to the setting
+    that sorts first. Distinct settings always get distinct labels.
     """
     by_method: dict[tuple, list[RunRecord]] = defaultdict(list)
     for record in records:
-        by_method[(str(record.method), record.dataset, record.teacher, record.student)].append(record)
+        by_method[(str(record.method), *_pair_identity(record))].append(record)
+    labels: dict[int, str] = {}
     for (method, *_), group in by_method.items():
-        signatures = Counter(settings_key(r.settings) for r in group)
+        settings = {id(r): {k: v for k, v in r.settings.items() if k not in ignored(r)} for r in group}
+        signatures = Counter(settings_key(settings[id(r)]) for r in group)
         reference_key = min(signatures, key=lambda s: (-signatures[s], s))
-        reference = next(r.settings for r in group if settings_key(r.settings) == reference_key)
+        reference = next(settings[id(r)] for r in group if settings_key(settings[id(r)]) == reference_key)
+        seen: dict[str, tuple] = {}
         for record in group:
-            record.label = variant_label(method, record.settings, reference)
+            own = settings[id(record)]
+            label = variant_label(method, own, reference)
+            if record.resume_note:
+                label = f"{label} [{record.resume_note}]"
+            identity = (settings_key(own), record.resume_note)
+            if seen.setdefault(label, identity) != identity:  # two settings that print alike stay apart
+                label = f"{label} #{sorted({*seen.values(), identity}).index(identity) + 1}"
+                seen.setdefault(label, identity)
+            labels[id(record)] = label
+    return labels
+
+
+def length_followers(records: Iterable[RunRecord]) -> set[str]:
+    """The settings among :data:`FOLLOWS_LENGTH` that take exactly one value at each trainer.max_epochs in
+    ``records`` (one method's runs on one pair): a schedule scaled with the run, not a setting of its own."""
+    records = list(records)
+    keys = {k for r in records for k in r.settings if k.endswith(FOLLOWS_LENGTH)}
+    values: dict[str, dict[Any, set[str]]] = {k: defaultdict(set) for k in keys}
+    for record in records:
+        for key in keys:
+            values[key][record.max_epochs].add(repr(record.settings.get(key)))
+    return {k for k, per_length in values.items() if all(len(v) == 1 for v in per_length.values())}
 
 
 def _row_order(label: str) -> tuple:
@@ -156,10 +267,11 @@ def _stat(records: list[RunRecord], attr: str) -> Stat | None:
 
 
 def _mean_curve(records: list[RunRecord]) -> dict[int, float]:
+    """Mean val top-1 per epoch, counted from 1 (the CSV log's epoch index is 0-based)."""
     per_epoch: dict[int, list[float]] = defaultdict(list)
     for record in records:
         for epoch, value in record.curve.items():
-            per_epoch[epoch].append(value)
+            per_epoch[epoch + 1].append(value)
     return {e: statistics.fmean(v) for e, v in sorted(per_epoch.items())}
 
 
@@ -175,65 +287,156 @@ def _mean_gradients(records: list[RunRecord]) -> dict[str, dict[int, float]]:
     }
 
 
+def pair_of(record: RunRecord) -> Pair:
+    return Pair(record.dataset, str(record.teacher or "—"), str(record.student), record.teacher_sha256 or "")
+
+
+def _groups(
+    records: list[RunRecord], labels: dict[int, str]
+) -> tuple[dict[tuple[str, Pair], list[RunRecord]], list[Pair], list[RunRecord]]:
+    """The cells' runs: (row, pair) -> runs, the distillation rows' and each pair's scratch row (the runs
+    labelled plain ``ce``); the pairs; and the from-scratch runs no pair's scratch row took."""
+    groups: dict[tuple[str, Pair], list[RunRecord]] = defaultdict(list)
+    for r in records:
+        if not r.is_scratch:
+            groups[(labels[id(r)], pair_of(r))].append(r)
+    pairs = sorted({pair for _, pair in groups})
+    matched: set[int] = set()
+    for pair in pairs:
+        for r in records:
+            same_student = (r.student, r.dataset) == (pair.student, pair.dataset)
+            if r.is_scratch and same_student and labels[id(r)] == SCRATCH_METHOD:
+                groups[(SCRATCH_ROW, pair)].append(r)
+                matched.add(id(r))
+    unmatched = [r for r in records if r.is_scratch and id(r) not in matched]
+    return groups, pairs, unmatched
+
+
+def _cells(groups: dict[tuple[str, Pair], list[RunRecord]]) -> dict[Key, Stat]:
+    return {
+        (label, pair, metric): stat
+        for (label, pair), group in groups.items()
+        for metric, attr in METRICS.items()
+        if (stat := _stat(group, attr)) is not None
+    }
+
+
+def compare_with_kd(
+    cells: dict[Key, Stat], rows: list[str], pairs: list[Pair], comparable: Callable[[str, Pair], bool]
+) -> Comparison:
+    """Each row (and the scratch row) against KD on the same pair and metric, where ``comparable``."""
+    out = Comparison()
+    for label in [SCRATCH_ROW, *rows]:
+        for pair in pairs:
+            if label == KD_ROW or not comparable(label, pair):
+                continue
+            for metric in METRICS:
+                key = (label, pair, metric)
+                own, kd = cells.get(key), cells.get((KD_ROW, pair, metric))
+                if own is None or kd is None:
+                    continue
+                if label != SCRATCH_ROW:
+                    out.delta[key] = own.mean - kd.mean
+                paired = paired_difference(own, kd)
+                if paired is not None:
+                    out.paired[key] = paired
+                    interval = paired_interval(paired.values)
+                else:
+                    interval = welch_interval(own.values, kd.values)
+                if interval is not None:
+                    out.intervals[key] = interval
+    return out
+
+
+def _teachers(distilled: list[RunRecord], teacher_runs: list[RunRecord]) -> list[Teacher]:
+    """Every teacher file once per data set: the runs distilled from it and the run that trained it; then the
+    teachers' runs no complete run distilled from (e.g. the demo run that trained it was killed)."""
+    used: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
+    for r in distilled:
+        used[(r.teacher_id or str(r.run_dir), r.dataset)].append(r)
+    trained = {r.trained_teacher: r for r in teacher_runs}
+    teachers = []
+    for (identity, dataset), runs in sorted(used.items()):
+        measured = [
+            r.teacher_top1 for r in runs if r.teacher_top1 is not None and math.isfinite(r.teacher_top1)
+        ]
+        teachers.append(
+            Teacher(
+                arch=str(runs[0].teacher),
+                dataset=dataset,
+                file=min((r.teacher_checkpoint for r in runs if r.teacher_checkpoint), default=None),
+                sha256=runs[0].teacher_sha256,
+                top1=statistics.fmean(measured) if measured else None,
+                runs=len(runs),
+                trained_in=trained.get(identity),
+            )
+        )
+    listed = {identity for identity, _ in used}
+    teachers += [
+        Teacher(str(r.student), r.dataset, r.student_weights, None, None, 0, r)
+        for r in teacher_runs
+        if r.trained_teacher not in listed
+    ]
+    return teachers
+
+
+def _schedule(records: list[RunRecord]) -> dict[int, LengthTable]:
+    """Per trainer.max_epochs, the runs' table with their length (and what follows it) left out of the rows'
+    settings, each row against KD at the same length; empty unless some row was run at several lengths."""
+    timed = [r for r in records if r.max_epochs is not None]
+    by_method: dict[tuple, list[RunRecord]] = defaultdict(list)
+    for r in timed:
+        by_method[(r.method, *_pair_identity(r))].append(r)
+    ignored: dict[int, set[str]] = {}
+    for group in by_method.values():
+        dropped = {LENGTH_KEY} | length_followers(group)
+        ignored.update((id(r), dropped) for r in group)
+    labels = variant_labels(timed, lambda r: ignored[id(r)])
+    lengths_of: dict[tuple, set[int]] = defaultdict(set)
+    for r in timed:
+        lengths_of[(labels[id(r)], *_pair_identity(r))].add(int(r.max_epochs))
+    if not any(len(lengths) > 1 for lengths in lengths_of.values()):
+        return {}
+    tables = {}
+    for length in sorted({int(r.max_epochs) for r in timed}):
+        groups, pairs, _ = _groups([r for r in timed if r.max_epochs == length], labels)
+        rows = sorted({label for label, _ in groups if label != SCRATCH_ROW}, key=_row_order)
+        cells = _cells(groups)
+        present = [SCRATCH_ROW] if any(k[0] == SCRATCH_ROW for k in cells) else []
+        tables[length] = LengthTable(
+            [*present, *rows], cells, compare_with_kd(cells, rows, pairs, lambda label, pair: True)
+        )
+    return tables
+
+
 def aggregate(records: list[RunRecord]) -> Report:
     """Group the complete runs of ``records`` into the table; other records are only carried along."""
     complete = [r for r in records if r.complete]
-    label_variants(complete)
-    distilled = [r for r in complete if not r.is_scratch]
-    scratch = [r for r in complete if r.is_scratch]
-
-    groups: dict[tuple[str, Pair], list[RunRecord]] = defaultdict(list)
-    for r in distilled:
-        pair = Pair(r.dataset, str(r.teacher or "—"), str(r.student))
-        groups[(str(r.label), pair)].append(r)
-    pairs = sorted({pair for _, pair in groups})
-    rows = sorted({label for label, _ in groups}, key=_row_order)
-
-    cells: dict[tuple[str, Pair, str], Stat] = {}
-    curves: dict[tuple[str, Pair], dict[int, float]] = {}
-    gradients: dict[tuple[str, Pair], dict[str, dict[int, float]]] = {}
+    labels = variant_labels(complete)
+    for record in complete:
+        record.label = labels[id(record)]
+    groups, pairs, unmatched = _groups(complete, labels)
+    rows = sorted({label for label, _ in groups if label != SCRATCH_ROW}, key=_row_order)
+    cells = _cells(groups)
+    curves = {key: _mean_curve(group) for key, group in groups.items()}
+    gradients = {
+        key: _mean_gradients(group) for key, group in groups.items() if any(r.gradients for r in group)
+    }
     #: the schedules (trainer.max_epochs) of each cell's runs: Δ compares rows of one schedule only
-    schedules: dict[tuple[str, Pair], frozenset] = {}
-    for (label, pair), group in groups.items():
-        schedules[(label, pair)] = frozenset(r.max_epochs for r in group)
-        for metric, attr in METRICS.items():
-            if (stat := _stat(group, attr)) is not None:
-                cells[(label, pair, metric)] = stat
-        curves[(label, pair)] = _mean_curve(group)
-        if any(r.gradients for r in group):
-            gradients[(label, pair)] = _mean_gradients(group)
-
-    matched: set[int] = set()
-    for pair in pairs:
-        # the scratch runs of the most common setting (label "ce"); the others are listed apart, by label
-        group = [
-            r
-            for r in scratch
-            if r.student == pair.student and r.dataset == pair.dataset and r.label == SCRATCH_METHOD
-        ]
-        matched.update(id(r) for r in group)
-        if not group:
-            continue
-        schedules[(SCRATCH_ROW, pair)] = frozenset(r.max_epochs for r in group)
-        for metric, attr in METRICS.items():
-            if (stat := _stat(group, attr)) is not None:
-                cells[(SCRATCH_ROW, pair, metric)] = stat
-        curves[(SCRATCH_ROW, pair)] = _mean_curve(group)
+    schedules = {key: frozenset(r.max_epochs for r in group) for key, group in groups.items()}
 
     teacher: dict[Pair, Stat] = {}
     for pair in pairs:
-        per_checkpoint: dict[str, list[float]] = defaultdict(list)
-        for (_, p), group in groups.items():
-            if p != pair:
+        per_file: dict[str, list[float]] = defaultdict(list)
+        for (label, p), group in groups.items():
+            if p != pair or label == SCRATCH_ROW:
                 continue
             for r in group:
                 if r.teacher_top1 is not None and math.isfinite(r.teacher_top1):
-                    key = r.teacher_checkpoint or str(r.run_dir)
-                    per_checkpoint[key].append(r.teacher_top1)
-        if per_checkpoint:
+                    per_file[r.teacher_id or str(r.run_dir)].append(r.teacher_top1)
+        if per_file:
             teacher[pair] = Stat(
-                tuple(statistics.fmean(v) for _, v in sorted(per_checkpoint.items())),
-                tuple(sorted(per_checkpoint)),
+                tuple(statistics.fmean(v) for _, v in sorted(per_file.items())), tuple(sorted(per_file))
             )
 
     def same_schedule(label: str, pair: Pair) -> bool:
@@ -241,37 +444,31 @@ def aggregate(records: list[RunRecord]) -> Report:
         own, kd = schedules.get((label, pair)), schedules.get((KD_ROW, pair))
         return own is not None and own == kd and len(own) == 1
 
-    delta: dict[tuple[str, Pair, str], float] = {}
-    for label in rows:
-        if label == KD_ROW:
-            continue
-        for pair in pairs:
-            for metric in METRICS:
-                kd, own = cells.get((KD_ROW, pair, metric)), cells.get((label, pair, metric))
-                if kd is not None and own is not None and same_schedule(label, pair):
-                    delta[(label, pair, metric)] = own.mean - kd.mean
-
     other_groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
-    for r in scratch:
-        if id(r) not in matched:
-            variant = str(r.label).removeprefix(SCRATCH_METHOD)  # "" or " (trainer.max_epochs=30)"
-            other_groups[(r.dataset, f"{r.student}{variant}")].append(r)
+    for r in unmatched:
+        variant = str(r.label).removeprefix(SCRATCH_METHOD)  # "" or " (trainer.max_epochs=30)"
+        other_groups[(r.dataset, f"{r.student}{variant}")].append(r)
     other_scratch = {
         (dataset, arch, metric): stat
         for (dataset, arch), group in sorted(other_groups.items())
         for metric, attr in METRICS.items()
         if (stat := _stat(group, attr)) is not None
     }
-    paired = {
-        (label, pair, metric): stat
-        for label in [SCRATCH_ROW, *rows]
-        if label != KD_ROW
-        for pair in pairs
-        for metric in METRICS
-        if same_schedule(label, pair)
-        and (stat := paired_difference(cells.get((label, pair, metric)), cells.get((KD_ROW, pair, metric))))
-    }
-    return Report(pairs, rows, cells, teacher, delta, paired, other_scratch, curves, records, gradients)
+    distilled = [r for r in complete if not r.is_scratch]
+    teacher_runs = [r for r in records if r.status == TEACHER]
+    return Report(
+        pairs,
+        rows,
+        cells,
+        teacher,
+        compare_with_kd(cells, rows, pairs, same_schedule),
+        other_scratch,
+        curves,
+        records,
+        gradients,
+        _teachers(distilled, teacher_runs),
+        _schedule(complete),
+    )
 
 
 def paired_difference(own: Stat | None, kd: Stat | None) -> Stat | None:

@@ -6,10 +6,18 @@ A *run folder* is any folder (searched recursively, hidden folders such as ``.hy
 crashed or was killed. Only local files are read.
 
 A run is *complete* when its summary is readable, its best and last top-1 are finite numbers, it trained
-for ``trainer.max_epochs`` epochs (from the run's ``config.yaml``), it was not interrupted, it is not a
-``fast_dev_run`` smoke test, and its ``config.yaml``, ``summary.json`` and last checkpoint belong to the
-same run (the config's SHA-256 that the summary and the checkpoint record). Every other run is kept with
-``status="incomplete"`` and the reason, so that the report can list it without averaging it in.
+for ``trainer.max_epochs`` epochs (from the run's ``config.yaml``), its last validation was at its final
+epoch (``last_top1_epoch``, where recorded), it was not interrupted, it is not a ``fast_dev_run`` smoke
+test, and its ``config.yaml``, ``summary.json`` and last checkpoint belong to the same run (the config's
+SHA-256 that the summary and the checkpoint record). Every other run is kept with ``status="incomplete"``
+and the reason, so that the report can list it without averaging it in. A from-scratch run that trained a
+teacher other runs distilled from (the demo's ``<run>/teacher/``, compare.py's ``teachers/<arch>``) gets
+``status="teacher"``: it is listed with its teacher, never as a result.
+
+Two runs are one row (averaged together, and a rerun of a seed supersedes the older one) only when
+:func:`row_key` agrees: data set, teacher architecture and teacher file (SHA-256), student, method, every
+setting of :attr:`RunRecord.settings` (numbers compared by value: 4 and 4.0 are equal, booleans stay
+booleans) and how the run was resumed. Only the seed may differ.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pckd_lightning.callbacks.config_record import STATE_KEY
+from pckd_lightning.distillation.teacher import file_sha256
 from pckd_lightning.resume import experiment_config, flatten_config
 from pckd_lightning.run_folder import read_run_config
 
@@ -39,10 +48,30 @@ SEED_KEYS = ("seed", "data.seed")
 PARTIAL_EPOCHS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "overfit_batches")
 #: the method name of plain supervised training; such runs fill the "student (scratch)" row
 SCRATCH_METHOD = "ce"
+#: settings that change a result but that a resume may change (so ``experiment_config`` leaves them out), with
+#: their defaults: a default is left out of the settings, so a config older than the key compares equal
+RESULT_DEFAULTS = {
+    "trainer.check_val_every_n_epoch": 1,
+    "teacher.float32": False,
+    "module.sync_batchnorm": False,
+}
+#: ``experiment_config`` keys that are no setting of their own: the distill section (read by
+#: :func:`distill_settings`), the module's copies of other sections, the architectures (the report's columns)
+#: and the demo's recipe for a missing teacher (the teacher file's SHA-256 says which teacher was used)
+NOT_SETTINGS = (
+    "distill.",
+    "module.",
+    "model.student.name",
+    "model.teacher.name",
+    "model.train_teacher_if_missing.",
+)
+#: the folder the demo trains a missing teacher into, inside the distillation run's folder
+NESTED_TEACHER = "teacher"
 
 COMPLETE = "complete"
 INCOMPLETE = "incomplete"
 SUPERSEDED = "superseded"
+TEACHER = "teacher"
 
 
 @dataclass
@@ -63,10 +92,21 @@ class RunRecord:
     best_top1: float | None = None
     last_top1: float | None = None
     last_top5: float | None = None
+    #: the final student on the evaluation split, for runs validated on a holdout (``data.val_source=holdout``)
+    test_top1: float | None = None
+    test_top5: float | None = None
     terms: dict[str, float] = field(default_factory=dict)
-    #: the distillation settings that tell variants of one method apart (see :func:`distill_settings`)
+    #: every setting but the seed, flattened, numbers normalized (see :func:`row_key`)
     settings: dict[str, Any] = field(default_factory=dict)
     teacher_checkpoint: str | None = None
+    #: SHA-256 of the teacher file the run loaded (summary ``teacher_sha256``; None before it was recorded)
+    teacher_sha256: str | None = None
+    #: how a resume changed the run ("" for a run trained in one go or resumed unchanged)
+    resume_note: str = ""
+    #: where the run wrote its student (summary ``student_weights``): a teacher run's file, by path
+    student_weights: str | None = None
+    #: for a teacher's training run: the teacher it trained (:attr:`teacher_id` of the runs distilled from it)
+    trained_teacher: str | None = None
     #: validation top-1 in percent per epoch, from csv/metrics.csv (empty when there is no CSV log)
     curve: dict[int, float] = field(default_factory=dict)
     #: GradientShare's values (``grad/<term>/norm``, ``head_norm``, ``cos_ce``) per training step, if logged
@@ -82,6 +122,13 @@ class RunRecord:
     @property
     def is_scratch(self) -> bool:
         return self.method == SCRATCH_METHOD
+
+    @property
+    def teacher_id(self) -> str | None:
+        """The teacher file: its SHA-256 where recorded, else its path (older runs); None without a teacher."""
+        if self.teacher is None:
+            return None
+        return self.teacher_sha256 or self.teacher_checkpoint
 
 
 def _walk(root: Path) -> Iterator[Path]:
@@ -230,16 +277,21 @@ def read_run(run_dir: Path) -> RunRecord | None:
     epochs = summary.get("epochs")
     record.epochs = epochs if isinstance(epochs, int) else None
     record.terms = {str(k): float(v) for k, v in (summary.get("terms") or {}).items() if _finite_or_none(v)}
-    record.settings = distill_settings(cfg, summary)
+    record.teacher_sha256 = summary.get("teacher_sha256")
+    record.student_weights = summary.get("student_weights")
+    record.resume_note = resume_note(summary)
+    settings = distill_settings(cfg, summary)
     if record.max_epochs is not None:  # a 10-epoch and a 240-epoch schedule are not the same experiment
-        record.settings["trainer.max_epochs"] = record.max_epochs
+        settings["trainer.max_epochs"] = record.max_epochs
     if cfg is not None:  # runs of another optimizer, schedule, data or precision are other experiments
-        record.settings |= {
+        settings |= {
             k: v
             for k, v in experiment_config(cfg).items()
-            if not k.startswith(("distill.", "module.", "model.")) and k not in SEED_KEYS
+            if not k.startswith(NOT_SETTINGS) and k not in SEED_KEYS
         }
-    for key in ("teacher_top1", "best_top1", "last_top1", "last_top5"):
+        settings |= result_settings(cfg, with_teacher=record.teacher is not None)
+    record.settings = {k: normalized(v) for k, v in settings.items()}
+    for key in ("teacher_top1", "best_top1", "last_top1", "last_top5", "test_top1", "test_top5"):
         setattr(record, key, _number(summary.get(key)))
     record.curve, record.gradients = read_log(run_dir)
 
@@ -250,7 +302,7 @@ def read_run(run_dir: Path) -> RunRecord | None:
             problems.append(f"{key} missing")
         elif not math.isfinite(value):
             problems.append(f"{key} is not finite ({summary.get(key)!r})")
-    for key in ("teacher_top1", "last_top5"):
+    for key in ("teacher_top1", "last_top5", "test_top1", "test_top5"):
         value = getattr(record, key)
         if value is not None and not math.isfinite(value):
             problems.append(f"{key} is not finite ({summary.get(key)!r})")
@@ -264,11 +316,73 @@ def read_run(run_dir: Path) -> RunRecord | None:
         problems.append("epochs missing from summary.json")
     elif record.max_epochs is not None and record.epochs < record.max_epochs:
         problems.append(f"stopped after {record.epochs} of {record.max_epochs} epochs")
+    last_epoch = summary.get("last_top1_epoch")  # absent in runs written before it was recorded
+    if isinstance(last_epoch, int) and record.epochs is not None and last_epoch != record.epochs:
+        problems.append(
+            f"last validation at epoch {last_epoch} of {record.epochs}: last_top1 is not the final epoch's"
+        )
     if problems:
         record.status, record.reason = INCOMPLETE, "; ".join(problems)
     elif cfg is None:
         record.reason = "no config.yaml: epoch count and data set not checked"
     return record
+
+
+def result_settings(cfg: dict[str, Any], with_teacher: bool) -> dict[str, Any]:
+    """The settings that change a result where not at their default, beyond what ``experiment_config`` gives:
+    partial epochs (:data:`PARTIAL_EPOCHS`), how often the run validated, the module's batch-norm sync and
+    (with a teacher) the teacher's precision."""
+    trainer = cfg.get("trainer") or {}
+    out = {f"trainer.{k}": trainer[k] for k in PARTIAL_EPOCHS if not _whole(k, trainer.get(k))}
+    for key, default in RESULT_DEFAULTS.items():
+        section, name = key.split(".")
+        value = (cfg.get(section) or {}).get(name)
+        if (with_teacher or section != "teacher") and value is not None and not same(value, default):
+            out[key] = value
+    return out
+
+
+def normalized(value: Any) -> Any:
+    """Numbers by value (an int-valued float becomes an int, so 4.0 equals 4; booleans stay booleans), also
+    inside lists, so that settings compare by what they mean rather than how they were written."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, (list, tuple)):
+        return [normalized(v) for v in value]
+    if isinstance(value, dict):
+        return {k: normalized(v) for k, v in value.items()}
+    return value
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal settings after :func:`normalized`; by repr, so that True is not 1."""
+    return repr(normalized(a)) == repr(normalized(b))
+
+
+def format_value(value: Any) -> str:
+    """A setting as labels show it: floats short (``:g``), the rest as ``str``."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def resume_note(summary: dict[str, Any]) -> str:
+    """How a resume (summary ``resumed_from``) changed the run: ``resumed with changes: key=old→new``, or that
+    its config could not be checked; "" for a run trained in one go or resumed unchanged."""
+    resumed = summary.get("resumed_from")
+    if not isinstance(resumed, dict):
+        return ""
+    notes = []
+    changed = resumed.get("changed")
+    if isinstance(changed, dict) and changed:
+        parts = [
+            f"{key}={format_value(v.get('checkpoint'))}→{format_value(v.get('run'))}"
+            if isinstance(v, dict)
+            else str(key)
+            for key, v in sorted(changed.items())
+        ]
+        notes.append("resumed with changes: " + ", ".join(parts))
+    if resumed.get("config_checked") is False:
+        notes.append("resumed unchecked: the checkpoint records no config")
+    return "; ".join(notes)
 
 
 def ownership_problems(run_dir: Path, summary: dict[str, Any]) -> list[str]:
@@ -311,33 +425,85 @@ def _finite_or_none(value: Any) -> bool:
 
 
 def settings_key(settings: dict[str, Any]) -> tuple:
-    """A hashable, sortable form of :attr:`RunRecord.settings`."""
-    return tuple(sorted((k, repr(v)) for k, v in settings.items()))
+    """A hashable, sortable form of :attr:`RunRecord.settings` (values compared as :func:`same` does)."""
+    return tuple(sorted((k, repr(normalized(v))) for k, v in settings.items()))
+
+
+def row_key(record: RunRecord) -> tuple:
+    """Everything but the seed: runs that share it are seeds of one experiment, one row of the report.
+
+    Data set, teacher architecture and teacher file (SHA-256; runs that predate it compare as unknown),
+    student, method, every setting (:attr:`RunRecord.settings`) and the resume note (a run resumed with
+    changes is neither setting, so it is never averaged with, nor supersedes, a run trained in one go).
+    """
+    return (
+        record.dataset,
+        record.teacher,
+        record.teacher_sha256,
+        record.student,
+        record.method,
+        settings_key(record.settings),
+        record.resume_note,
+    )
 
 
 def collect_runs(root: str | Path) -> list[RunRecord]:
     """Every run folder below ``root`` (``root`` itself included), sorted by path.
 
-    Complete runs that repeat another complete run's (data set, teacher, student, method, distillation
-    settings, seed) are marked ``superseded``, except the newest (by ``summary.json``'s modification time),
-    so that a rerun of a seed is not averaged in twice.
+    Complete runs that repeat another complete run's :func:`row_key` and seed are marked ``superseded``,
+    except the newest (by ``summary.json``'s modification time), so that a rerun of a seed is not averaged in
+    twice. The training runs of teachers are marked (:func:`mark_teacher_runs`).
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"no such folder: {root}")
     records = [r for d in _walk(root) if (r := read_run(d)) is not None]
+    mark_teacher_runs(records)
     newest: dict[tuple, RunRecord] = {}
     for record in sorted((r for r in records if r.complete), key=lambda r: r.mtime):
-        key = (
-            record.dataset,
-            record.teacher,
-            record.student,
-            record.method,
-            settings_key(record.settings),
-            record.seed,
-        )
+        key = (*row_key(record), record.seed)
         if key in newest:
             old = newest[key]
             old.status, old.reason = SUPERSEDED, f"same setting and seed as the newer run {record.run_dir}"
         newest[key] = record
     return sorted(records, key=lambda r: str(r.run_dir))
+
+
+def mark_teacher_runs(records: list[RunRecord]) -> None:
+    """Give ``status="teacher"`` to the complete from-scratch runs that trained a teacher the other runs
+    distilled from, and record which (:attr:`RunRecord.trained_teacher`): a teacher is listed once, with the
+    run that trained it, and never counted as a from-scratch result.
+
+    A run is a teacher's when it sits in a run folder's ``teacher/`` (the demo's automatic teacher training),
+    or when the file it wrote is a teacher file of the other runs: the same path, or the same SHA-256 (only
+    runs of a teacher architecture are hashed).
+    """
+    by_dir = {r.run_dir: r for r in records}
+    wanted = {r.teacher_id for r in records if r.teacher_id}
+    teacher_archs = {r.teacher for r in records if r.teacher}
+    for record in records:
+        if not (record.complete and record.is_scratch):
+            continue
+        parent = by_dir.get(record.run_dir.parent) if record.run_dir.name == NESTED_TEACHER else None
+        if parent is not None and parent.teacher_id is None:
+            parent = None  # a folder named teacher inside a run without one: nothing to say
+        candidates = [parent.teacher_id] if parent is not None else []
+        if record.student_weights:
+            candidates.append(record.student_weights)
+        if record.student in teacher_archs and wanted and (weights := _weights_file(record)) is not None:
+            candidates.append(file_sha256(weights))
+        if parent is not None or any(c in wanted for c in candidates):
+            record.status = TEACHER
+            record.trained_teacher = next((c for c in candidates if c in wanted), None)
+            where = f"of {parent.run_dir}" if parent is not None else "other runs distilled from"
+            record.reason = f"trained the teacher {where}: listed with the teachers, not a result"
+
+
+def _weights_file(record: RunRecord) -> Path | None:
+    """The student file a run wrote: where its summary says, or (a folder copied from another machine) its
+    ``student.pth``; None when neither is there."""
+    recorded = Path(record.student_weights) if record.student_weights else None
+    for path in (recorded, record.run_dir / "student.pth"):
+        if path is not None and path.is_file():
+            return path
+    return None

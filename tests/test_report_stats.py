@@ -1,0 +1,205 @@
+"""pckd-report's statistics: the Δ vs KD's 95 % interval (paired t, Welch), the seeds 80 % power needs, and
+the schedule study (the same table per trainer.max_epochs)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import load_benchmark
+from pckd_lightning.report import build_report, seeds_for_power
+from test_report import BEST, P1, PNG_MAGIC, _edit_config, parse_table, write_run, write_runs
+
+# Student's t quantiles t(0.975, df) from a printed table (e.g. NIST/SEMATECH e-Handbook, table 1.3.6.7.2)
+T_975 = {2: 4.303, 4: 2.776, 8: 2.306, 9: 2.262}
+
+
+@pytest.fixture
+def runs(tmp_path) -> Path:
+    return write_runs(tmp_path / "outputs")
+
+
+def test_paired_interval_against_hand_computed_values(runs, tmp_path):
+    """P1 pckd − kd per seed: 72.0 − 70.6, 71.5 − 70.9, 72.4 − 71.2 = 1.4, 0.6, 1.2."""
+    out = tmp_path / "report"
+    report, markdown = build_report(runs, out, plot=False)
+    pair = report.pairs[1]
+    interval = report.intervals[("pckd", pair, "best")]
+    # mean 1.0667, sd √(0.3467 / 2) = 0.4163, se 0.4163 / √3 = 0.2404; ± 4.303 · 0.2404 = ± 1.0344
+    differences = [a - b for a, b in zip(BEST[(P1, "pckd")], BEST[(P1, "kd")], strict=True)]
+    assert differences == pytest.approx([1.4, 0.6, 1.2])
+    assert (interval.test, interval.df, interval.sizes) == ("paired", 2, (3,))
+    assert interval.delta == pytest.approx(1.066667, abs=1e-6)
+    assert interval.low == pytest.approx(1.066667 - 1.034, abs=2e-3)
+    assert interval.high == pytest.approx(1.066667 + 1.034, abs=2e-3)
+    assert interval.excludes_zero and interval.verdict == "better"
+    # the row's power: its own effect, mean / sd = 2.562
+    assert interval.seeds_needed == seeds_for_power(
+        statistics.mean(differences) / statistics.stdev(differences)
+    )
+    table = parse_table(markdown, "### Δ vs KD with its 95 % confidence interval, best-epoch top-1 (%)")
+    assert table[""] == ["pair", "test", "seeds", "Δ", "95 % CI", "seeds for 80% power", "reading"]
+    pckd = [cells for row, cells in table.items() if row == "pckd"]
+    assert ["resnet56 → resnet20", "paired", "3", "+1.07", "[+0.03, +2.10] ✓"] in [c[:5] for c in pckd]
+    aggregate = {
+        (r["student"], r["row"], r["metric"]): r for r in csv.DictReader((out / "aggregate.csv").open())
+    }
+    line = aggregate[("resnet20", "pckd", "best")]
+    assert line["delta_test"] == "paired" and line["delta_ci_excludes_0"] == "True"
+    assert float(line["delta_ci_low"]) == pytest.approx(interval.low)
+    assert int(line["seeds_for_80_power"]) == interval.seeds_needed
+
+
+def test_welch_interval_for_a_row_without_common_seeds(tmp_path):
+    """KD on seeds 0-2, PCKD on seeds 3-5: nothing to pair; Welch's interval, said so, and no verdict."""
+    root = tmp_path / "runs"
+    for seed, best in enumerate([70.0, 71.0, 72.0]):
+        write_run(root / f"kd{seed}", P1, "kd", seed, best, best)
+    for seed, best in zip((3, 4, 5), [72.0, 73.0, 74.0], strict=True):
+        write_run(root / f"pckd{seed}", P1, "pckd", seed, best, best)
+    out = tmp_path / "out"
+    report, markdown = build_report(root, out, plot=False)
+    interval = report.intervals[("pckd", report.pairs[0], "best")]
+    # Δ = 73 − 71 = 2; s² = 1 in both: se = √(1/3 + 1/3) = 0.8165; ν = (2/3)² / (2 · (1/3)² / 2) = 4;
+    # ± 2.776 · 0.8165 = ± 2.267: [−0.267, +4.267] includes 0
+    assert (interval.test, interval.sizes, interval.seeds_needed) == ("Welch", (3, 3), None)
+    assert interval.df == pytest.approx(4.0)
+    assert interval.low == pytest.approx(2 - T_975[4] * math.sqrt(2 / 3), abs=1e-3)
+    assert interval.high == pytest.approx(2 + T_975[4] * math.sqrt(2 / 3), abs=1e-3)
+    assert not interval.excludes_zero and interval.verdict == "not resolved"
+    table = parse_table(markdown, "### Δ vs KD with its 95 % confidence interval, best-epoch top-1 (%)")
+    assert table["pckd"] == [
+        "Welch",
+        "3 vs 3",
+        "+2.00",
+        "[-0.27, +4.27]",
+        "—",
+        "not resolved (the interval includes 0)",
+    ]
+    # a row whose interval includes 0 is called neither better nor worse anywhere in the report
+    assert not [
+        line for line in markdown.splitlines() if "pckd" in line and ("better" in line or "worse" in line)
+    ]
+    line = next(
+        r
+        for r in csv.DictReader((out / "aggregate.csv").open())
+        if (r["row"], r["metric"]) == ("pckd", "best")
+    )
+    assert (line["delta_test"], line["delta_ci_excludes_0"], line["seeds_for_80_power"]) == (
+        "Welch",
+        "False",
+        "",
+    )
+
+
+def test_seeds_for_power_against_published_values_and_a_simulation():
+    """G*Power, one-sample (paired) t-test, two-sided α = 0.05, power 0.8: d = 0.5 -> 34, 0.8 -> 15, 1.0 -> 10."""
+    assert [seeds_for_power(d) for d in (0.5, 0.8, 1.0, -1.0)] == [34, 15, 10, 10]
+    assert seeds_for_power(0.0) is None and seeds_for_power(0.05) is None  # beyond 1000 seeds
+    # the same answer another way: simulated paired differences with d = 1 (mean 1, sd 1)
+    rng = np.random.default_rng(0)
+
+    def simulated_power(n: int, trials: int = 40_000) -> float:
+        draws = rng.normal(1.0, 1.0, size=(trials, n))
+        t = draws.mean(axis=1) / (draws.std(axis=1, ddof=1) / math.sqrt(n))
+        return float(np.mean(np.abs(t) > T_975[n - 1]))
+
+    assert simulated_power(10) > 0.79  # 0.803
+    assert simulated_power(9) < 0.77  # 0.748: nine seeds are not enough
+
+
+def write_length(root, method: str, seed: int, length: int, best: float, last: float) -> None:
+    """A run of ``length`` epochs with the step schedule scaled to it (x0.1 at 62.5/75/87.5 %) and, for
+    PCKD, a feature-alignment warm-up of a fifth of the run."""
+    run = write_run(root / method / f"e{length}" / f"seed{seed}", P1, method, seed, best, last, epochs=length)
+    milestones = [math.ceil(f * length) for f in (0.625, 0.75, 0.875)]
+
+    def edit(cfg):
+        cfg["trainer"]["max_epochs"] = length
+        cfg["scheduler"] = {"_target_": "torch.optim.lr_scheduler.MultiStepLR", "milestones": milestones}
+        if method == "pckd":
+            cfg["distill"]["terms"]["feature_align"]["warmup_epochs"] = length // 5
+
+    _edit_config(run, edit)
+
+
+LENGTH_BEST = {  # (method, length): best top-1 of seeds 0, 1, 2; the last is 1 lower
+    ("kd", 10): [60.0, 61.0, 62.0],
+    ("pckd", 10): [59.0, 60.5, 61.0],
+    ("kd", 20): [65.0, 66.0, 66.5],
+    ("pckd", 20): [66.0, 67.5, 68.0],
+}
+
+
+def test_the_schedule_study_is_reported_per_length(tmp_path):
+    root = tmp_path / "runs"
+    for (method, length), values in LENGTH_BEST.items():
+        for seed, best in enumerate(values):
+            write_length(root, method, seed, length, best, best - 1)
+    out = tmp_path / "out"
+    report, markdown = build_report(root, out)
+    assert list(report.schedule) == [10, 20]
+    pair = report.pairs[0]
+    for length in (10, 20):
+        table = report.schedule[length]
+        assert table.rows == ["kd", "pckd"]  # the length, its milestones and warm-up make no variant
+        for method in ("kd", "pckd"):
+            assert table.cells[(method, pair, "best")].values == tuple(LENGTH_BEST[(method, length)])
+        differences = [
+            a - b for a, b in zip(LENGTH_BEST[("pckd", length)], LENGTH_BEST[("kd", length)], strict=True)
+        ]
+        interval = table.comparison.intervals[("pckd", pair, "best")]
+        mean, sd = statistics.mean(differences), statistics.stdev(differences)
+        assert interval.delta == pytest.approx(mean)
+        assert interval.low == pytest.approx(mean - T_975[2] * sd / math.sqrt(3), abs=1e-3)
+    # 10 epochs: −1, −0.5, −1 -> −0.83 ± 0.29, ± 4.303 · 0.1667: [−1.55, −0.12], worse
+    # 20 epochs: +1, +1.5, +1.5 -> +1.33 ± 0.29: [+0.62, +2.05], better
+    assert report.schedule[10].comparison.intervals[("pckd", pair, "best")].verdict == "worse"
+    assert report.schedule[20].comparison.intervals[("pckd", pair, "best")].verdict == "better"
+    ten = parse_table(markdown, "### 10 epochs")
+    assert ten["pckd"][:4] == ["60.17 ± 1.04", "59.17 ± 1.04", "-0.83 ± 0.29", "[-1.55, -0.12] ✓"]
+    assert parse_table(markdown, "### 20 epochs")["pckd"][2:4] == ["+1.33 ± 0.29", "[+0.62, +2.05] ✓"]
+    lines = list(csv.DictReader((out / "schedule.csv").open()))
+    line = next(r for r in lines if (r["row"], r["epochs"], r["metric"]) == ("pckd", "20", "best"))
+    assert float(line["delta_vs_kd"]) == pytest.approx(4 / 3) and line["delta_ci_excludes_0"] == "True"
+    assert float(line["mean"]) == pytest.approx(statistics.mean(LENGTH_BEST[("pckd", 20)]))
+    assert {(r["row"], r["epochs"]) for r in lines} == {(m, str(e)) for m, e in LENGTH_BEST}
+    png = (out / "schedule.png").read_bytes()
+    assert png[:8] == PNG_MAGIC and len(png) > 1000
+
+
+def test_one_length_writes_no_schedule_study(runs, tmp_path):
+    report, markdown = build_report(runs, tmp_path / "out")
+    assert report.schedule == {} and "Schedule study" not in markdown
+    assert (
+        not (tmp_path / "out" / "schedule.csv").exists() and not (tmp_path / "out" / "schedule.png").exists()
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.cifar
+def test_the_tiny_schedule_profile_is_reported_per_length(tmp_path, cifar_root):
+    """Real runs of compare.py's schedule layout (<row>/e<epochs>/seed<seed>): DKD's warm-up and the scaled
+    milestones follow the length, so each method is one row at each length, paired with KD there."""
+    compare = load_benchmark("compare", "compare")
+    profile = dataclasses.replace(compare.PROFILES["tiny-schedule"], methods=("kd", "dkd"), teacher_epochs=1)
+    compare.compare(profile, str(cifar_root), tmp_path)
+    report = build_report(tmp_path, tmp_path / "report")[0]
+    assert list(report.schedule) == [1, 2]
+    (pair,) = report.pairs
+    for length, table in report.schedule.items():
+        assert table.rows == ["kd", "dkd"], length
+        assert table.cells[("dkd", pair, "best")].seeds == (0, 1)
+        assert table.comparison.paired[("dkd", pair, "best")].seeds == (0, 1)
+    (teacher,) = report.teachers
+    assert teacher.trained_in is not None and teacher.trained_in.run_dir == tmp_path / "teachers" / "resnet14"
+    assert report.other_scratch == {}  # the teacher's own run is no from-scratch result
+    lines = list(csv.DictReader((tmp_path / "report" / "schedule.csv").open()))
+    assert {(r["row"], r["epochs"]) for r in lines} == {(m, e) for m in ("kd", "dkd") for e in ("1", "2")}
+    assert (tmp_path / "report" / "schedule.png").read_bytes()[:8] == PNG_MAGIC
