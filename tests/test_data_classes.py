@@ -226,3 +226,25 @@ def test_real_cifar_classes_are_the_raw_pickles_images_and_labels():
     first.setup("fit")
     listed.setup("fit")
     _same_data(first, listed)
+
+
+# -- named in the summary and the report ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_summary_and_the_report_name_the_classes_a_run_kept(tmp_path):
+    from conftest import QUIET, SCRATCH_RUN
+    from pckd_lightning.report.collect import collect_runs, dataset_name
+    from pckd_lightning.runner import fit
+
+    summary = fit(
+        compose_config([*SCRATCH_RUN, *QUIET, "+data.classes=[7,2,5]"], output_dir=tmp_path / "run")
+    )
+    assert summary["classes"] == [7, 2, 5]
+    (run,) = collect_runs(tmp_path)
+    assert "classes [7, 2, 5]" in run.dataset
+    every = fit(compose_config([*SCRATCH_RUN, *QUIET], output_dir=tmp_path / "all"))
+    assert every["classes"] is None  # all ten digits: nothing to name
+    assert "classes 20-39" in dataset_name({"data": {"_target_": "x.CIFAR100DataModule", "classes": "20-39"}})
+    listed = {"_target_": "x.CIFAR100DataModule", "classes": [20, 21, 22]}
+    assert "classes 20-22" in dataset_name({"data": listed})

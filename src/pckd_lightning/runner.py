@@ -304,6 +304,14 @@ def checkpoint_paths(trainer: L.Trainer) -> tuple[str | None, str | None]:
     return best, last
 
 
+def _selected_classes(datamodule: Any) -> list[int] | None:
+    """The original ids of the classes a run kept, in label order; None when it kept all of them."""
+    classes = getattr(datamodule, "classes", None)
+    if classes is None or len(classes) == datamodule.dataset_classes:
+        return None
+    return list(classes)
+
+
 def summarize(
     cfg: DictConfig,
     trainer: L.Trainer,
@@ -329,6 +337,7 @@ def summarize(
         "last_top1_epoch": module.last_validated_epoch,
         "last_top5": _metric(trainer, "val/top5"),
         "skipped_terms": module.skipped_terms,
+        "classes": _selected_classes(trainer.datamodule),
         "terms": {name: term.weight for name, term in module.terms.items()},
         "output_dir": str(cfg.paths.output_dir),
         "student_weights": None if student_path is None else str(student_path),

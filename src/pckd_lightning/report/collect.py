@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from pckd_lightning.callbacks.config_record import STATE_KEY
+from pckd_lightning.data.classes import parse_classes
 from pckd_lightning.distillation.teacher import file_sha256
+from pckd_lightning.errors import ConfigError
 from pckd_lightning.resume import experiment_config, flatten_config
 from pckd_lightning.run_folder import read_run_config
 
@@ -138,6 +140,19 @@ def _walk(root: Path) -> Iterator[Path]:
             yield Path(dirpath)
 
 
+def _classes_text(value: Any) -> str | None:
+    """``data.classes`` as the report names it: ``classes 20-39`` for a run of ids, else the ids in order."""
+    if value is None:
+        return None
+    try:
+        ids = parse_classes(value)
+    except ConfigError:
+        return f"classes {value}"
+    if list(ids) == list(range(ids[0], ids[0] + len(ids))):
+        return f"classes {ids[0]}-{ids[-1]}"
+    return f"classes {list(ids)}"
+
+
 def dataset_name(cfg: dict[str, Any] | None) -> str:
     """A short data set name from the run config's ``data._target_`` (``digits``, ``cifar100``, ...), with
     the subsampling when there is any (``cifar100 (subsampled: 20 classes, 150 train/class, 50 val/class)``):
@@ -151,6 +166,7 @@ def dataset_name(cfg: dict[str, Any] | None) -> str:
         name = f"imagefolder:{Path(str(data['root'])).name}"
     subset = [
         f"{data['class_subset']} classes" if data.get("class_subset") else None,
+        _classes_text(data.get("classes")),
         f"{data['train_per_class']} train/class" if data.get("train_per_class") else None,
         f"{data['val_per_class']} val/class" if data.get("val_per_class") else None,
     ]
