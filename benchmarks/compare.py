@@ -2,7 +2,8 @@
 ``--profile ablation``, PCKD with one part removed or changed per row).
 
 Every student run uses the same data, schedule and seeds; only ``distill`` changes. Runs that already
-finished (a ``summary.json`` in their folder) are skipped, so an interrupted comparison resumes. At the
+finished (a complete ``summary.json`` in their folder) are skipped, and a run that was stopped (SIGTERM,
+Ctrl-C) or killed continues from its last checkpoint, so an interrupted comparison resumes where it was. At the
 end the report tool writes the paper-style table (mean ± std over seeds, best and last top-1) and the
 validation curves into ``<out>/report``.
 
@@ -12,6 +13,7 @@ validation curves into ``<out>/report``.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import time
@@ -294,11 +296,28 @@ def compose_run(overrides: list[str], output_dir: Path) -> DictConfig:
     return cfg
 
 
+def resume_point(output_dir: Path) -> Path | bool | None:
+    """False when the run in ``output_dir`` finished; else the checkpoint to continue it from (None: start)."""
+    summary = output_dir / "summary.json"
+    if summary.is_file():
+        written = json.loads(summary.read_text())
+        if written.get("status", "complete") == "complete":
+            return False
+        checkpoint = written.get("resume_checkpoint")  # an interrupted run names it
+        return Path(checkpoint) if checkpoint and Path(checkpoint).is_file() else None
+    last = output_dir / "checkpoints" / "last.ckpt"  # a killed run leaves no summary
+    return last if last.is_file() else None
+
+
 def run_once(name: str, overrides: list[str], output_dir: Path) -> None:
-    """Train one job unless it already finished."""
-    if (output_dir / "summary.json").is_file():
+    """Train one job unless it already finished; a stopped or killed one continues from its last epoch."""
+    checkpoint = resume_point(output_dir)
+    if checkpoint is False:
         print(f"[compare] {name}: done before, skipped ({output_dir})", flush=True)
         return
+    if checkpoint is not None:
+        print(f"[compare] {name}: resuming from {checkpoint}", flush=True)
+        overrides = [*overrides, f"ckpt_path={checkpoint}"]
     start = time.perf_counter()
     summary = fit(compose_run(overrides, output_dir))
     print(

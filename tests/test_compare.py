@@ -31,6 +31,35 @@ def test_tiny_profile_trains_every_method_and_writes_the_table(tmp_path, cifar_r
     assert capsys.readouterr().out.count("done before, skipped") == 9
 
 
+@pytest.mark.slow
+def test_a_stopped_or_killed_run_continues_from_its_last_epoch_and_a_finished_one_is_skipped(
+    tmp_path, capsys
+):
+    """The harness of hours-long studies: a run cut short is resumed, never restarted from epoch 0."""
+    import json
+
+    from conftest import QUIET, SCRATCH_RUN
+
+    compare = load_benchmark("compare", "compare")
+    run = tmp_path / "run"
+    compare.run_once("first", [*SCRATCH_RUN, *QUIET, "trainer.max_epochs=1"], run)
+    last = run / "checkpoints" / "last.ckpt"
+    written = json.loads((run / "summary.json").read_text())
+    assert compare.resume_point(run) is False  # finished: skipped
+    # as a SIGTERM leaves it: the summary marked interrupted, naming the checkpoint to resume from
+    interrupted = written | {"status": "interrupted", "resume_checkpoint": str(last)}
+    (run / "summary.json").write_text(json.dumps(interrupted))
+    assert compare.resume_point(run) == last
+    compare.run_once("again", [*SCRATCH_RUN, *QUIET, "trainer.max_epochs=2"], run)
+    resumed = json.loads((run / "summary.json").read_text())
+    assert resumed["status"] == "complete" and resumed["epochs"] == 2
+    assert resumed["resumed_from"]["completed_epochs"] == 1
+    assert "again: resuming from" in capsys.readouterr().out
+    # as kill -9 leaves it: a checkpoint and no summary
+    (run / "summary.json").unlink()
+    assert compare.resume_point(run) == last
+
+
 def test_every_row_of_every_profile_composes(tmp_path):
     compare = load_benchmark("compare", "compare")
     for name, profile in compare.PROFILES.items():
