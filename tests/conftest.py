@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import os
 import pickle
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -37,6 +38,25 @@ def load_benchmark(name: str, module_name: str | None = None) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+PCKD_TRAIN = str(Path(sys.executable).with_name("pckd-train"))
+
+
+def pckd_train(args: list[str], env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+    """``pckd-train args`` started from the repository as a user starts it (no HYDRA_FULL_ERROR), plus ``env``."""
+    user_env = {**os.environ, "WANDB_MODE": "offline"}
+    user_env.pop("PCKD_LAUNCH_ID", None)  # each launch names its own folders
+    user_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen(
+        [PCKD_TRAIN, *args],
+        cwd=REPO,
+        env=user_env | (env or {}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def compose_config(overrides: list[str], output_dir: Path | None = None) -> DictConfig:

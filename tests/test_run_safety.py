@@ -17,7 +17,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from conftest import REPO, SCRATCH_RUN, compose_config
+from conftest import PCKD_TRAIN, REPO, SCRATCH_RUN, compose_config, pckd_train
 from pckd_lightning.config_schema import CHECKS, markdown_table
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.report.collect import collect_runs
@@ -25,22 +25,6 @@ from pckd_lightning.run_folder import LOCK_NAME, RunFolder
 from pckd_lightning.runner import fit
 
 FAST = [*SCRATCH_RUN, "logger=none"]
-PCKD_TRAIN = str(Path(sys.executable).with_name("pckd-train"))
-
-
-def pckd_train(args: list[str], **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    env.pop("PCKD_LAUNCH_ID", None)  # each launch names its own folders
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen(
-        [PCKD_TRAIN, *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,
-    )
 
 
 def val_epochs(run_dir: Path) -> list[int]:

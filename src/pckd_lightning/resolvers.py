@@ -32,14 +32,48 @@ def run_dir(runs_root: str, ckpt_path: str | None = None) -> str:
     return str(Path(runs_root) / launch_id())
 
 
+#: the longest description ``pckd-train --help`` shows on an option's line
+CATALOG_WIDTH = 100
+
+
 def catalog(group: str) -> str:
-    """``name  description`` per option of a config group: the first comment line of each file (for --help)."""
+    """``name  description`` per option of a config group (for --help): the first sentence of each file's
+    leading comment, cut to :data:`CATALOG_WIDTH` at a space outside parentheses."""
     lines = []
     for path in sorted((CONFIG_DIR / group).glob("*.yaml"), key=lambda p: p.stem.lower()):
-        comments = [line[2:] for line in path.read_text().splitlines() if line.startswith("# ")]
-        text = next((c for c in comments if not c.startswith("@package")), "")
-        lines.append(f"  {path.stem:<34} {text}")
+        lines.append(f"  {path.stem:<34} {_first_sentence(_leading_comment(path.read_text()))}")
     return "\n".join(lines)
+
+
+def _leading_comment(text: str) -> str:
+    """The comment lines a config file opens with (but ``# @package``), as one paragraph."""
+    comments = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        if not line.startswith("# @package"):
+            comments.append(line.lstrip("#").strip())
+    return " ".join(c for c in comments if c)
+
+
+def _first_sentence(text: str, width: int = CATALOG_WIDTH) -> str:
+    """Up to the first full stop followed by a space; past ``width``, cut at the last space outside
+    parentheses and backticks before it, marked with an ellipsis."""
+    end = text.find(". ")
+    sentence = text if end < 0 else text[: end + 1]
+    if len(sentence) <= width:
+        return sentence
+    depth, quoted, cut = 0, False, 0
+    for i, char in enumerate(sentence[:width]):
+        if char == "`":
+            quoted = not quoted
+        elif char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif char == " " and depth == 0 and not quoted:
+            cut = i
+    return sentence[:cut].rstrip(",;:") + " ..."
 
 
 def scaled_milestones(max_epochs: int, fractions: list[float]) -> ListConfig:

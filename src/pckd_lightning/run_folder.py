@@ -1,5 +1,6 @@
 """A run's folder: one live run per folder (a lock file with the owner's pid, taken before any work and checked
-for write access), and the resolved ``config.yaml`` the run leaves there (read by evaluation and reports)."""
+for write access), no folder left by a run refused before any work, and the resolved ``config.yaml`` the run
+leaves there (read by evaluation and reports)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import inspect
 import os
 import shutil
 import socket
+from collections.abc import Collection
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -37,6 +39,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def unwritable(path: str | Path, err: OSError) -> ConfigError:
+    """The error for a run folder that cannot be created or written, saying where to put the run instead."""
+    reason = "it is full" if err.errno == errno.ENOSPC else f"it is not writable ({err.strerror})"
+    return ConfigError(
+        f"cannot write the run folder {path}: {reason}; choose another with paths.log_dir=<folder> (or "
+        "hydra.run.dir=<folder>, hydra.sweep.dir in a sweep), or free space / fix its permissions"
+    )
+
+
 class RunFolder:
     """Context manager: creates ``path``, refuses it when unwritable, full, or held by another live run.
 
@@ -57,11 +68,7 @@ class RunFolder:
             probe.write_bytes(b"\0" * 4096)
             probe.unlink()
         except OSError as err:
-            reason = "it is full" if err.errno == errno.ENOSPC else f"it is not writable ({err.strerror})"
-            raise ConfigError(
-                f"cannot write the run folder {self.path}: {reason}; choose another with "
-                "paths.log_dir=<folder> (or hydra.run.dir=<folder>), or free space / fix its permissions"
-            ) from None
+            raise unwritable(self.path, err) from None
         free = shutil.disk_usage(self.path).free
         if free < MIN_FREE_BYTES:
             raise ConfigError(
@@ -107,6 +114,32 @@ class RunFolder:
         if self._held and self._owner()[0] == os.getpid():
             self.lock.unlink(missing_ok=True)
         self._held = False
+
+
+#: what Hydra writes into its subfolder (``.hydra``) of a run folder before the run starts
+HYDRA_RECORD = frozenset({"config.yaml", "hydra.yaml", "overrides.yaml"})
+
+
+def remove_if_unused(path: str | Path, hydra_subdir: str | None, log_files: Collection[str]) -> bool:
+    """Delete a run folder that a run refused before any work left behind, so that typos leave no litter.
+
+    Only a folder holding nothing but Hydra's record of the config (``hydra_subdir``) and the run's log files
+    goes; anything else (a checkpoint, a CSV history, a summary, ``config.yaml``, a file of the user's) keeps
+    the whole folder untouched, as a resumed run's folder must stay. Returns whether it was deleted.
+    """
+    path = Path(path)
+
+    def hydra_own(entry: Path) -> bool:
+        if entry.is_symlink():
+            return False
+        if entry.name == hydra_subdir and entry.is_dir():
+            return all(f.name in HYDRA_RECORD and f.is_file() for f in entry.iterdir())
+        return entry.name in log_files and entry.is_file()
+
+    if not path.is_dir() or not all(hydra_own(entry) for entry in path.iterdir()):
+        return False
+    shutil.rmtree(path)
+    return True
 
 
 def read_run_config(path: str | Path) -> dict[str, Any] | None:

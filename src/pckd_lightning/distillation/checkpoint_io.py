@@ -11,6 +11,9 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from pckd_lightning.atomic import atomic_open
 from pckd_lightning.errors import CheckpointError
 
+#: how a file torch.save wrote begins: a zip archive, or (torch < 1.6) a pickle of protocol 2 or later
+TORCH_FILE_HEADS = (b"PK\x03\x04", b"\x80")
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint IO through :func:`pckd_lightning.atomic.atomic_open`."""
@@ -33,12 +36,22 @@ def read_checkpoint(
     try:
         raw = torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as err:  # truncated, not a torch file, wrong format: one meaning for the user
-        raise CheckpointError(
-            f"{what} {str(path)!r} cannot be read ({type(err).__name__}: {str(err)[:300]}); the file is corrupt "
-            f"or not a PyTorch checkpoint; {fix}"
-        ) from None
+        raise CheckpointError(f"{what} {str(path)!r} {_unreadable(path, err)}; {fix}") from None
     if not isinstance(raw, dict):
         raise CheckpointError(
             f"{what} {str(path)!r} holds a {type(raw).__name__}, not a checkpoint dict; {fix}"
         )
     return raw
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    """Why ``torch.load`` refused ``path``, in the user's terms: torch's own text advises loading with
+    ``weights_only=False``, which would run whatever code the file holds."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head.startswith(TORCH_FILE_HEADS):
+        return "is not a PyTorch checkpoint (neither torch.save's zip format nor a pickle)"
+    text = str(err)
+    detail = text.partition("WeightsUnpickler error:")[2] or text
+    detail = " ".join(detail.split()).split(". ")[0]
+    return f"cannot be read ({type(err).__name__}: {detail}); the file is corrupt or not a PyTorch checkpoint"
