@@ -161,3 +161,37 @@ def test_the_module_is_built_from_its_config_group_with_typed_option_groups(tmp_
     bad = compose_config([*overrides[:2], "performance.compile_mode=fast"], output_dir=tmp_path)
     with pytest.raises(Exception, match=r"compile_mode='fast'"):
         build_module(bad, DigitsDataModule(image_size=16))
+
+
+@pytest.mark.parametrize(
+    ("epochs", "milestones"),
+    [(240, [150, 180, 210]), (120, [75, 90, 105]), (60, [38, 45, 53]), (20, [13, 15, 18]), (8, [5, 6, 7])],
+)
+def test_the_scaled_step_schedule_keeps_the_published_shape_at_any_length(epochs, milestones):
+    """x0.1 after 62.5, 75 and 87.5 % of the epochs: each milestone the first epoch at or past its fraction."""
+    import math
+
+    import torch
+
+    cfg = compose_config(["data=cifar100", "scheduler=multistep_scaled", f"trainer.max_epochs={epochs}"])
+    assert list(cfg.scheduler.milestones) == milestones
+    assert milestones == [math.ceil(f * epochs) for f in (0.625, 0.75, 0.875)]  # the rule, independently
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.05)
+    scheduler = instantiate(cfg.scheduler)(optimizer)
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    # full lr for the first 62.5 % of the run, then 0.1x at each milestone
+    expected = [0.05 * 0.1 ** sum(e >= m for m in milestones) for e in range(epochs)]
+    assert lrs == pytest.approx(expected)
+
+
+def test_the_scaled_schedule_refuses_a_length_it_cannot_scale():
+    from pckd_lightning.resolvers import scaled_milestones
+
+    with pytest.raises(ValueError, match="max_epochs >= 1"):
+        scaled_milestones(0, [0.5])
+    with pytest.raises(ValueError, match=r"fractions in \(0, 1\)"):
+        scaled_milestones(10, [1.5])
