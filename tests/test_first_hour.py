@@ -45,6 +45,7 @@ def files_below(folder: Path) -> list[Path]:
         ("distill=pckdd", r"distill=pckdd is not an option of distill: did you mean pckd\b"),
         ("model=nope", r"model=nope is not an option of model: the options are .*digits_resnet20_resnet8"),
         ("distil=pckd", r"distil is not a key of the config .*did you mean distill\?"),
+        ("data.root=x", r"the chosen data has no root; .*data=<option>"),
     ],
 )
 def test_a_misspelt_option_or_key_is_one_line_with_the_choices(override, expected, tmp_path):

@@ -129,7 +129,13 @@ def startup_error(err: Exception, argv: list[str]) -> str:
                 f"swept: Hydra checks every key against it before it expands the sweep); {fix}"
             )
         groups = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir())
-        close = difflib.get_close_matches(key, groups, n=3) if "." not in key else []
+        group, _, leaf = key.partition(".")
+        if group in groups and leaf:
+            return (
+                f"{key} is not a key of the config: the chosen {group} has no {leaf}; check the spelling "
+                f"(pckd-train --cfg job prints every key), or choose the {group} that has it ({group}=<option>)"
+            )
+        close = difflib.get_close_matches(key, groups, n=3) if not leaf else []
         hint = f" (config groups: did you mean {', '.join(close)}?)" if close else ""
         return (
             f"{key} is not a key of the config{hint}: check its spelling (pckd-train --cfg job prints every "
