@@ -193,7 +193,7 @@ def test_each_epochs_order_is_the_ordinary_samplers_on_cpu():
     sampler = EpochShuffleSampler(30, seed=4)
     for epoch in range(3):
         sampler.set_epoch(epoch)
-        assert torch.cat([idx for _, _, idx in loader]).tolist() == list(sampler)
+        assert torch.cat([idx for _, _, idx in loader]).tolist() == [i for i, _ in sampler]
 
 
 def test_same_seed_same_batches_other_seed_other_batches():

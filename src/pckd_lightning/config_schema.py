@@ -118,6 +118,7 @@ CHECKS: tuple[Check, ...] = (
     Check("data.val_per_class", "int", low=1, nullable=True),
     Check("data.class_subset", "int", low=2, nullable=True),
     Check("data.split_seed", "int"),
+    Check("data.aug_seed", "int", nullable=True),
     Check("data.download", "bool"),
     Check("data.val_source", "choice", choices=("test", "holdout")),
     Check("data.holdout_per_class", "int", low=1),

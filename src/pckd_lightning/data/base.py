@@ -87,6 +87,7 @@ class ClassificationDataModule(L.LightningDataModule):
         view_recipe: str = "rotation",
         val_source: str = "test",
         holdout_per_class: int = 50,
+        aug_seed: int | None = None,
     ) -> None:
         super().__init__()
         checks = (("batch_size", batch_size, 1), ("views", views, 1), ("num_workers", num_workers, 0))
@@ -103,6 +104,9 @@ class ClassificationDataModule(L.LightningDataModule):
         self.train_per_class = train_per_class
         self.val_per_class = val_per_class
         self.seed = seed
+        #: the augmentation stream: each training view a function of (aug_seed, epoch, image, view) alone;
+        #: None draws from the loader workers' generators (seeded by ``seed``)
+        self.aug_seed = aug_seed
         #: chooses the subsampled (and, for digits, the held-out) images: fixed by default so that runs
         #: with different ``seed`` train and are evaluated on the same images
         self.split_seed = split_seed
@@ -237,7 +241,7 @@ class ClassificationDataModule(L.LightningDataModule):
             val = self._subsample(eval_labels, eval_pool, self.val_per_class, "val_per_class")
             val_source_images = val_src
         train = self._subsample(train_labels, train_pool, self.train_per_class, "train_per_class")
-        self.train_set = IndexedDataset(train_src, train, self.train_transform(), label_of)
+        self.train_set = IndexedDataset(train_src, train, self.train_transform(), label_of, self.aug_seed)
         self.val_set = IndexedDataset(val_source_images, val, self.val_transform(), label_of)
 
     def _subsample(

@@ -14,6 +14,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from pckd_lightning.data.augmentation import ViewSeeds
+
 
 class ImageSource(Protocol):
     """Random access to raw images (PIL, RGB) and their integer labels."""
@@ -57,8 +59,11 @@ class IndexedDataset(Dataset):
         indices: np.ndarray,
         transform: Callable[[Image.Image], Any],
         label_of: np.ndarray | None = None,
+        aug_seed: int | None = None,
     ):
         self.source = source
+        #: the augmentation stream's seed (``data.aug_seed``); None draws from the worker's generator
+        self.aug_seed = aug_seed
         self.indices = np.asarray(indices, dtype=np.int64)
         self.transform = transform
         labels = source.labels[self.indices]
@@ -67,6 +72,16 @@ class IndexedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[Any, int, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, int, int]:
+        """``key`` is an index, or ``(index, epoch)`` from the training sampler: then, with ``aug_seed``, the
+        image's views are drawn from the stream of ``(aug_seed, epoch, source image, view)`` alone."""
+        i, epoch = key if isinstance(key, tuple) else (key, None)
         j = int(self.indices[i])
-        return self.transform(self.source.image(j)), int(self.labels[i]), int(i)
+        image = self.source.image(j)
+        if epoch is None or self.aug_seed is None:
+            return self.transform(image), int(self.labels[i]), int(i)
+        seeds = ViewSeeds(self.aug_seed, int(epoch), j)
+        if getattr(self.transform, "seeds_views", False):
+            return self.transform(image, seeds), int(self.labels[i]), int(i)
+        with seeds.view(0):
+            return self.transform(image), int(self.labels[i]), int(i)

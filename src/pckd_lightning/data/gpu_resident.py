@@ -279,6 +279,12 @@ class GPUResidentCIFAR100DataModule(CIFAR100DataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(root, **kwargs)
+        if self.aug_seed is not None:
+            raise ConfigError(
+                f"data.aug_seed={self.aug_seed}: the device-resident path draws each batch's augmentation from "
+                "(seed, epoch) on the device and has no per-image stream; use data=cifar100 for a shared "
+                "augmentation stream, or set data.aug_seed=null"
+            )
         self.requested_device = device
         self.resident_val = resident_val
         self.channels_last = channels_last

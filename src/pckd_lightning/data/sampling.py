@@ -59,11 +59,13 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
-class EpochShuffleSampler(torch.utils.data.Sampler[int]):
-    """A shuffle whose order is a function of ``(seed, epoch)`` alone.
+class EpochShuffleSampler(torch.utils.data.Sampler[tuple[int, int]]):
+    """A shuffle whose order is a function of ``(seed, epoch)`` alone; it yields ``(index, epoch)``.
 
     Lightning calls :meth:`set_epoch` before every epoch, so a run resumed at epoch k sees the same
     order in epoch k+1 as an uninterrupted run (a single generator would restart from epoch 1's order).
+    The epoch travels with each index to the dataset, in whichever worker or rank loads it: the
+    augmentation stream (``data.aug_seed``) is seeded by it.
     """
 
     def __init__(self, num_samples: int, seed: int = 0) -> None:
@@ -77,6 +79,7 @@ class EpochShuffleSampler(torch.utils.data.Sampler[int]):
     def __len__(self) -> int:
         return self.num_samples
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+        order = torch.randperm(self.num_samples, generator=generator).tolist()
+        return iter([(i, self.epoch) for i in order])

@@ -1,18 +1,23 @@
 """Image transforms: the standard train/val pipelines, PCKD's rotated views and MLKD's weak/strong views.
 
-Randomness comes from torch's global generator (as in torchvision), which DataLoader seeds per worker,
-so runs are reproducible from the data module's seed.
+Randomness comes from torch's global generator (as in torchvision). With an augmentation stream
+(:class:`~pckd_lightning.data.augmentation.ViewSeeds`, ``data.aug_seed``) each view is drawn from its own
+seeded stream; without one, from the generator DataLoader seeds per worker. View 0 of every multi-view
+transform is drawn as the single-view transform draws it (crop, then flip), so with one stream a KD run's
+images are view 0 of a PCKD run's and MLKD's weak view.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 import torch
 from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
+from pckd_lightning.data.augmentation import ViewSeeds
 from pckd_lightning.errors import ConfigError
 
 #: Per-channel mean/std of the CIFAR-100 training images (values in [0, 1]), as in the CRD/PCKD code.
@@ -77,9 +82,12 @@ class MultiViewRotation:
     """Turn one image into ``views`` augmented views, view k rotated by k·90° counter-clockwise.
 
     PCKD (method doc §1) treats the rotated copies as extra samples of the same class. The flip is drawn
-    once and shared by all views so that the views differ only by crop and rotation; the crop is drawn
-    independently per view. Output: a tensor ``[views, C, H, W]``.
+    once (with view 0's crop, after it) and shared by all views so that the views differ only by crop and
+    rotation; the crop is drawn independently per view. Output: a tensor ``[views, C, H, W]``.
     """
+
+    #: takes the image's :class:`ViewSeeds` and draws each view from its own stream
+    seeds_views = True
 
     def __init__(
         self,
@@ -99,12 +107,15 @@ class MultiViewRotation:
         self.views = views
         self.to_tensor = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        if torch.rand(1).item() < self.flip_p:
-            image = TF.hflip(image)
+    def __call__(self, image: Image.Image, seeds: ViewSeeds | None = None) -> torch.Tensor:
+        flip = False
         out = []
         for k in range(self.views):
-            view = self.to_tensor(self.crop(image))
+            with nullcontext() if seeds is None else seeds.view(k):
+                crop = self.crop(image)
+                if k == 0:  # as train_transform draws: the crop, then the flip
+                    flip = torch.rand(1).item() < self.flip_p
+            view = self.to_tensor(TF.hflip(crop) if flip else crop)
             if view.shape[1] != view.shape[2]:
                 raise ConfigError(
                     f"MultiViewRotation needs square crops to stack rotated views, got {tuple(view.shape)}."
@@ -126,6 +137,7 @@ class WeakStrongViews:
     """
 
     views = 2
+    seeds_views = True
 
     def __init__(
         self,
@@ -150,8 +162,12 @@ class WeakStrongViews:
             ]
         )
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        return torch.stack([self.weak(image), self.strong(image)])
+    def __call__(self, image: Image.Image, seeds: ViewSeeds | None = None) -> torch.Tensor:
+        views = []
+        for k, transform in enumerate((self.weak, self.strong)):
+            with nullcontext() if seeds is None else seeds.view(k):
+                views.append(transform(image))
+        return torch.stack(views)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(weak={self.weak}, strong={self.strong})"
