@@ -660,3 +660,16 @@ def test_curves_count_epochs_from_one_on_integer_ticks(runs, tmp_path):
     ticks = [t for t in ax.get_xticks() if low <= t <= high]
     assert ticks == [1.0, 2.0]
     assert "Test top-1" not in build_report(runs, tmp_path / "main", plot=False)[1]  # no holdout runs
+
+
+@pytest.mark.parametrize("stream", ["per seed", "shared"])
+def test_the_augmentation_stream_is_a_seed_runs_of_either_kind_share_their_row(tmp_path, stream):
+    """data.aug_seed follows the run's seed by default, or a sweep shares one: seeds of one experiment either way."""
+    root = tmp_path / "runs"
+    for seed, best in enumerate([70.0, 71.0, 72.0]):
+        run = write_run(root / f"kd{seed}", P1, "kd", seed, best, best)
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        cfg["data"]["aug_seed"] = seed if stream == "per seed" else 7
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    report = build_report(root, tmp_path / "out", plot=False)[0]
+    assert report.cells[("kd", report.pairs[0], "best")].values == (70.0, 71.0, 72.0)

@@ -44,8 +44,9 @@ CONFIG = "config.yaml"
 METRICS = Path("csv") / "metrics.csv"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 UNREADABLE = "unreadable"
-#: the run's seed, and the data module's copy of it: what differs between the seeds of one experiment
-SEED_KEYS = ("seed", "data.seed")
+#: the run's seed, the data module's copy of it and the augmentation stream's (a seed too: it follows the run's
+#: seed by default, or one stream is shared by a whole sweep): what differs between the seeds of one experiment
+SEED_KEYS = ("seed", "data.seed", "data.aug_seed")
 #: Lightning's options that train or evaluate on part of each epoch (float: a fraction, int: a batch count)
 PARTIAL_EPOCHS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "overfit_batches")
 #: the method name of plain supervised training; such runs fill the "student (scratch)" row
