@@ -134,11 +134,12 @@ def test_dkd_matches_plain_computation_and_warms_up(alpha, beta, t):
     ctx = context(output([], zs[:, :1], zs), output([], zt[:, :1], zt), labels)
     expected = plain_dkd(zs, zt, labels, alpha, beta, t)
     term.on_train_epoch_start(25)
-    assert term(ctx).tolist() == pytest.approx(expected, rel=REL)
-    term.on_train_epoch_start(5)  # linear warm-up: 5 / 20
-    assert term(ctx).tolist() == pytest.approx([0.25 * v for v in expected], rel=REL)
+    assert term.weighted(term(ctx)).tolist() == pytest.approx(expected, rel=REL)
+    term.on_train_epoch_start(5)  # linear warm-up of its share of the total: 5 / 20
+    assert term.weighted(term(ctx)).tolist() == pytest.approx([0.25 * v for v in expected], rel=REL)
+    assert term(ctx).tolist() == pytest.approx(expected, rel=REL)  # its value, as logged, is unscaled
     term.on_train_epoch_start(1)
-    assert term(ctx).tolist() == pytest.approx([v / 20 for v in expected], rel=REL)
+    assert term.weighted(term(ctx)).tolist() == pytest.approx([v / 20 for v in expected], rel=REL)
 
 
 @pytest.mark.slow
@@ -153,15 +154,17 @@ def test_a_compiled_dkd_follows_its_warm_up_without_recompiling():
             term.on_train_epoch_start(epoch)
         # compiled once in epoch 1; a later epoch must not compile again
         with torch._dynamo.config.patch(error_on_recompile=epoch > 1):
-            assert compiled(ctx).tolist() == pytest.approx(eager(ctx).tolist(), rel=1e-5), epoch
+            got, expected = compiled.weighted(compiled(ctx)), eager.weighted(eager(ctx))
+            assert got.tolist() == pytest.approx(expected.tolist(), rel=1e-5), epoch
 
 
 def test_dkd_without_the_epoch_hook_says_what_the_module_must_call():
     z = randn(2, 4)
     ctx = context(output([], z, z), output([], z, z), torch.tensor([0, 1]))
     with pytest.raises(RuntimeError, match="on_train_epoch_start"):
-        DKDTerm()(ctx)
-    assert DKDTerm(warmup_epochs=0)(ctx).shape == (2,)  # no warm-up, no epoch needed
+        DKDTerm().weighted(DKDTerm()(ctx))
+    plain = DKDTerm(warmup_epochs=0)
+    assert plain.weighted(plain(ctx)).shape == (2,)  # no warm-up, no epoch needed
 
 
 def test_fitnet_regressor_rules_and_value():
