@@ -71,7 +71,7 @@ from pckd_lightning.distillation import DistillationModule, DistillStep, Perform
 from pckd_lightning.distillation.teacher import cast_convolutions  # noqa: E402
 from pckd_lightning.losses import LossTerm, PreviewWeights  # noqa: E402
 from pckd_lightning.models import create_model  # noqa: E402
-from pckd_lightning.runner import build_terms  # noqa: E402
+from pckd_lightning.run.build import build_terms  # noqa: E402
 
 NUM_CLASSES = 100
 IMAGE_SIZE = 32

@@ -57,7 +57,8 @@ def test_the_loss_terms_import_nothing_from_the_lightning_side():
             bad = {
                 m
                 for m in imports(path)
-                if m.startswith(("pckd_lightning.distillation", "pckd_lightning.runner"))
+                if m == "pckd_lightning.run"
+                or m.startswith(("pckd_lightning.distillation", "pckd_lightning.run."))
             }
             assert not bad, f"{name} imports {sorted(bad)}"
 
@@ -88,7 +89,7 @@ def test_no_private_method_of_the_package_is_called_from_outside_its_class():
 
 
 def test_importing_the_library_leaves_the_warning_filters_alone():
-    """Warnings the runs do not need are silenced while a run trains (runner.known_warnings_silenced), not
+    """Warnings the runs do not need are silenced while a run trains (run.fit.known_warnings_silenced), not
     by importing a module: a notebook or a program importing the library keeps its own filters."""
     import subprocess
     import sys
@@ -125,7 +126,7 @@ def test_importing_the_library_leaves_the_warning_filters_alone():
 def test_the_run_time_warning_filters_are_scoped_to_the_run():
     import warnings
 
-    from pckd_lightning.runner import known_warnings_silenced
+    from pckd_lightning.run.fit import known_warnings_silenced
 
     before = list(warnings.filters)
     with warnings.catch_warnings(record=True) as caught:

@@ -12,7 +12,7 @@ import torch
 from conftest import CONF_DIR, compose_config
 from pckd_lightning.distillation import DistillationModule
 from pckd_lightning.models import create_model
-from pckd_lightning.runner import build_terms, instantiate
+from pckd_lightning.run.build import build_terms, instantiate
 
 #: methods whose terms first run an init stage on the data (AB, FSP, FT): their step is the same path
 #: after it, but the stage itself needs a trainer

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO, compose_config
 from pckd_lightning.models import registry
-from pckd_lightning.runner import fit
+from pckd_lightning.run import fit
 
 
 def readme_example() -> tuple[str, list[str]]:

@@ -19,7 +19,7 @@ from pckd_lightning.distillation import DistillationModule, TeacherOptions
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import CRDTerm, CrossEntropyTerm, KDTerm, PreviewWeights
 from pckd_lightning.models import ModelOutput, ZooModel
-from pckd_lightning.runner import instantiate
+from pckd_lightning.run.build import instantiate
 from test_module import NUM_CLASSES, make_module, pckd_terms
 
 T = 4.0

@@ -33,7 +33,7 @@ from pckd_lightning.losses import (
 )
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.models import ModelOutput, create_model
-from pckd_lightning.runner import build_terms
+from pckd_lightning.run.build import build_terms
 
 REL = 1e-5
 METHODS = ["kd_ls", "dkd_ls", "dist", "ctkd", "mlkd", "mlkd_ls", "kd_dot", "dkd_dot"]

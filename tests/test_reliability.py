@@ -17,7 +17,8 @@ from pckd_lightning.distillation.loss_meter import NonFiniteLossError
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.losses import CrossEntropyTerm, LossTerm
 from pckd_lightning.models import create_model
-from pckd_lightning.runner import build_terms, fit
+from pckd_lightning.run import fit
+from pckd_lightning.run.build import build_terms
 
 
 class NaNFromCall(LossTerm):

@@ -18,7 +18,7 @@ from conftest import compose_config
 from pckd_lightning.report import build_report, collect_runs
 from pckd_lightning.report.cli import main as report_main
 from pckd_lightning.report.collect import row_key
-from pckd_lightning.runner import fit
+from pckd_lightning.run import fit
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_EPOCHS = 10

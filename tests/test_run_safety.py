@@ -21,8 +21,8 @@ from conftest import PCKD_TRAIN, REPO, SCRATCH_RUN, compose_config, pckd_train
 from pckd_lightning.config_schema import CHECKS, markdown_table
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.report.collect import collect_runs
+from pckd_lightning.run import fit
 from pckd_lightning.run_folder import LOCK_NAME, RunFolder
-from pckd_lightning.runner import fit
 
 FAST = [*SCRATCH_RUN, "logger=none"]
 
@@ -276,7 +276,7 @@ def test_a_strategy_whose_workers_this_process_starts_is_refused_before_any_work
 
 
 def test_strategies_that_start_one_process_per_device_pass_the_check():
-    from pckd_lightning.runner import check_strategy
+    from pckd_lightning.run.check import check_strategy
 
     for strategy in ("ddp", "auto", "ddp_find_unused_parameters_true", None):
         check_strategy(OmegaConf.create({"strategy": strategy}))
