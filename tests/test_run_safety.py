@@ -383,7 +383,8 @@ def test_a_checkpoint_of_an_earlier_version_resumes_and_reports_as_the_same_run(
     from omegaconf import OmegaConf
 
     from pckd_lightning.resume import changed_keys
-    from pckd_lightning.run_folder import read_run_config, upgrade_config
+    from pckd_lightning.run_folder import read_run_config
+    from pckd_lightning.upgrades import upgrade_config
 
     cfg = compose_config(overrides, output_dir=tmp_path)
     current = OmegaConf.to_container(cfg, resolve=True)
@@ -406,3 +407,25 @@ def test_a_checkpoint_of_an_earlier_version_resumes_and_reports_as_the_same_run(
         ),
     )
     assert {"distill.terms.dkd.preview", "distill.preview.base", "module.preview.base"} <= set(switched_on)
+
+
+def test_each_upgrade_of_an_earlier_config_warns_naming_what_it_changed_and_a_current_one_none(
+    tmp_path, caplog
+):
+    from omegaconf import OmegaConf
+
+    from pckd_lightning.upgrades import UPGRADES, upgrade_config
+
+    cfg = compose_config(["distill=dkd", "+preview=all"], output_dir=tmp_path)
+    current = OmegaConf.to_container(cfg, resolve=True)
+    with caplog.at_level("WARNING", logger="pckd_lightning.upgrades"):
+        upgrade_config(current)
+        assert caplog.records == []  # this version's +preview=all is spelt out without a word
+        upgraded = upgrade_config(_as_an_earlier_version_wrote_it(cfg), source="old/config.yaml")
+        messages = [record.getMessage() for record in caplog.records]
+        assert len(messages) == len(UPGRADES)  # one per step, in order
+        for upgrade, message in zip(UPGRADES, messages, strict=True):
+            assert "old/config.yaml" in message and upgrade.name in message and upgrade.changes in message
+        caplog.clear()
+        upgrade_config(upgraded)
+        assert caplog.records == []  # an upgraded config is this version's
