@@ -50,6 +50,7 @@ def summarize(
     status: str = "complete",
 ) -> dict:
     best_checkpoint, last_checkpoint = checkpoint_paths(trainer)
+    teacher_file = None if module.teacher is None else module.teacher.weights_file
     summary = {
         "status": status,
         "method": cfg.distill.get("name"),
@@ -58,8 +59,8 @@ def summarize(
         "seed": cfg.get("seed"),
         "epochs": trainer.current_epoch,
         "teacher_top1": module.teacher_top1,
-        "teacher_checkpoint": getattr(module.teacher, "checkpoint_path", None),
-        "teacher_sha256": getattr(module.teacher, "checkpoint_sha256", None),
+        "teacher_checkpoint": None if teacher_file is None else teacher_file.path,
+        "teacher_sha256": None if teacher_file is None else teacher_file.sha256,
         "best_top1": _metric(trainer, "val/top1_best"),
         "last_top1": _metric(trainer, "val/top1"),
         # the epoch whose validation gave last_top1: the final one (the module validates it), or for an
