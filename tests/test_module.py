@@ -259,7 +259,7 @@ def test_channels_last_gives_the_same_losses():
 @pytest.mark.parametrize(("scale", "world", "expected"), [(True, 4, 0.2), (False, 4, 0.05), (True, 1, 0.05)])
 def test_linear_lr_scaling_multiplies_the_lr_by_the_number_of_processes(scale, world, expected):
     module = make_module(lr_scaling="linear" if scale else "none")
-    module._trainer = SimpleNamespace(world_size=world)  # a stand-in for a trainer with k processes
+    module.trainer = SimpleNamespace(world_size=world)  # a stand-in for a trainer with k processes
     optimizer = module.configure_optimizers()["optimizer"]
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([expected])
 

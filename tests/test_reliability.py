@@ -151,5 +151,5 @@ def test_a_teacher_at_chance_level_is_flagged_and_refused_under_min_accuracy(tmp
         num_classes=10,
     )
     with caplog.at_level("WARNING"):
-        module._check_teacher_accuracy(10.5)
+        module.check_teacher_accuracy(10.5)
     assert "CHANCE LEVEL" in caplog.text and "model.teacher.checkpoint" in caplog.text

@@ -249,9 +249,9 @@ class DistillationModule(L.LightningModule):
         if self.teacher is not None and self.teacher_options.measure and self.teacher_top1 is None:
             self.teacher_top1 = self._teacher_accuracy()
             if self.teacher_top1 is not None:
-                self._check_teacher_accuracy(self.teacher_top1)
+                self.check_teacher_accuracy(self.teacher_top1)
 
-    def _check_teacher_accuracy(self, top1: float) -> None:
+    def check_teacher_accuracy(self, top1: float) -> None:
         """A teacher near chance level is almost always a wrong or untrained checkpoint: say so loudly."""
         log.info("teacher val top-1: %.2f%%", top1)
         chance = 100.0 / self.num_classes

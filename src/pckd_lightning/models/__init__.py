@@ -11,7 +11,7 @@ from pckd_lightning.models import (
     wide_resnet,
 )
 from pckd_lightning.models.base import ModelOutput, WeightsFile, ZooModel
-from pckd_lightning.models.registry import create_model, list_models, register_model
+from pckd_lightning.models.registry import create_model, list_models, register_model, unregister_model
 
 __all__ = [
     "ModelOutput",
@@ -26,6 +26,7 @@ __all__ = [
     "shufflenetv1",
     "shufflenetv2",
     "torchvision_models",
+    "unregister_model",
     "vgg",
     "wide_resnet",
 ]
