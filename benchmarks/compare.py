@@ -25,7 +25,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from pckd_lightning.report.cli import build_report
-from pckd_lightning.runner import fit
+from pckd_lightning.run import fit
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

@@ -33,7 +33,7 @@ from omegaconf import open_dict
 from op_count import count_ops
 
 from pckd_lightning.models import create_model
-from pckd_lightning.runner import fit
+from pckd_lightning.run import fit
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

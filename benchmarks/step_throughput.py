@@ -71,7 +71,7 @@ from pckd_lightning.distillation import DistillationModule, DistillStep, Perform
 from pckd_lightning.distillation.teacher import cast_convolutions  # noqa: E402
 from pckd_lightning.losses import LossTerm, PreviewWeights  # noqa: E402
 from pckd_lightning.models import create_model  # noqa: E402
-from pckd_lightning.runner import build_terms  # noqa: E402
+from pckd_lightning.run.build import build_terms  # noqa: E402
 
 NUM_CLASSES = 100
 IMAGE_SIZE = 32
@@ -339,17 +339,19 @@ class StepBench:
 
 
 @contextlib.contextmanager
-def without_term(step: DistillStep, name: str) -> Iterator[None]:
-    """Temporarily drop one loss term (or, for ``"preview"``, the preview weights) from the step."""
-    terms, preview = step.terms, step.preview
+def without_term(module: DistillationModule, name: str) -> Iterator[None]:
+    """Temporarily drop one loss term from the module, whose terms its step reads (or, for ``"preview"``, the
+    step's preview weights)."""
+    step = module.step
+    terms, preview = module.terms, step.preview
     if name == "preview":
         step.preview = None
     else:
-        step.terms = torch.nn.ModuleDict({k: v for k, v in terms.items() if k != name})
+        module.terms = torch.nn.ModuleDict({k: v for k, v in terms.items() if k != name})
     try:
         yield
     finally:
-        step.terms, step.preview = terms, preview
+        module.terms, step.preview = terms, preview
 
 
 def step_variants(args: argparse.Namespace, bench: StepBench) -> dict[str, Callable[[Batch], None]]:
@@ -363,7 +365,7 @@ def step_variants(args: argparse.Namespace, bench: StepBench) -> dict[str, Calla
         for name in removable:
 
             def step(batch: Batch, name: str = name) -> None:
-                with without_term(bench.step, name):
+                with without_term(bench.module, name):
                     bench.full_step(batch)
 
             variants[f"full-{name}"] = step

@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from pckd_lightning.models import create_model
-from pckd_lightning.runner import fit
+from pckd_lightning.run import fit
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"

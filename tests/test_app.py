@@ -15,7 +15,7 @@ import torch._inductor.config
 from conftest import QUIET, REPO, compose_config, save_teacher, two_step_run
 from pckd_lightning.losses import LossTerm
 from pckd_lightning.models import create_model
-from pckd_lightning.runner import fit
+from pckd_lightning.run import fit
 
 
 @pytest.mark.slow

@@ -57,7 +57,8 @@ def test_the_loss_terms_import_nothing_from_the_lightning_side():
             bad = {
                 m
                 for m in imports(path)
-                if m.startswith(("pckd_lightning.distillation", "pckd_lightning.runner"))
+                if m == "pckd_lightning.run"
+                or m.startswith(("pckd_lightning.distillation", "pckd_lightning.run."))
             }
             assert not bad, f"{name} imports {sorted(bad)}"
 
@@ -88,7 +89,7 @@ def test_no_private_method_of_the_package_is_called_from_outside_its_class():
 
 
 def test_importing_the_library_leaves_the_warning_filters_alone():
-    """Warnings the runs do not need are silenced while a run trains (runner.known_warnings_silenced), not
+    """Warnings the runs do not need are silenced while a run trains (run.fit.known_warnings_silenced), not
     by importing a module: a notebook or a program importing the library keeps its own filters."""
     import subprocess
     import sys
@@ -125,7 +126,7 @@ def test_importing_the_library_leaves_the_warning_filters_alone():
 def test_the_run_time_warning_filters_are_scoped_to_the_run():
     import warnings
 
-    from pckd_lightning.runner import known_warnings_silenced
+    from pckd_lightning.run.fit import known_warnings_silenced
 
     before = list(warnings.filters)
     with warnings.catch_warnings(record=True) as caught:
@@ -137,3 +138,71 @@ def test_the_run_time_warning_filters_are_scoped_to_the_run():
             warnings.warn("an unrelated warning", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["an unrelated warning"]
     assert warnings.filters == before
+
+
+def test_each_file_of_the_run_package_reads_in_one_sitting():
+    """Issue 25: runner.py became run/, one job per file; none grows back past ~200 lines."""
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (PACKAGE / "run").glob("*.py")}
+    assert {"check.py", "build.py", "fit.py", "summary.py"} <= sizes.keys()
+    assert all(lines <= 200 for lines in sizes.values()), sizes
+
+
+#: private names of other libraries that have no public equivalent, each with its one use
+THEIR_PRIVATE_NAMES = {
+    # the base class of torch's BatchNorm layers: GlobalBatchNorm is one of them
+    "nn.modules.batchnorm._BatchNorm",
+    # compiled backward graphs keep their buffers for DOT's retained graph: torch's only switch for it
+    "torch._functorch",
+    # the tests' compiler switches (no recompilation, eager-equal random numbers): no public equivalent
+    "torch._dynamo",
+    "torch._inductor",
+}
+
+
+def private(name: str) -> bool:
+    """``_x``, but not a dunder (``__x__``) nor a Hydra key (``_target_``)."""
+    return name.startswith("_") and not name.endswith("_")
+
+
+def is_own(owner: ast.expr) -> bool:
+    """``self``, ``cls`` or ``super()``: an object whose private names its own class defines."""
+    if isinstance(owner, ast.Call):
+        return getattr(owner.func, "id", "") == "super"
+    return isinstance(owner, ast.Name) and owner.id in ("self", "cls")
+
+
+def own_private_names(tree: ast.AST) -> set[str]:
+    """The private names a file defines: functions, classes, module and class variables, ``self._x``."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and is_own(node.value):
+            names.add(node.attr)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return {name for name in names if private(name)}
+
+
+def test_no_private_name_is_used_outside_the_module_that_defines_it():
+    """Issue 25: objects reach each other through public seams. ``obj._x`` and ``from m import _x`` name only
+    what the same file defines (``self``, ``cls`` and ``super()`` are always the file's own), in the package,
+    the tests and the benchmarks; another library's private names only where listed above, with the reason."""
+    found = []
+    files = [*MODULES.values(), *(REPO / "tests").glob("*.py"), *(REPO / "benchmarks").glob("*.py")]
+    for path in files:
+        tree = ast.parse(path.read_text())
+        own = own_private_names(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                used = [(alias.name, node.module) for alias in node.names if private(alias.name)]
+            elif isinstance(node, ast.Attribute) and private(node.attr) and node.attr not in own:
+                if is_own(node.value) or ast.unparse(node) in THEIR_PRIVATE_NAMES:
+                    continue
+                used = [(node.attr, ast.unparse(node.value))]
+            else:
+                continue
+            found += [f"{path.relative_to(REPO)}:{node.lineno} {where}.{name}" for name, where in used]
+    assert not found, found

@@ -40,7 +40,7 @@ from pckd_lightning.losses.terms.fitnet import hint_regressor
 from pckd_lightning.losses.terms.reviewkd import hcl
 from pckd_lightning.losses.terms.vid import VIDHead
 from pckd_lightning.models import ModelOutput, create_model
-from pckd_lightning.runner import build_terms
+from pckd_lightning.run.build import build_terms
 
 REPO = Path(__file__).resolve().parents[1]
 REL = 1e-4

@@ -56,7 +56,7 @@ def test_step_throughput_prints_a_parsable_json_line(step_throughput, capsys, me
 
 
 def test_step_throughput_builds_the_methods_terms_as_the_app_does(step_throughput, tmp_path):
-    from pckd_lightning.runner import build_terms
+    from pckd_lightning.run.build import build_terms
 
     terms, views, preview = step_throughput.load_method("pckd")
     app = compose_config(["distill=pckd"], output_dir=tmp_path).distill

@@ -12,7 +12,7 @@ import torch
 from conftest import CONF_DIR, compose_config
 from pckd_lightning.distillation import DistillationModule
 from pckd_lightning.models import create_model
-from pckd_lightning.runner import build_terms, instantiate
+from pckd_lightning.run.build import build_terms, instantiate
 
 #: methods whose terms first run an init stage on the data (AB, FSP, FT): their step is the same path
 #: after it, but the stage itself needs a trainer
@@ -57,7 +57,7 @@ def test_the_loss_path_compiles_without_graph_breaks_and_gives_the_eager_value(m
     eager = step_loss(*batch)
     module.load_state_dict(state)
     torch.manual_seed(1)  # the same negatives (CRD)
-    torch._dynamo.reset()
+    torch.compiler.reset()
     # fullgraph: a graph break is an error that names it (backend "eager": traced by dynamo, run by aten)
     compiled = torch.compile(step_loss, fullgraph=True, backend="eager")(*batch)
     assert torch.isfinite(eager)

@@ -11,7 +11,7 @@ import torch
 from conftest import REPO, load_benchmark
 from pckd_lightning.distillation import DistillationModule, TeacherOptions
 from pckd_lightning.models import create_model
-from pckd_lightning.runner import build_terms, instantiate
+from pckd_lightning.run.build import build_terms, instantiate
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import pytest
 from conftest import CONF_DIR, compose_config
 from pckd_lightning.errors import CheckpointError
 from pckd_lightning.models import list_models
-from pckd_lightning.runner import build_terms, instantiate
+from pckd_lightning.run.build import build_terms, instantiate
 
 DISTILLS = sorted(p.stem for p in (CONF_DIR / "distill").glob("*.yaml"))
 PAIRS = sorted(
@@ -104,7 +104,7 @@ def test_dkd_uses_the_published_per_pair_beta(pair, beta):
 @pytest.mark.parametrize("method", ["dkd", "kd", "crd"])
 def test_the_preview_switch_weights_any_per_sample_method(method, tmp_path):
     from pckd_lightning.losses import PreviewWeights
-    from pckd_lightning.runner import instantiate
+    from pckd_lightning.run.build import instantiate
 
     cfg = compose_config([f"distill={method}", "+preview=all"], output_dir=tmp_path)
     terms = build_terms(cfg.distill)
@@ -133,7 +133,7 @@ def test_the_module_is_built_from_its_config_group_with_typed_option_groups(tmp_
     from pckd_lightning.data import DigitsDataModule
     from pckd_lightning.distillation import DistillationModule, Performance, TeacherOptions
     from pckd_lightning.losses import PreviewWeights
-    from pckd_lightning.runner import build_module
+    from pckd_lightning.run.build import build_module
 
     overrides = [
         "model=digits_scratch_resnet8",

@@ -235,7 +235,7 @@ def test_real_cifar_classes_are_the_raw_pickles_images_and_labels():
 def test_the_summary_and_the_report_name_the_classes_a_run_kept(tmp_path):
     from conftest import QUIET, SCRATCH_RUN
     from pckd_lightning.report.collect import collect_runs, dataset_name
-    from pckd_lightning.runner import fit
+    from pckd_lightning.run import fit
 
     summary = fit(
         compose_config([*SCRATCH_RUN, *QUIET, "+data.classes=[7,2,5]"], output_dir=tmp_path / "run")

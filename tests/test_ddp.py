@@ -103,7 +103,7 @@ def test_two_process_pckd_run_through_the_app(tmp_path, precision):
     import json
 
     from pckd_lightning.evaluate import evaluate
-    from pckd_lightning.runner import instantiate
+    from pckd_lightning.run.build import instantiate
 
     summary = json.loads((runs[0] / "summary.json").read_text())
     student = ddp_workers.create_model("resnet8", num_classes=10)

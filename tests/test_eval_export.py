@@ -16,7 +16,7 @@ from pckd_lightning.evaluate import evaluate, find_run_config, load_for_eval
 from pckd_lightning.evaluate import main as eval_main
 from pckd_lightning.export import export_onnx, export_state_dict, export_torchscript, onnx_exporter_available
 from pckd_lightning.models import create_model
-from pckd_lightning.runner import fit
+from pckd_lightning.run import fit
 
 QUIET = ["logger=csv", "callbacks.progress_bar=null", "data.num_workers=0"]
 

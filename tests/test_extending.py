@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from conftest import REPO, compose_config
-from pckd_lightning.models import registry
-from pckd_lightning.runner import fit
+from pckd_lightning.models import list_models, unregister_model
+from pckd_lightning.run import fit
 
 
 def readme_example() -> tuple[str, list[str]]:
@@ -25,13 +25,19 @@ def readme_example() -> tuple[str, list[str]]:
 
 
 @pytest.mark.slow
-def test_the_readme_example_term_and_model_train_through_the_app(tmp_path, monkeypatch):
+def test_the_readme_example_term_and_model_train_through_the_app(tmp_path, monkeypatch, request):
     code, overrides = readme_example()
     (tmp_path / "my_kd.py").write_text(code)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "my_kd", raising=False)
-    # the example registers tiny_cnn: into a copy of the registry, so the zoo is as before after the test
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    # the example registers tiny_cnn: it is forgotten after the test, so the zoo is as before
+    zoo = set(list_models())
+
+    def forget_new_models() -> None:
+        for name in set(list_models()) - zoo:
+            unregister_model(name)
+
+    request.addfinalizer(forget_new_models)
     quick = [
         "data.image_size=8",
         "trainer.max_epochs=1",

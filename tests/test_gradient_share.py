@@ -19,7 +19,7 @@ from pckd_lightning.distillation import DistillationModule, TeacherOptions
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import CRDTerm, CrossEntropyTerm, KDTerm, PreviewWeights
 from pckd_lightning.models import ModelOutput, ZooModel
-from pckd_lightning.runner import instantiate
+from pckd_lightning.run.build import instantiate
 from test_module import NUM_CLASSES, make_module, pckd_terms
 
 T = 4.0
@@ -120,7 +120,7 @@ def test_monitored_training_is_bitwise_the_unmonitored_one(tmp_path):
     plain, plain_trainer = _train(tmp_path / "plain", None)
     watched, watched_trainer = _train(tmp_path / "watched", every_n_steps=1)
     share = next(c for c in watched_trainer.callbacks if isinstance(c, GradientShare))
-    assert share.last and share._measured_step == 3  # measured at every one of the 4 steps
+    assert share.last and share.measured_step == 3  # measured at every one of the 4 steps
     for (name, a), (_, b) in zip(plain.state_dict().items(), watched.state_dict().items(), strict=True):
         assert torch.equal(a, b), name  # parameters, BatchNorm statistics, CRD's banks and normalizers
     for key in ("preview/hard_fraction", "preview/mean_weight", "train/loss"):

@@ -11,7 +11,7 @@ from conftest import compose_config
 from pckd_lightning.data import DigitsDataModule
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.report.collect import dataset_name
-from pckd_lightning.runner import fit
+from pckd_lightning.run import fit
 
 
 def digits(**kwargs) -> DigitsDataModule:

@@ -25,7 +25,7 @@ from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms import PairInfo
 from pckd_lightning.losses.terms.factor_transfer import Paraphraser, translator
 from pckd_lightning.models import ModelOutput, create_model
-from pckd_lightning.runner import build_callbacks, build_terms
+from pckd_lightning.run.build import build_callbacks, build_terms
 from test_baselines import avg_pool_2x
 
 REL = 1e-4

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import compose_config
-from pckd_lightning.runner import fit
+from pckd_lightning.run import fit
 
 SHORT = [
     "model=digits_scratch_resnet8",

@@ -33,7 +33,7 @@ from pckd_lightning.losses import (
 )
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.models import ModelOutput, create_model
-from pckd_lightning.runner import build_terms
+from pckd_lightning.run.build import build_terms
 
 REL = 1e-5
 METHODS = ["kd_ls", "dkd_ls", "dist", "ctkd", "mlkd", "mlkd_ls", "kd_dot", "dkd_dot"]
@@ -469,7 +469,8 @@ def test_the_dot_callback_turns_sgd_into_dot_and_splits_the_gradient():
     )
     callback = DOTGradientSplit(delta=0.075)
     callback.setup(None, module, "fit")
-    optimizer = module.optimizer_factory(module.trainable_parameters())
+    callback.setup(None, module, "test")  # registered with the module once, however often set up
+    optimizer = module.configure_optimizers()["optimizer"]
     assert isinstance(optimizer, DistillationOrientedSGD)
     group = optimizer.param_groups[0]
     assert (group["lr"], group["weight_decay"]) == (0.05, 5e-4)
@@ -477,22 +478,22 @@ def test_the_dot_callback_turns_sgd_into_dot_and_splits_the_gradient():
     trainer = SimpleNamespace(optimizers=[optimizer], precision="32-true", accumulate_grad_batches=1)
     callback.on_fit_start(trainer, module)
     x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    handed = []
+    module.add_loss_listener(handed.append)
     total = module.training_step((x, y, torch.arange(4)), 0)
-    losses = module.step_losses  # what the training step hands to DOT
+    (losses,) = handed  # what the training step hands to DOT
     callback.on_before_backward(trainer, module, total)
     params = module.trainable_parameters()
     expected = torch.autograd.grad(0.1 * losses["ce"], params, retain_graph=True, allow_unused=True)
     for p, g in zip(params, expected, strict=True):
         if g is not None:
             torch.testing.assert_close(optimizer.state[p]["task_grad"], g)
+    with pytest.raises(RuntimeError, match="saw no losses"):  # handed over once, dropped at the backward
+        callback.on_before_backward(trainer, module, total)
     with pytest.raises(ConfigError, match="momentum"):
-        DOTGradientSplit(delta=0.2).setup(
-            None, SimpleNamespace(optimizer_factory=partial(torch.optim.SGD, lr=0.1, momentum=0.9)), "fit"
-        )
+        DOTGradientSplit(delta=0.2).dot_optimizer(torch.optim.SGD(params, lr=0.1, momentum=0.9))
     with pytest.raises(ConfigError, match="optimizer=sgd"):
-        DOTGradientSplit().setup(
-            None, SimpleNamespace(optimizer_factory=partial(torch.optim.Adam, lr=0.1)), "fit"
-        )
+        DOTGradientSplit().dot_optimizer(torch.optim.Adam(params, lr=0.1))
     with pytest.raises(ConfigError, match="task_terms"):
         fresh = DOTGradientSplit(task_terms=["cross_entropy"])
         fresh.on_fit_start(trainer, module)

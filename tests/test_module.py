@@ -235,12 +235,13 @@ def test_preview_terms_without_preview_weights_are_refused_when_the_module_is_bu
 
 
 def test_the_steps_preview_terms_follow_the_terms_it_is_given():
-    """Computed once when the terms are set (setup's BatchNorm conversion, a benchmark's removed term)."""
-    step = make_module().step
+    """The step reads the module's terms (setup's BatchNorm conversion, a benchmark's removed term)."""
+    module = make_module()
+    step = module.step
     marked = {name for name, term in step.terms.items() if term.preview}
     assert set(step.preview_terms) == marked and marked  # pckd_terms marks kd and category_contrast
-    step.terms = torch.nn.ModuleDict({k: v for k, v in step.terms.items() if k not in marked})
-    assert step.preview_terms == []
+    module.terms = torch.nn.ModuleDict({k: v for k, v in step.terms.items() if k not in marked})
+    assert step.preview_terms == [] and step.terms is module.terms
 
 
 def test_channels_last_gives_the_same_losses():
@@ -258,7 +259,7 @@ def test_channels_last_gives_the_same_losses():
 @pytest.mark.parametrize(("scale", "world", "expected"), [(True, 4, 0.2), (False, 4, 0.05), (True, 1, 0.05)])
 def test_linear_lr_scaling_multiplies_the_lr_by_the_number_of_processes(scale, world, expected):
     module = make_module(lr_scaling="linear" if scale else "none")
-    module._trainer = SimpleNamespace(world_size=world)  # a stand-in for a trainer with k processes
+    module.trainer = SimpleNamespace(world_size=world)  # a stand-in for a trainer with k processes
     optimizer = module.configure_optimizers()["optimizer"]
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([expected])
 
@@ -370,14 +371,16 @@ def test_the_training_step_is_the_distill_step_and_hands_its_losses_to_the_backw
     _, losses, total = module.step(b)
     assert set(losses) == set(module.terms)
     assert total.item() == pytest.approx(sum(module.terms[k].weight * v for k, v in losses.items()).item())
+    handed = []
+    module.add_loss_listener(handed.append)
+    module.add_loss_listener(handed.append)  # added once
     trained = module.training_step(b, 0)
     assert trained.item() == pytest.approx(total.item(), rel=1e-6)
-    assert module.step_losses is not None
-    assert {k: v.item() for k, v in module.step_losses.items()} == pytest.approx(
+    assert len(handed) == 1
+    assert {k: v.item() for k, v in handed[0].items()} == pytest.approx(
         {k: v.item() for k, v in losses.items()}, rel=1e-6
     )
-    module.on_after_backward()
-    assert module.step_losses is None
+    assert handed[0]["ce"].grad_fn is not None  # with their graph, before the backward
     # the step computes with the module's own (registered, optimized, checkpointed) parts
     assert module.step.student is module.student and module.step.terms is module.terms
     assert module.step.teacher is module.teacher

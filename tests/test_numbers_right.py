@@ -15,7 +15,9 @@ from conftest import QUIET, SCRATCH_RUN, compose_config, save_teacher, two_step_
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.loggers import EpochLineLogger
 from pckd_lightning.models import create_model
-from pckd_lightning.runner import fit, instantiate, teacher_training_config
+from pckd_lightning.run import fit
+from pckd_lightning.run.build import instantiate
+from pckd_lightning.run.teacher import teacher_training_config
 
 
 def metric_rows(run_dir: Path) -> list[dict[str, str]]:

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from conftest import compose_config
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import PreviewWeights
-from pckd_lightning.runner import instantiate
+from pckd_lightning.run.build import instantiate
 from test_module import NUM_CLASSES, make_module, quiet_trainer
 
 

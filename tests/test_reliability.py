@@ -17,7 +17,8 @@ from pckd_lightning.distillation.loss_meter import NonFiniteLossError
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.losses import CrossEntropyTerm, LossTerm
 from pckd_lightning.models import create_model
-from pckd_lightning.runner import build_terms, fit
+from pckd_lightning.run import fit
+from pckd_lightning.run.build import build_terms
 
 
 class NaNFromCall(LossTerm):
@@ -150,5 +151,5 @@ def test_a_teacher_at_chance_level_is_flagged_and_refused_under_min_accuracy(tmp
         num_classes=10,
     )
     with caplog.at_level("WARNING"):
-        module._check_teacher_accuracy(10.5)
+        module.check_teacher_accuracy(10.5)
     assert "CHANCE LEVEL" in caplog.text and "model.teacher.checkpoint" in caplog.text

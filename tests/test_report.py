@@ -18,7 +18,7 @@ from conftest import compose_config
 from pckd_lightning.report import build_report, collect_runs
 from pckd_lightning.report.cli import main as report_main
 from pckd_lightning.report.collect import row_key
-from pckd_lightning.runner import fit
+from pckd_lightning.run import fit
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_EPOCHS = 10
@@ -407,7 +407,7 @@ def test_gradient_shares_are_averaged_over_seeds_per_step_and_drawn(runs, tmp_pa
     assert not (tmp_path / "none" / "gradients.png").exists()
 
 
-def _edit_config(run: Path, edit) -> None:
+def edit_config(run: Path, edit) -> None:
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     edit(cfg)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -420,7 +420,7 @@ def test_runs_of_another_lr_schedule_are_their_own_row_not_reruns(tmp_path):
         write_run(root / f"step{seed}", P1, "kd", seed, 70.0 + seed, 69.0)
     for seed in range(2):  # fewer runs: the plain "kd" row is the most common setting
         cosine = write_run(root / f"cosine{seed}", P1, "kd", seed, 60.0 + seed, 59.0)
-        _edit_config(cosine, lambda cfg: cfg.update(scheduler={"_target_": "x.Cosine", "T_max": 10}))
+        edit_config(cosine, lambda cfg: cfg.update(scheduler={"_target_": "x.Cosine", "T_max": 10}))
         os.utime(cosine / "summary.json", (2e9, 2e9))  # newer: it would supersede a same-setting run
     report = build_report(root, tmp_path / "out", plot=False)[0]
     pair = report.pairs[0]
@@ -438,7 +438,7 @@ def test_the_scratch_row_averages_one_setting_and_lists_the_others_apart(tmp_pat
         write_run(root / f"ce{seed}", P1, "ce", seed, 65.0 + seed, 64.0)
     for seed in range(2):
         long = write_run(root / f"ce_long{seed}", P1, "ce", seed, 50.0 + seed, 50.0, epochs=30)
-        _edit_config(long, lambda cfg: cfg["trainer"].update(max_epochs=30))
+        edit_config(long, lambda cfg: cfg["trainer"].update(max_epochs=30))
     report = build_report(root, tmp_path / "out", plot=False)[0]
     pair = report.pairs[0]
     assert report.cells[("student (scratch)", pair, "best")].values == (65.0, 66.0, 67.0)
@@ -536,7 +536,7 @@ def test_settings_a_resume_may_change_still_make_a_row_of_their_own(section, key
     for seed in range(2):
         write_run(root / f"plain{seed}", P1, "kd", seed, 70.0, 69.0)
     changed = write_run(root / "changed", P1, "kd", 0, 50.0, 49.0)
-    _edit_config(changed, lambda cfg: cfg.setdefault(section, {}).update({key: value}))
+    edit_config(changed, lambda cfg: cfg.setdefault(section, {}).update({key: value}))
     os.utime(changed / "summary.json", (2e9, 2e9))  # newer: as a rerun of seed 0 it would supersede plain0
     records = {r.run_dir.name: r for r in collect_runs(root)}
     assert all(r.complete for r in records.values())
@@ -554,11 +554,11 @@ def test_numbers_compare_by_value_and_booleans_stay_booleans(tmp_path):
     root = tmp_path / "runs"
     for seed, temperature in ((0, 4), (1, 4.0), (2, 4)):
         run = write_run(root / f"kd{seed}", P1, "kd", seed, 70.0 + seed, 69.0)
-        _edit_config(run, lambda cfg, t=temperature: cfg["distill"]["terms"]["kd"].update(T=t))
+        edit_config(run, lambda cfg, t=temperature: cfg["distill"]["terms"]["kd"].update(T=t))
     # the default, written out, is the default left out
-    _edit_config(root / "kd1", lambda cfg: cfg["trainer"].update(check_val_every_n_epoch=1.0))
+    edit_config(root / "kd1", lambda cfg: cfg["trainer"].update(check_val_every_n_epoch=1.0))
     rerun = write_run(root / "kd0_rerun", P1, "kd", 0, 80.0, 79.0)
-    _edit_config(rerun, lambda cfg: cfg["distill"]["terms"]["kd"].update(T=4.0))
+    edit_config(rerun, lambda cfg: cfg["distill"]["terms"]["kd"].update(T=4.0))
     os.utime(rerun / "summary.json", (2e9, 2e9))  # newer: 4.0 is 4, so it is a rerun of kd0
     report = build_report(root, tmp_path / "out", plot=False)[0]
     assert report.rows == ["kd"]
@@ -627,7 +627,7 @@ def test_holdout_runs_report_their_test_accuracy(tmp_path):
         run = write_run(
             root / f"{method}{seed}", P1, method, seed, 75.0, 74.0, test_top1=top1, test_top5=top1 + 20
         )
-        _edit_config(run, lambda cfg: cfg["data"].update(val_source="holdout"))
+        edit_config(run, lambda cfg: cfg["data"].update(val_source="holdout"))
     out = tmp_path / "out"
     report, markdown = build_report(root, out, plot=False)
     (pair,) = report.pairs
@@ -649,7 +649,7 @@ def test_curves_count_epochs_from_one_on_integer_ticks(runs, tmp_path):
     root = tmp_path / "runs"
     for seed in range(2):
         run = write_run(root / f"kd{seed}", P1, "kd", seed, 70.0, 69.0 + seed, epochs=2)
-        _edit_config(run, lambda cfg: cfg["trainer"].update(max_epochs=2))
+        edit_config(run, lambda cfg: cfg["trainer"].update(max_epochs=2))
     report = build_report(root, tmp_path / "out", plot=False)[0]
     # the log's epoch 0 is the first epoch: seed 0 logged 68, 69; seed 1 69, 70
     assert report.curves[("kd", report.pairs[0])] == {1: 68.5, 2: 69.5}

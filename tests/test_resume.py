@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import compose_config
-from pckd_lightning.runner import fit
+from pckd_lightning.run import fit
 
 COMMON = [
     "model=digits_scratch_resnet8",

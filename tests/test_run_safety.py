@@ -21,8 +21,8 @@ from conftest import PCKD_TRAIN, REPO, SCRATCH_RUN, compose_config, pckd_train
 from pckd_lightning.config_schema import CHECKS, markdown_table
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.report.collect import collect_runs
+from pckd_lightning.run import fit
 from pckd_lightning.run_folder import LOCK_NAME, RunFolder
-from pckd_lightning.runner import fit
 
 FAST = [*SCRATCH_RUN, "logger=none"]
 
@@ -276,7 +276,7 @@ def test_a_strategy_whose_workers_this_process_starts_is_refused_before_any_work
 
 
 def test_strategies_that_start_one_process_per_device_pass_the_check():
-    from pckd_lightning.runner import check_strategy
+    from pckd_lightning.run.check import check_strategy
 
     for strategy in ("ddp", "auto", "ddp_find_unused_parameters_true", None):
         check_strategy(OmegaConf.create({"strategy": strategy}))
@@ -383,7 +383,8 @@ def test_a_checkpoint_of_an_earlier_version_resumes_and_reports_as_the_same_run(
     from omegaconf import OmegaConf
 
     from pckd_lightning.resume import changed_keys
-    from pckd_lightning.run_folder import read_run_config, upgrade_config
+    from pckd_lightning.run_folder import read_run_config
+    from pckd_lightning.upgrades import upgrade_config
 
     cfg = compose_config(overrides, output_dir=tmp_path)
     current = OmegaConf.to_container(cfg, resolve=True)
@@ -406,3 +407,25 @@ def test_a_checkpoint_of_an_earlier_version_resumes_and_reports_as_the_same_run(
         ),
     )
     assert {"distill.terms.dkd.preview", "distill.preview.base", "module.preview.base"} <= set(switched_on)
+
+
+def test_each_upgrade_of_an_earlier_config_warns_naming_what_it_changed_and_a_current_one_none(
+    tmp_path, caplog
+):
+    from omegaconf import OmegaConf
+
+    from pckd_lightning.upgrades import UPGRADES, upgrade_config
+
+    cfg = compose_config(["distill=dkd", "+preview=all"], output_dir=tmp_path)
+    current = OmegaConf.to_container(cfg, resolve=True)
+    with caplog.at_level("WARNING", logger="pckd_lightning.upgrades"):
+        upgrade_config(current)
+        assert caplog.records == []  # this version's +preview=all is spelt out without a word
+        upgraded = upgrade_config(_as_an_earlier_version_wrote_it(cfg), source="old/config.yaml")
+        messages = [record.getMessage() for record in caplog.records]
+        assert len(messages) == len(UPGRADES)  # one per step, in order
+        for upgrade, message in zip(UPGRADES, messages, strict=True):
+            assert "old/config.yaml" in message and upgrade.name in message and upgrade.changes in message
+        caplog.clear()
+        upgrade_config(upgraded)
+        assert caplog.records == []  # an upgraded config is this version's

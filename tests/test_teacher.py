@@ -34,7 +34,7 @@ def test_teacher_loads_from_every_layout_with_identical_logits(tmp_path, referen
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(teacher(x), reference(x))
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
-    assert len(teacher.checkpoint_sha256) == 64
+    assert teacher.weights_file.path == str(path) and len(teacher.weights_file.sha256) == 64
 
 
 def test_corrupt_file_is_reported(tmp_path):

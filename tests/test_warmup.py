@@ -15,7 +15,7 @@ from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms import CrossEntropyTerm, DKDTerm, KDTerm, LossTerm, PairInfo
 from pckd_lightning.losses.terms.base import InitStageTerm
 from pckd_lightning.models import ModelOutput, create_model
-from pckd_lightning.runner import build_terms
+from pckd_lightning.run.build import build_terms
 
 NUM_CLASSES, NUM_DATA, IMAGES, SIZE = 10, 64, 4, 16
 METHODS = sorted(p.stem for p in (CONF_DIR / "distill").glob("*.yaml"))

@@ -18,7 +18,8 @@ from hydra.core.override_parser.types import Glob
 
 from conftest import CONF_DIR, REPO, SCRATCH_RUN, compose_config
 from pckd_lightning.report.cli import build_report
-from pckd_lightning.runner import WANDB_RUN_FOLDER, fit
+from pckd_lightning.run import fit
+from pckd_lightning.run.loggers import WANDB_RUN_FOLDER
 
 FAST = SCRATCH_RUN
 PCKD_TRAIN = str(Path(sys.executable).with_name("pckd-train"))

@@ -156,8 +156,8 @@ def _select(cfg: DictConfig, parts: list[str], prefix: str = "") -> Iterator[tup
         return
     head, rest = parts[0], parts[1:]
     for name in list(cfg) if head == "*" else [head]:
-        node = cfg._get_node(name) if name in cfg else None
-        if node is None or node._is_missing() or node._is_interpolation() or node._is_none():
+        # `in` is False for ??? values; an interpolation is not resolved here
+        if name not in cfg or OmegaConf.is_interpolation(cfg, name) or cfg[name] is None:
             continue
         key = f"{prefix}.{name}" if prefix else str(name)
         if rest:

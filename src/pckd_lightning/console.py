@@ -70,9 +70,9 @@ def print_config_tree(cfg: DictConfig, console: Console | None = None) -> None:
         log.info("config:\n%s", _yaml(cfg))
         return
     tree = Tree("config", guide_style="dim")
-    for key in cfg:
-        node = cfg._get_node(key)
-        text = _yaml(node) if isinstance(node, DictConfig) else str(node._value())
+    written = OmegaConf.to_container(cfg)  # a value as written: ??? or an interpolation shows as such
+    for key, value in written.items():
+        text = _yaml(cfg[key]) if isinstance(value, dict) else str(value)
         tree.add(str(key)).add(Syntax(text, "yaml", theme="ansi_dark"))
     console.print(tree)
 

@@ -24,7 +24,7 @@ from pckd_lightning.callbacks.config_record import STATE_KEY
 from pckd_lightning.distillation.checkpoint_io import read_checkpoint
 from pckd_lightning.distillation.teacher import file_sha256
 from pckd_lightning.errors import ConfigError
-from pckd_lightning.run_folder import upgrade_config
+from pckd_lightning.upgrades import upgrade_config
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,11 @@
 """A run's folder: one live run per folder (a lock file with the owner's pid, taken before any work and checked
 for write access), no folder left by a run refused before any work, and the resolved ``config.yaml`` the run
-leaves there (read by evaluation and reports)."""
+leaves there (read by evaluation and reports, upgraded by :mod:`pckd_lightning.upgrades` when an earlier
+version wrote it)."""
 
 from __future__ import annotations
 
-import copy
 import errno
-import inspect
 import os
 import shutil
 import socket
@@ -18,6 +17,7 @@ from typing import Any
 import yaml
 
 from pckd_lightning.errors import ConfigError
+from pckd_lightning.upgrades import upgrade_config
 
 LOCK_NAME = ".pckd.lock"
 #: a run folder needs room for checkpoints, logs and the student's weights
@@ -153,43 +153,4 @@ def read_run_config(path: str | Path) -> dict[str, Any] | None:
         return None
     if not isinstance(cfg, dict) or not all(isinstance(cfg.get(k), dict) for k in ("trainer", "model")):
         return None
-    return upgrade_config(cfg)
-
-
-#: where the preview weights were built before the training step owned them (configs of earlier versions)
-EARLIER_PREVIEW_TARGET = "pckd_lightning.callbacks.PreviewWeighting"
-#: where conf/distill/preview/ builds them now
-PREVIEW_TARGET = "pckd_lightning.losses.PreviewWeights"
-
-
-def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """A resolved run config as this version writes it, whichever version wrote it, so that a checkpoint or a
-    run folder of an earlier version compares equal to the same run now (resume, pckd-report).
-
-    Earlier preview callbacks become :class:`PreviewWeights` with its default schedule; ``+preview=all``'s
-    ``distill.preview_every_term`` is spelt out as ``preview: true`` on the terms it marks (as earlier
-    versions wrote them); a config without the ``module`` group gets the keys that group mirrors.
-    """
-    from pckd_lightning.losses.preview import PreviewWeights, marked_by_preview_all  # only when upgrading
-
-    cfg = copy.deepcopy(cfg)
-    distill = cfg.get("distill")
-    if isinstance(distill, dict):
-        preview = distill.get("preview")
-        if isinstance(preview, dict):
-            if preview.get("_target_") == EARLIER_PREVIEW_TARGET:
-                preview["_target_"] = PREVIEW_TARGET
-            defaults = inspect.signature(PreviewWeights).parameters
-            for key in ("schedule", "reference_epochs"):
-                preview.setdefault(key, defaults[key].default)
-        if distill.pop("preview_every_term", False):
-            for name, term in (distill.get("terms") or {}).items():
-                if isinstance(term, dict) and marked_by_preview_all(name, term["_target_"]):
-                    term["preview"] = True
-    if "module" not in cfg:
-        cfg["module"] = {
-            "lr_scaling": cfg.get("lr_scaling", "none"),
-            "preview": (distill or {}).get("preview") if isinstance(distill, dict) else None,
-            "sync_batchnorm": (cfg.get("trainer") or {}).get("sync_batchnorm", False),
-        }
-    return cfg
+    return upgrade_config(cfg, source=str(path))

@@ -66,7 +66,7 @@ def train(cfg: DictConfig) -> float | None:
 
     from pckd_lightning.config_schema import validate
     from pckd_lightning.console import print_config_tree, print_summary
-    from pckd_lightning.runner import check_config, fit
+    from pckd_lightning.run import check_config, fit
 
     try:
         validate(cfg)  # before the config is printed, so that an error is not buried under it

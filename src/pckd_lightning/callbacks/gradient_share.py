@@ -45,15 +45,16 @@ class GradientShare(L.Callback):
         self.every_n_steps = every_n_steps
         #: the values of the latest measurement, as logged
         self.last: dict[str, float] = {}
-        self._measured_step = -1
+        #: the latest optimizer step measured (-1 before the first)
+        self.measured_step = -1
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int
     ) -> None:
         step = trainer.global_step
-        if not self.every_n_steps or step % self.every_n_steps or step == self._measured_step:
+        if not self.every_n_steps or step % self.every_n_steps or step == self.measured_step:
             return
-        self._measured_step = step  # once per optimizer step, also with gradient accumulation
+        self.measured_step = step  # once per optimizer step, also with gradient accumulation
         with trainer.precision_plugin.forward_context():
             self.last = self.measure(pl_module, batch)
         for logger in trainer.loggers:

@@ -12,7 +12,8 @@ process on the global batch would.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -20,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pckd_lightning.distillation.module import DistillationModule
 from pckd_lightning.distributed import world_size
 from pckd_lightning.errors import ConfigError
 
@@ -123,11 +125,12 @@ def task_gradients(task_loss: torch.Tensor, params: Sequence[nn.Parameter]) -> l
 class DOTGradientSplit(L.Callback):
     """Trains with :class:`DistillationOrientedSGD` and hands it the task part (``task_terms``) of each gradient.
 
-    When the run is set up it turns the configured SGD (``optimizer=sgd``: lr, momentum μ, weight decay) into
-    DOT with momenta ``μ − delta`` (task) and ``μ + delta`` (distillation). Just before Lightning's backward
-    it takes the gradient of the task part of the step's per-term losses (the module's ``step_losses``).
-    A parameter that receives no task gradient (a head of a distillation term) is stepped as the reference
-    steps such parameters.
+    In ``setup`` it registers two seams with the DistillationModule: :meth:`dot_optimizer`, which turns the
+    configured SGD (``optimizer=sgd``: lr, momentum μ, weight decay) into DOT with momenta ``μ − delta``
+    (task) and ``μ + delta`` (distillation), and :meth:`take_losses`, which receives each training step's
+    per-term losses. Just before Lightning's backward it takes the gradient of their task part. A parameter
+    that receives no task gradient (a head of a distillation term) is stepped as the reference steps such
+    parameters.
     """
 
     def __init__(self, delta: float = 0.075, task_terms: Sequence[str] = ("ce",)) -> None:
@@ -139,38 +142,47 @@ class DOTGradientSplit(L.Callback):
                 f"DOTGradientSplit: task_terms must be a non-empty list of term names, got {task_terms!r}"
             )
         self.task_terms = tuple(task_terms)
+        self._losses: Mapping[str, torch.Tensor] | None = None  # the current step's, until its backward
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Before ``configure_optimizers``: the module's SGD factory becomes a DOT factory."""
-        factory = getattr(pl_module, "optimizer_factory", None)
-        if getattr(factory, "_dot", False):
-            return
-        options = dict(getattr(factory, "keywords", {}))
-        if getattr(factory, "func", None) is not torch.optim.SGD or "momentum" not in options:
+    def setup(self, trainer: L.Trainer, pl_module: DistillationModule, stage: str) -> None:
+        """Before ``configure_optimizers`` and the first step: DOT's optimizer and the step's losses."""
+        pl_module.wrap_optimizer(self.dot_optimizer)
+        pl_module.add_loss_listener(self.take_losses)
+
+    def dot_optimizer(self, configured: torch.optim.Optimizer) -> DistillationOrientedSGD:
+        """DOT with the configured SGD's parameters, lr and weight decay, and its momentum split by ``delta``."""
+        if not isinstance(configured, torch.optim.SGD) or not configured.defaults["momentum"]:
             raise ConfigError(
-                f"DOT builds on SGD with momentum (optimizer=sgd), got {factory!r}; select optimizer=sgd"
+                f"DOT builds on SGD with momentum (optimizer=sgd), got {configured!r}; select optimizer=sgd"
             )
+        options = dict(configured.defaults)
         momentum = options.pop("momentum")
         if not self.delta <= momentum < 1 - self.delta:
             raise ConfigError(
                 f"DOT needs 0 <= momentum - delta and momentum + delta < 1, got momentum={momentum}, "
                 f"delta={self.delta}; set distill.callbacks.dot.delta (0.075 published)"
             )
-        unsupported = set(options) - {"lr", "weight_decay"}
+        sgd_defaults = inspect.signature(torch.optim.SGD).parameters
+        unsupported = [
+            k for k, v in options.items() if k not in ("lr", "weight_decay") and v != sgd_defaults[k].default
+        ]
         if unsupported:
             raise ConfigError(
                 f"DOT supports SGD's lr, momentum and weight_decay only, got {sorted(unsupported)}"
             )
+        return DistillationOrientedSGD(
+            [p for group in configured.param_groups for p in group["params"]],
+            lr=options["lr"],
+            momentum=momentum - self.delta,
+            momentum_kd=momentum + self.delta,
+            weight_decay=options["weight_decay"],
+        )
 
-        def dot_factory(params: Iterable[nn.Parameter]) -> DistillationOrientedSGD:
-            return DistillationOrientedSGD(
-                params, momentum=momentum - self.delta, momentum_kd=momentum + self.delta, **options
-            )
+    def take_losses(self, losses: Mapping[str, torch.Tensor]) -> None:
+        """The training step's per-term losses, kept until its backward."""
+        self._losses = losses
 
-        dot_factory._dot = True  # type: ignore[attr-defined]
-        pl_module.optimizer_factory = dot_factory
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: DistillationModule) -> None:
         optimizers = trainer.optimizers
         if len(optimizers) != 1 or not isinstance(optimizers[0], DistillationOrientedSGD):
             raise ConfigError(
@@ -192,19 +204,14 @@ class DOTGradientSplit(L.Callback):
                 f"DOT task_terms {unknown} are not terms of this run ({list(pl_module.terms)}); "
                 "set distill.callbacks.dot.task_terms to the supervised terms (e.g. [ce])"
             )
-        performance = pl_module.performance
-        if performance.compile_losses or performance.compile:
-            # the task gradient keeps the step's graph for the ordinary backward (retain_graph), which
-            # compiled backward graphs allow only without donated buffers; set before the first compile
-            torch._functorch.config.donated_buffer = False
 
     def on_before_backward(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
+        self, trainer: L.Trainer, pl_module: DistillationModule, loss: torch.Tensor
     ) -> None:
-        losses = pl_module.step_losses
+        losses, self._losses = self._losses, None  # the graph is not kept past the backward
         if losses is None:
             raise RuntimeError(
-                "DOTGradientSplit saw no losses for this step: training_step did not set step_losses"
+                "DOTGradientSplit saw no losses for this step: training_step did not hand them to take_losses"
             )
         weighted = pl_module.step.weighted({name: losses[name] for name in self.task_terms})
         task = sum(weighted.values())

@@ -30,6 +30,10 @@ from pckd_lightning.models import ZooModel
 log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+#: turns the configured optimizer into the one a method trains with (DOT's two-momentum SGD)
+OptimizerWrapper = Callable[[torch.optim.Optimizer], torch.optim.Optimizer]
+#: is handed each training step's per-term losses, with their graph, before the backward
+LossListener = Callable[[Mapping[str, torch.Tensor]], None]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 #: lr_scaling: "linear" multiplies the lr by the number of processes (the linear scaling rule)
 LR_SCALINGS = ("none", "linear")
@@ -88,17 +92,13 @@ class DistillationModule(L.LightningModule):
         self.meter = LossMeter()  # the step's losses and train top-1, averaged per epoch on the device
         self.terms = nn.ModuleDict(self._build_terms(terms, train_labels))
         self.skipped_terms = {name: t.skip_reason for name, t in terms.items() if t.skip_reason}
-        #: the training step's computation (forward passes, each term's value, the total)
+        #: the training step's computation (forward passes, each term's value, the total), with this
+        #: module's student, terms and teacher
         self.step = DistillStep(
-            self.student,
-            self.terms,
-            teacher=self.teacher,
-            preview=preview,
-            performance=self.performance,
-            teacher_options=self.teacher_options,
+            self, preview=preview, performance=self.performance, teacher_options=self.teacher_options
         )
-        #: the current training step's per-term losses, until its backward (DOT splits the gradient by them)
-        self.step_losses: dict[str, torch.Tensor] | None = None
+        self._optimizer_wrappers: list[OptimizerWrapper] = []
+        self._loss_listeners: list[LossListener] = []
         self.teacher_top1: float | None = None
         #: the 1-indexed epoch whose validation gave the latest ``val/top1`` (None before the first)
         self.last_validated_epoch: int | None = None
@@ -151,7 +151,6 @@ class DistillationModule(L.LightningModule):
             else:  # torch's SyncBatchNorm is CUDA-only
                 self.student = convert_batchnorm(self.student)
                 self.terms = convert_batchnorm(self.terms)
-            self.step.student, self.step.terms = self.student, self.terms  # the step computes with them
             self._batchnorm_synced = True
         models = [m for m in (self.student, self.teacher) if m is not None]
         if self.performance.channels_last:
@@ -166,7 +165,11 @@ class DistillationModule(L.LightningModule):
             *(models if self.performance.compile else []),
             *(self.terms.values() if self.performance.compile_losses else []),
         ]
-        if stage == "fit":
+        if stage == "fit" and compiled:
+            if self._loss_listeners:
+                # a listener may take a gradient from the step's graph before the backward (retain_graph),
+                # which compiled backward graphs allow only without donated buffers (torch's one switch)
+                torch._functorch.config.donated_buffer = False
             for part in compiled:
                 part.compile(mode=self.performance.compile_mode)
 
@@ -195,7 +198,8 @@ class DistillationModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         ctx, losses, total = self.step(batch)
-        self.step_losses = losses
+        for listener in self._loss_listeners:
+            listener(losses)
         first = ctx.first_view()
         top1 = 100.0 * (first.student.logits.argmax(dim=1) == first.labels).float().mean()
         values = {f"train/{k}": v for k, v in losses.items()} | {"train/loss": total, "train/top1": top1}
@@ -211,9 +215,6 @@ class DistillationModule(L.LightningModule):
             # host tensor, so that the bar does not sync with the device at every step
             self.log("loss", self.meter.mean("train/loss").cpu(), prog_bar=True, logger=False)
         return total
-
-    def on_after_backward(self) -> None:
-        self.step_losses = None
 
     def on_train_epoch_start(self) -> None:
         for term in self.terms.values():
@@ -248,9 +249,9 @@ class DistillationModule(L.LightningModule):
         if self.teacher is not None and self.teacher_options.measure and self.teacher_top1 is None:
             self.teacher_top1 = self._teacher_accuracy()
             if self.teacher_top1 is not None:
-                self._check_teacher_accuracy(self.teacher_top1)
+                self.check_teacher_accuracy(self.teacher_top1)
 
-    def _check_teacher_accuracy(self, top1: float) -> None:
+    def check_teacher_accuracy(self, top1: float) -> None:
         """A teacher near chance level is almost always a wrong or untrained checkpoint: say so loudly."""
         log.info("teacher val top-1: %.2f%%", top1)
         chance = 100.0 / self.num_classes
@@ -327,8 +328,24 @@ class DistillationModule(L.LightningModule):
         """The student's and the terms' heads' parameters; never the teacher's."""
         return [*self.student.parameters(), *(p for p in self.terms.parameters() if p.requires_grad)]
 
+    def wrap_optimizer(self, wrapper: OptimizerWrapper) -> None:
+        """Have ``configure_optimizers`` train with ``wrapper(configured optimizer)``: a method's callback that
+        needs an optimizer of its own (DOT) registers it in its ``setup``. Registering it again changes nothing."""
+        if wrapper not in self._optimizer_wrappers:
+            self._optimizer_wrappers.append(wrapper)
+
+    def add_loss_listener(self, listener: LossListener) -> None:
+        """Hand each training step's per-term losses (before weights and warm-up, with their graph) to
+        ``listener`` before the backward: DOT takes the task part's gradient from them. A listener may keep the
+        graph (``retain_graph``), so compiled parts then keep their backward buffers. Adding it again changes
+        nothing."""
+        if listener not in self._loss_listeners:
+            self._loss_listeners.append(listener)
+
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(self.trainable_parameters())
+        for wrap in self._optimizer_wrappers:
+            optimizer = wrap(optimizer)
         if self.lr_scaling == "linear" and self.trainer.world_size > 1:
             # the linear rule: a k-times global batch takes a k-times learning rate
             for group in optimizer.param_groups:
@@ -343,9 +360,10 @@ class DistillationModule(L.LightningModule):
             k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")
         }
         if self.teacher is not None:
+            source = self.teacher.weights_file
             checkpoint["teacher"] = {
-                "path": getattr(self.teacher, "checkpoint_path", None),
-                "sha256": getattr(self.teacher, "checkpoint_sha256", None),
+                "path": None if source is None else source.path,
+                "sha256": None if source is None else source.sha256,
                 "val_top1": self.teacher_top1,
             }
 
@@ -357,7 +375,8 @@ class DistillationModule(L.LightningModule):
             saved = checkpoint.get("teacher") or {}
             # the checkpoint's teacher accuracy holds only for the same file; another (a resume that
             # allowed model.teacher.checkpoint to change) is measured again when fitting starts
-            if saved.get("sha256") == getattr(self.teacher, "checkpoint_sha256", None):
+            source = self.teacher.weights_file
+            if saved.get("sha256") == (None if source is None else source.sha256):
                 self.teacher_top1 = saved.get("val_top1")
 
     def _check_compatible(self, saved: Mapping[str, torch.Tensor]) -> None:

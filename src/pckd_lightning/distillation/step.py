@@ -7,7 +7,7 @@ and the notebooks use the same public methods, so a step measured or inspected i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -19,26 +19,32 @@ from pckd_lightning.losses.preview import PreviewWeights
 from pckd_lightning.models import ZooModel
 
 
+class StepParts(Protocol):
+    """The one holder of the networks and the terms a step computes with (the DistillationModule, which
+    registers, optimizes and checkpoints them): what it holds now is what the next step uses."""
+
+    student: ZooModel
+    terms: nn.ModuleDict
+    teacher: ZooModel | None
+
+
 class DistillStep:
     """The teacher's and the student's forward passes, each term's value and ``Σ weight_k · term_k``.
 
     ``preview`` weights the per-image values of the terms marked ``preview: true`` by the difficulty of each
-    image (view 0's cross-entropy); a term marked so without ``preview`` is refused. The parts are the
-    module's own (not copies): the LightningModule registers, optimizes and checkpoints them.
+    image (view 0's cross-entropy); a term marked so without ``preview`` is refused. The student, the terms
+    and the teacher are read from ``parts`` at each use, never copied: a BatchNorm conversion or a term
+    removed there is what the step computes with.
     """
 
     def __init__(
         self,
-        student: ZooModel,
-        terms: nn.ModuleDict,
-        teacher: ZooModel | None = None,
+        parts: StepParts,
         preview: PreviewWeights | None = None,
         performance: Performance | None = None,
         teacher_options: TeacherOptions | None = None,
     ) -> None:
-        self.student = student
-        self.terms = terms
-        self.teacher = teacher
+        self.parts = parts
         self.preview = preview
         self.performance = performance or Performance()
         self.teacher_options = teacher_options or TeacherOptions()
@@ -50,14 +56,21 @@ class DistillStep:
             )
 
     @property
-    def terms(self) -> nn.ModuleDict:
-        return self._terms
+    def student(self) -> ZooModel:
+        return self.parts.student
 
-    @terms.setter
-    def terms(self, terms: nn.ModuleDict) -> None:
-        """Set the terms and, once for all steps, the names of those marked ``preview``."""
-        self._terms = terms
-        self.preview_terms = [name for name, term in terms.items() if term.preview]
+    @property
+    def terms(self) -> nn.ModuleDict:
+        return self.parts.terms
+
+    @property
+    def teacher(self) -> ZooModel | None:
+        return self.parts.teacher
+
+    @property
+    def preview_terms(self) -> list[str]:
+        """The names of the terms marked ``preview``."""
+        return [name for name, term in self.terms.items() if term.preview]
 
     def teacher_forward(self, images: torch.Tensor, **kwargs: Any) -> Any:
         """The frozen teacher's forward: under the run's autocast, or in float32 if ``TeacherOptions.float32``."""

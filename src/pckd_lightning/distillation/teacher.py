@@ -11,7 +11,7 @@ import torch
 
 from pckd_lightning.distillation.checkpoint_io import read_checkpoint
 from pckd_lightning.errors import CheckpointError
-from pckd_lightning.models import ZooModel, create_model
+from pckd_lightning.models import WeightsFile, ZooModel, create_model
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ def extract_state_dict(checkpoint: Mapping, prefix: str = "student.") -> dict[st
 
 
 def load_teacher(name: str, checkpoint: str | None, num_classes: int = 100, **model_kwargs) -> ZooModel:
-    """Build ``name``, load ``checkpoint`` strictly, freeze it and put it in eval mode."""
+    """Build ``name``, load ``checkpoint`` strictly, freeze it and put it in eval mode; its ``weights_file``
+    records the file (path and SHA-256)."""
     model = create_model(name, num_classes=num_classes, **model_kwargs)
     if checkpoint is None:
         raise CheckpointError(
@@ -76,9 +77,8 @@ def load_teacher(name: str, checkpoint: str | None, num_classes: int = 100, **mo
             "set model.teacher.name to the architecture the checkpoint was trained with"
         )
     freeze(model)
-    model.checkpoint_path = str(path)
-    model.checkpoint_sha256 = file_sha256(path)
-    log.info("teacher %s loaded from %s (sha256 %s)", name, path, model.checkpoint_sha256[:12])
+    model.weights_file = WeightsFile(str(path), file_sha256(path))
+    log.info("teacher %s loaded from %s (sha256 %s)", name, path, model.weights_file.sha256[:12])
     return model
 
 

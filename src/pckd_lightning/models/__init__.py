@@ -10,11 +10,12 @@ from pckd_lightning.models import (
     vgg,
     wide_resnet,
 )
-from pckd_lightning.models.base import ModelOutput, ZooModel
-from pckd_lightning.models.registry import create_model, list_models, register_model
+from pckd_lightning.models.base import ModelOutput, WeightsFile, ZooModel
+from pckd_lightning.models.registry import create_model, list_models, register_model, unregister_model
 
 __all__ = [
     "ModelOutput",
+    "WeightsFile",
     "ZooModel",
     "cifar_resnet",
     "create_model",
@@ -25,6 +26,7 @@ __all__ = [
     "shufflenetv1",
     "shufflenetv2",
     "torchvision_models",
+    "unregister_model",
     "vgg",
     "wide_resnet",
 ]

@@ -23,6 +23,15 @@ class ModelOutput:
     logits: torch.Tensor
 
 
+@dataclass(frozen=True)
+class WeightsFile:
+    """The file a model's weights were loaded from, by path and by content: a run records its teacher's, and a
+    resume or a report tells teacher files apart by the SHA-256, wherever the file has moved."""
+
+    path: str
+    sha256: str
+
+
 class ZooModel(nn.Module):
     """A classifier that can also return its intermediate features.
 
@@ -33,6 +42,9 @@ class ZooModel(nn.Module):
 
     #: size of the pooled feature (the classifier's input)
     feature_dim: int
+    #: where the weights were loaded from (set by :func:`~pckd_lightning.distillation.load_teacher`); None for
+    #: weights initialized or trained here
+    weights_file: WeightsFile | None = None
 
     def forward_features(self, x: torch.Tensor) -> ModelOutput:
         raise NotImplementedError

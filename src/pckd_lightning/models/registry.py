@@ -18,6 +18,13 @@ def register_model(fn: Callable[..., ZooModel]) -> Callable[..., ZooModel]:
     return fn
 
 
+def unregister_model(name: str) -> None:
+    """Forget a registered name (a model defined again in a notebook, a test restoring the zoo)."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+    del _REGISTRY[name]
+
+
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
 

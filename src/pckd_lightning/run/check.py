@@ -1,0 +1,53 @@
+"""Cross-group consistency of a composed config, which no single group can check by itself (after
+:func:`pckd_lightning.config_schema.validate`, before any work)."""
+
+from __future__ import annotations
+
+from hydra.utils import get_class
+from lightning.pytorch.strategies import StrategyRegistry
+from omegaconf import DictConfig
+
+from pckd_lightning.errors import ConfigError
+from pckd_lightning.losses import PreviewWeights
+from pckd_lightning.run.build import instantiate
+
+
+def check_strategy(trainer_cfg: DictConfig) -> None:
+    """Refuse DDP strategies that start their workers from this process (``ddp_spawn``, ``ddp_notebook``,
+    ``ddp_fork``): this process writes the summary, the CSV log and the exported student, but does not train,
+    so its summary would say 0 epochs and its logger would overwrite the workers' ``metrics.csv``."""
+    strategy = trainer_cfg.get("strategy", "auto")
+    if isinstance(strategy, DictConfig):
+        name, start_method = strategy.get("_target_"), strategy.get("start_method", "popen")
+    else:
+        registered = dict.get(StrategyRegistry, strategy, {})  # the entry; StrategyRegistry.get builds one
+        name = strategy
+        start_method = registered.get("init_params", {}).get("start_method", "popen")
+    if start_method != "popen":
+        raise ConfigError(
+            f"trainer.strategy={name} starts its DDP workers from this process (start_method={start_method}); "
+            "the run's summary and logs are written by this process, which does not train, so they would be "
+            "wrong or lost. Use trainer.strategy=ddp: pckd-train then starts one process per device "
+            "(e.g. trainer=ddp_cpu, or trainer.devices=2); in a notebook, train on one device"
+        )
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Cross-group consistency that no single group can check by itself (after ``validate``)."""
+    check_strategy(cfg.trainer)
+    if cfg.distill.get("preview") is not None:  # its schedule must stay finite over trainer.max_epochs
+        preview_cfg = cfg.distill.preview
+        target = preview_cfg.get("_target_") if isinstance(preview_cfg, DictConfig) else None
+        if target is None or not issubclass(get_class(target), PreviewWeights):
+            raise ConfigError(
+                f"distill.preview must build {PreviewWeights.__module__}.PreviewWeights (got _target_ {target!r}); "
+                "write distill.preview: {_target_: pckd_lightning.losses.PreviewWeights, base: 1.005} or select "
+                "distill/preview=default (the preview weighting's callback is added by the module itself)"
+            )
+        instantiate(preview_cfg).set_max_epochs(cfg.trainer.max_epochs)
+    data_views, method_views = cfg.data.get("views"), cfg.distill.get("views")
+    if data_views is not None and method_views is not None and data_views != method_views:
+        raise ConfigError(
+            f"data.views={data_views} but distill={cfg.distill.get('name')} expects views={method_views}; "
+            "leave data.views at its default (${distill.views}) or set both to the same value"
+        )

@@ -1,0 +1,92 @@
+"""One training job, from a composed config to its summary: checked before any work, run in its locked folder
+(after the teacher it may have to train first), interrupted cleanly by a signal."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.trainer.states import TrainerStatus
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from pckd_lightning.atomic import atomic_write_text
+from pckd_lightning.callbacks.config_record import RunConfigRecord
+from pckd_lightning.config_schema import validate
+from pckd_lightning.export import export_state_dict
+from pckd_lightning.resume import carry_history, plan_resume
+from pckd_lightning.run.build import build_callbacks, build_module, build_trainer, instantiate
+from pckd_lightning.run.check import check_config
+from pckd_lightning.run.interrupts import stop_interrupted
+from pckd_lightning.run.loggers import build_loggers, close_loggers
+from pckd_lightning.run.summary import final_test, provenance, set_aside_summary, summarize, write_summary
+from pckd_lightning.run.teacher import teacher_to_train
+from pckd_lightning.run_folder import RunFolder
+
+#: Lightning warnings that do not apply to these runs, silenced while a run trains (not at import): the frozen
+#: teacher is in eval mode on purpose, and the epoch values of train/*, preview/*, val/* and test/* are
+#: reduced over the ranks by the module itself (Lightning cannot tell, and would ask for sync_dist under DDP)
+KNOWN_WARNINGS = (
+    r".*module\(s\) in eval mode at the start of training.*",
+    r"It is recommended to use `self\.log\('(train/|preview/|val/top1|val/top5|test/)",
+)
+
+
+@contextmanager
+def known_warnings_silenced() -> Iterator[None]:
+    with warnings.catch_warnings():
+        for message in KNOWN_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        yield
+
+
+def fit(cfg: DictConfig) -> dict[str, Any]:
+    """Run one training job described by ``cfg``; returns (and writes) its summary.
+
+    Every value is checked before any work, a resume is checked against its checkpoint, and the run holds
+    its folder's lock until it ends. A missing demo teacher is trained first, by a run of its own. A run
+    stopped by SIGTERM (Slurm, ``timeout``) or Ctrl-C writes its summary marked ``interrupted``, with the
+    checkpoint to resume from, and raises :class:`~pckd_lightning.run.interrupts.RunInterrupted`.
+    """
+    validate(cfg)
+    check_config(cfg)
+    resume = plan_resume(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    writer = rank_zero_only.rank == 0  # one writer under DDP
+    with RunFolder(output_dir) if writer else nullcontext():
+        teacher_cfg = teacher_to_train(cfg)
+        teacher_summary = None if teacher_cfg is None else fit(teacher_cfg)
+        # seeded after the (optional) teacher training, so a run does not depend on whether it was cached
+        L.seed_everything(cfg.seed, workers=True)
+        datamodule = instantiate(cfg.data)
+        module = build_module(cfg, datamodule)
+        config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+        if writer:
+            if resume is not None:
+                carry_history(resume, output_dir)
+                set_aside_summary(output_dir)
+            atomic_write_text(output_dir / "config.yaml", config_yaml)
+        record = RunConfigRecord(OmegaConf.to_container(cfg, resolve=True), config_yaml)
+        loggers = build_loggers(cfg, resume)
+        trainer = build_trainer(cfg, build_callbacks(cfg, record), loggers)
+        student_path = Path(cfg.get("export_path") or output_dir / "student.pth")
+        summary = None
+        try:
+            with known_warnings_silenced():
+                trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+                summary = summarize(cfg, trainer, module, student_path)  # before the test resets the metrics
+                summary |= final_test(trainer, module, datamodule)
+        except SystemExit:  # Lightning's answer to SIGTERM and Ctrl-C, in training or in the final test
+            if trainer.state.status != TrainerStatus.INTERRUPTED:
+                raise
+            stop_interrupted(cfg, trainer, module, loggers, record, resume, summary)
+        summary |= provenance(record, resume, teacher_summary)
+        if writer:
+            export_state_dict(module.student, student_path)
+            write_summary(output_dir, summary)
+        close_loggers(loggers, summary)
+    return summary

@@ -1,0 +1,122 @@
+"""What a run leaves in ``summary.json``: its results, the checkpoints to go on from, and where its numbers
+come from (the config's hash, a resume, a teacher trained first)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig
+
+from pckd_lightning.atomic import atomic_write_text
+from pckd_lightning.callbacks.config_record import RunConfigRecord
+from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.resume import ResumePlan
+
+
+def _metric(trainer: L.Trainer, name: str) -> float | None:
+    """A logged value (accuracies are in percent), or None when it was never logged."""
+    value = trainer.callback_metrics.get(name)
+    return None if value is None else float(value)
+
+
+def checkpoint_paths(trainer: L.Trainer) -> tuple[str | None, str | None]:
+    """The best (monitored) and the last (latest epoch) checkpoint files of the run."""
+    best = last = None
+    for callback in trainer.checkpoint_callbacks:
+        if callback.monitor is not None:
+            best = callback.best_model_path or best
+        else:
+            last = callback.last_model_path or callback.best_model_path or last
+    return best, last
+
+
+def _selected_classes(datamodule: Any) -> list[int] | None:
+    """The original ids of the classes a run kept, in label order; None when it kept all of them."""
+    classes = getattr(datamodule, "classes", None)
+    if classes is None or len(classes) == datamodule.dataset_classes:
+        return None
+    return list(classes)
+
+
+def summarize(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: DistillationModule,
+    student_path: Path | None,
+    status: str = "complete",
+) -> dict:
+    best_checkpoint, last_checkpoint = checkpoint_paths(trainer)
+    teacher_file = None if module.teacher is None else module.teacher.weights_file
+    summary = {
+        "status": status,
+        "method": cfg.distill.get("name"),
+        "student": cfg.model.student.get("name"),
+        "teacher": None if cfg.model.get("teacher") is None else cfg.model.teacher.name,
+        "seed": cfg.get("seed"),
+        "epochs": trainer.current_epoch,
+        "teacher_top1": module.teacher_top1,
+        "teacher_checkpoint": None if teacher_file is None else teacher_file.path,
+        "teacher_sha256": None if teacher_file is None else teacher_file.sha256,
+        "best_top1": _metric(trainer, "val/top1_best"),
+        "last_top1": _metric(trainer, "val/top1"),
+        # the epoch whose validation gave last_top1: the final one (the module validates it), or for an
+        # interrupted run the latest validated
+        "last_top1_epoch": module.last_validated_epoch,
+        "last_top5": _metric(trainer, "val/top5"),
+        "skipped_terms": module.skipped_terms,
+        "classes": _selected_classes(trainer.datamodule),
+        "terms": {name: term.weight for name, term in module.terms.items()},
+        "output_dir": str(cfg.paths.output_dir),
+        "student_weights": None if student_path is None else str(student_path),
+        "best_checkpoint": best_checkpoint,
+        "last_checkpoint": last_checkpoint,
+    }
+    for key in ("best_top1", "last_top1"):
+        if summary[key] is not None and not math.isfinite(summary[key]):
+            raise RuntimeError(f"{key} is not finite ({summary[key]}): the run diverged")
+    return summary
+
+
+def final_test(trainer: L.Trainer, module: DistillationModule, datamodule: Any) -> dict[str, Any]:
+    """With validation held out of training (``data.val_source=holdout``), test the final student once on
+    the evaluation split: tuning picked settings by the holdout, and this split stays unseen until now."""
+    source = getattr(datamodule, "val_source", "test")
+    if source != "holdout":
+        return {"val_source": source}
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    return {
+        "val_source": source,
+        "test_top1": _metric(trainer, "test/top1"),
+        "test_top5": _metric(trainer, "test/top5"),
+    }
+
+
+def provenance(record: RunConfigRecord, resume: ResumePlan | None, teacher: dict | None) -> dict[str, Any]:
+    """Where the numbers come from: the config's hash, the resume and any teacher trained first."""
+    out: dict[str, Any] = {"config_sha256": record.sha256}
+    if resume is not None:
+        out["resumed_from"] = {
+            "checkpoint": str(resume.checkpoint),
+            "completed_epochs": resume.epoch + 1,
+            "changed": resume.changed,
+            "config_checked": resume.config_checked,
+        }
+    if teacher is not None:
+        out["teacher_training"] = teacher
+    return out
+
+
+def set_aside_summary(output_dir: Path) -> None:
+    """A run resumed in its folder is running again: its earlier summary becomes ``summary.previous.json``,
+    so that neither the report nor a later reader takes the old result for the new config's."""
+    summary = output_dir / "summary.json"
+    if summary.is_file():
+        summary.replace(output_dir / "summary.previous.json")
+
+
+def write_summary(output_dir: Path, summary: dict[str, Any]) -> None:
+    atomic_write_text(output_dir / "summary.json", json.dumps(summary, indent=2))
