@@ -69,8 +69,9 @@ from op_count import count_ops  # noqa: E402
 
 from pckd_lightning.distillation import DistillationModule, DistillStep, Performance, TeacherOptions  # noqa: E402
 from pckd_lightning.distillation.teacher import cast_convolutions  # noqa: E402
-from pckd_lightning.losses import LossTerm, PreviewWeights  # noqa: E402
+from pckd_lightning.losses import LossTerm  # noqa: E402
 from pckd_lightning.models import create_model  # noqa: E402
+from pckd_lightning.preview import PreviewWeights  # noqa: E402
 from pckd_lightning.runner import build_terms  # noqa: E402
 
 NUM_CLASSES = 100

@@ -137,3 +137,25 @@ def test_the_run_time_warning_filters_are_scoped_to_the_run():
             warnings.warn("an unrelated warning", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["an unrelated warning"]
     assert warnings.filters == before
+
+
+def test_the_preview_weights_and_what_they_import_do_without_hydra():
+    """The weights are built from Python as well as from a config: Hydra stays in the config side of the
+    preview package (``pckd_lightning.preview.config``)."""
+    seen, todo = set(), ["pckd_lightning.preview.weights"]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += imports(MODULES[name])
+    hydra_users = [
+        name
+        for name in sorted(seen)
+        for node in ast.walk(ast.parse(MODULES[name].read_text()))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        and any(
+            (node.module if isinstance(node, ast.ImportFrom) else alias.name or "").startswith("hydra")
+            for alias in node.names
+        )
+    ]
+    assert not hydra_users, hydra_users

@@ -103,7 +103,7 @@ def test_dkd_uses_the_published_per_pair_beta(pair, beta):
 
 @pytest.mark.parametrize("method", ["dkd", "kd", "crd"])
 def test_the_preview_switch_weights_any_per_sample_method(method, tmp_path):
-    from pckd_lightning.losses import PreviewWeights
+    from pckd_lightning.preview import PreviewWeights
     from pckd_lightning.runner import instantiate
 
     cfg = compose_config([f"distill={method}", "+preview=all"], output_dir=tmp_path)
@@ -111,7 +111,7 @@ def test_the_preview_switch_weights_any_per_sample_method(method, tmp_path):
     marked = {name for name, term in terms.items() if term.preview}
     assert marked == {name for name, term in terms.items() if term.per_sample and name != "ce"}
     assert marked  # dkd, kd and crd are all per image
-    preview = instantiate(cfg.distill.preview)  # the published schedule, from conf/distill/preview/
+    preview = instantiate(cfg.distill.preview)  # the published schedule, from conf/preview/
     assert isinstance(preview, PreviewWeights) and (preview.base, preview.schedule) == (1.005, "epoch")
     plain = compose_config([f"distill={method}"], output_dir=tmp_path)
     assert plain.distill.get("preview") is None
@@ -132,7 +132,7 @@ def test_every_route_to_a_pair_trains_with_its_published_lr(pair):
 def test_the_module_is_built_from_its_config_group_with_typed_option_groups(tmp_path):
     from pckd_lightning.data import DigitsDataModule
     from pckd_lightning.distillation import DistillationModule, Performance, TeacherOptions
-    from pckd_lightning.losses import PreviewWeights
+    from pckd_lightning.preview import PreviewWeights
     from pckd_lightning.runner import build_module
 
     overrides = [
@@ -143,7 +143,7 @@ def test_the_module_is_built_from_its_config_group_with_typed_option_groups(tmp_
         "performance.compile_mode=max-autotune",
         "teacher.min_accuracy=50",
         "lr_scaling=linear",
-        "distill/preview=progress",
+        "preview@distill.preview=progress",
     ]
     cfg = compose_config(overrides, output_dir=tmp_path)
     assert cfg.module._target_ == "pckd_lightning.distillation.DistillationModule"

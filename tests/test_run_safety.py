@@ -391,7 +391,7 @@ def test_a_checkpoint_of_an_earlier_version_resumes_and_reports_as_the_same_run(
     assert changed_keys(old, current) == {}
     upgraded = upgrade_config(current)
     assert {n for n, t in upgraded["distill"]["terms"].items() if t and t.get("preview")} == marked
-    assert upgraded["distill"]["preview"]["_target_"] == "pckd_lightning.losses.PreviewWeights"
+    assert upgraded["distill"]["preview"]["_target_"] == "pckd_lightning.preview.PreviewWeights"
     (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(old)))
     assert read_run_config(tmp_path / "config.yaml")["distill"] == upgraded["distill"]
     # and what really differs is still named: another base, a preview weighting switched on

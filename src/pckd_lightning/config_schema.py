@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pckd_lightning import preview
 from pckd_lightning.data.classes import select_classes
 from pckd_lightning.distillation.options import COMPILE_MODES
 from pckd_lightning.errors import ConfigError
@@ -125,9 +126,7 @@ CHECKS: tuple[Check, ...] = (
     Check("distill.terms.*.weight", "number", low=0),
     Check("distill.terms.*.temperature", "number", low=0, low_open=True),
     Check("distill.terms.*.warmup_epochs", "int", low=0),
-    Check("distill.terms.*.preview", "bool"),
-    Check("distill.preview.base", "number", low=0, low_open=True),
-    Check("distill.preview_every_term", "bool"),
+    *(Check(key, kind, **limits) for key, kind, limits in preview.SCHEMA),
     Check("optimizer.lr", "number", low=0, low_open=True),
     Check("optimizer.momentum", "number", low=0, high=1),
     Check("optimizer.weight_decay", "number", low=0),

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import copy
 import errno
-import inspect
+import logging
 import os
+import re
 import shutil
 import socket
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 import yaml
 
 from pckd_lightning.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 LOCK_NAME = ".pckd.lock"
 #: a run folder needs room for checkpoints, logs and the student's weights
@@ -156,36 +159,19 @@ def read_run_config(path: str | Path) -> dict[str, Any] | None:
     return upgrade_config(cfg)
 
 
-#: where the preview weights were built before the training step owned them (configs of earlier versions)
-EARLIER_PREVIEW_TARGET = "pckd_lightning.callbacks.PreviewWeighting"
-#: where conf/distill/preview/ builds them now
-PREVIEW_TARGET = "pckd_lightning.losses.PreviewWeights"
-
-
 def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """A resolved run config as this version writes it, whichever version wrote it, so that a checkpoint or a
     run folder of an earlier version compares equal to the same run now (resume, pckd-report).
 
-    Earlier preview callbacks become :class:`PreviewWeights` with its default schedule; ``+preview=all``'s
-    ``distill.preview_every_term`` is spelt out as ``preview: true`` on the terms it marks (as earlier
-    versions wrote them); a config without the ``module`` group gets the keys that group mirrors.
+    The preview weights' keys are :func:`pckd_lightning.preview.upgrade`'s; a config without the ``module``
+    group gets the keys that group mirrors.
     """
-    from pckd_lightning.losses.preview import PreviewWeights, marked_by_preview_all  # only when upgrading
+    from pckd_lightning import preview  # only when upgrading
 
     cfg = copy.deepcopy(cfg)
     distill = cfg.get("distill")
     if isinstance(distill, dict):
-        preview = distill.get("preview")
-        if isinstance(preview, dict):
-            if preview.get("_target_") == EARLIER_PREVIEW_TARGET:
-                preview["_target_"] = PREVIEW_TARGET
-            defaults = inspect.signature(PreviewWeights).parameters
-            for key in ("schedule", "reference_epochs"):
-                preview.setdefault(key, defaults[key].default)
-        if distill.pop("preview_every_term", False):
-            for name, term in (distill.get("terms") or {}).items():
-                if isinstance(term, dict) and marked_by_preview_all(name, term["_target_"]):
-                    term["preview"] = True
+        preview.upgrade(distill)
     if "module" not in cfg:
         cfg["module"] = {
             "lr_scaling": cfg.get("lr_scaling", "none"),
@@ -193,3 +179,28 @@ def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
             "sync_batchnorm": (cfg.get("trainer") or {}).get("sync_batchnorm", False),
         }
     return cfg
+
+
+#: command-line spellings of earlier versions (a key, a section or a config group) and where they live now
+RENAMED_OVERRIDES = {
+    "distill/preview": "preview@distill.preview",
+}
+#: a command-line override: Hydra's prefix (+, ++, ~), its key or config group, and the rest (=value)
+OVERRIDE = re.compile(r"^([+~]*)([\w./@-]+)(=.*)?$", re.S)
+
+
+def upgrade_overrides(overrides: Sequence[str]) -> list[str]:
+    """Command-line overrides as this version spells them: an earlier spelling (:data:`RENAMED_OVERRIDES`, or a
+    key below a renamed section) is renamed, with a warning naming the new one, so that old commands still run."""
+    upgraded = []
+    for override in overrides:
+        match = OVERRIDE.match(override)
+        prefix, key, rest = match.groups() if match else ("", "", None)
+        for old, new in RENAMED_OVERRIDES.items():
+            if key == old or key.startswith(f"{old}."):
+                renamed = f"{prefix}{new}{key[len(old) :]}{rest or ''}"
+                log.warning("%s is spelt %s now; the old spelling still works, for now", override, renamed)
+                override = renamed
+                break
+        upgraded.append(override)
+    return upgraded

@@ -30,6 +30,7 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pckd_lightning import preview
 from pckd_lightning.atomic import atomic_write_text
 from pckd_lightning.callbacks.config_record import RunConfigRecord
 from pckd_lightning.config_schema import validate
@@ -37,8 +38,7 @@ from pckd_lightning.distillation import DistillationModule
 from pckd_lightning.errors import CheckpointError, ConfigError, PCKDError
 from pckd_lightning.export import export_state_dict
 from pckd_lightning.loggers import EpochLineLogger, RunCSVLogger
-from pckd_lightning.losses import LossTerm, PreviewWeights
-from pckd_lightning.losses.preview import marked_by_preview_all
+from pckd_lightning.losses import LossTerm
 from pckd_lightning.resume import ResumePlan, carry_history, plan_resume
 from pckd_lightning.run_folder import RunFolder
 
@@ -91,7 +91,6 @@ def build_terms(distill_cfg: DictConfig) -> dict[str, LossTerm]:
 
     With ``distill.preview_every_term`` (``+preview=all``) every per-sample term but ``ce`` is preview-weighted.
     """
-    every = distill_cfg.get("preview_every_term", False)
     terms = {}
     for name, term_cfg in distill_cfg.terms.items():
         if term_cfg is None:
@@ -99,7 +98,7 @@ def build_terms(distill_cfg: DictConfig) -> dict[str, LossTerm]:
         if "_target_" not in term_cfg:
             raise ConfigError(f"distill.terms.{name} has no _target_; give the LossTerm class to build")
         _check_options(f"distill.terms.{name}", term_cfg)
-        marked = every and marked_by_preview_all(name, term_cfg._target_)
+        marked = preview.marked_by_preview_all(distill_cfg, name, term_cfg._target_)
         terms[name] = instantiate(term_cfg, **({"preview": True} if marked else {}))
     return terms
 
@@ -127,16 +126,7 @@ def check_strategy(trainer_cfg: DictConfig) -> None:
 def check_config(cfg: DictConfig) -> None:
     """Cross-group consistency that no single group can check by itself (after :func:`validate`)."""
     check_strategy(cfg.trainer)
-    if cfg.distill.get("preview") is not None:  # its schedule must stay finite over trainer.max_epochs
-        preview_cfg = cfg.distill.preview
-        target = preview_cfg.get("_target_") if isinstance(preview_cfg, DictConfig) else None
-        if target is None or not issubclass(get_class(target), PreviewWeights):
-            raise ConfigError(
-                f"distill.preview must build {PreviewWeights.__module__}.PreviewWeights (got _target_ {target!r}); "
-                "write distill.preview: {_target_: pckd_lightning.losses.PreviewWeights, base: 1.005} or select "
-                "distill/preview=default (the preview weighting's callback is added by the module itself)"
-            )
-        instantiate(preview_cfg).set_max_epochs(cfg.trainer.max_epochs)
+    preview.check(cfg)  # the preview weights' schedule must stay finite over trainer.max_epochs
     data_views, method_views = cfg.data.get("views"), cfg.distill.get("views")
     if data_views is not None and method_views is not None and data_views != method_views:
         raise ConfigError(
