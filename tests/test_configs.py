@@ -139,10 +139,10 @@ def test_the_module_is_built_from_its_config_group_with_typed_option_groups(tmp_
         "model=digits_scratch_resnet8",
         "distill=ce",
         "+preview=all",  # ce is not preview-weighted: the weights are built, no term is marked
-        "performance.channels_last=true",
-        "performance.compile_mode=max-autotune",
-        "teacher.min_accuracy=50",
-        "lr_scaling=linear",
+        "module.performance.channels_last=true",
+        "module.performance.compile_mode=max-autotune",
+        "module.teacher_options.min_accuracy=50",
+        "module.lr_scaling=linear",
         "preview@distill.preview=progress",
     ]
     cfg = compose_config(overrides, output_dir=tmp_path)
@@ -158,6 +158,6 @@ def test_the_module_is_built_from_its_config_group_with_typed_option_groups(tmp_
         and module.step.teacher_options is module.teacher_options
     )
     assert not module.step.preview_terms
-    bad = compose_config([*overrides[:2], "performance.compile_mode=fast"], output_dir=tmp_path)
+    bad = compose_config([*overrides[:2], "module.performance.compile_mode=fast"], output_dir=tmp_path)
     with pytest.raises(Exception, match=r"compile_mode='fast'"):
         build_module(bad, DigitsDataModule(image_size=16))

@@ -38,16 +38,13 @@ FIXED = (
     "scheduler",
     "lr_milestones",
     "seed",
-    "lr_scaling",
     "trainer.precision",
     "trainer.accumulate_grad_batches",
     "trainer.gradient_clip_val",
     "trainer.gradient_clip_algorithm",
     "trainer.devices",  # with num_nodes: the global batch
     "trainer.num_nodes",
-    # the module group's own copies of lr_scaling and distill.preview (overridable by themselves)
     "module.lr_scaling",
-    "module.preview",
     "module.sync_batchnorm",
 )
 #: restored from the checkpoint's own state: a new value would be recorded but not used

@@ -164,7 +164,7 @@ def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
     run folder of an earlier version compares equal to the same run now (resume, pckd-report).
 
     The preview weights' keys are :func:`pckd_lightning.preview.upgrade`'s; a config without the ``module``
-    group gets the keys that group mirrors.
+    group gets the keys that group mirrors; :func:`upgrade_settings_homes` moves what had two homes.
     """
     from pckd_lightning import preview  # only when upgrading
 
@@ -178,12 +178,37 @@ def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
             "preview": (distill or {}).get("preview") if isinstance(distill, dict) else None,
             "sync_batchnorm": (cfg.get("trainer") or {}).get("sync_batchnorm", False),
         }
+    upgrade_settings_homes(cfg)
     return cfg
+
+
+#: the module's settings that were top-level blocks (and module.<new> pointed at them), by their earlier key
+MODULE_SETTINGS = {"performance": "performance", "teacher": "teacher_options", "lr_scaling": "lr_scaling"}
+
+
+def upgrade_settings_homes(cfg: dict[str, Any]) -> None:
+    """A config written before each setting had one home (issue 25; up to main 5ca28de), in place: the module's
+    settings move from the top level and ``trainer.sync_batchnorm`` into ``module``, and ``module.preview`` is
+    again a copy of ``distill.preview``."""
+    module = cfg.setdefault("module", {})
+    for old, new in MODULE_SETTINGS.items():
+        if old in cfg:
+            module[new] = cfg.pop(old)
+    trainer = cfg.get("trainer")
+    if isinstance(trainer, dict) and "sync_batchnorm" in trainer:
+        module["sync_batchnorm"] = trainer.pop("sync_batchnorm")
+    distill = cfg.get("distill")
+    if "preview" in module and isinstance(distill, dict):
+        module["preview"] = copy.deepcopy(distill.get("preview"))
 
 
 #: command-line spellings of earlier versions (a key, a section or a config group) and where they live now
 RENAMED_OVERRIDES = {
     "distill/preview": "preview@distill.preview",
+    "lr_scaling": "module.lr_scaling",
+    "performance": "module.performance",
+    "teacher": "module.teacher_options",
+    "trainer.sync_batchnorm": "module.sync_batchnorm",
 }
 #: a command-line override: Hydra's prefix (+, ++, ~), its key or config group, and the rest (=value)
 OVERRIDE = re.compile(r"^([+~]*)([\w./@-]+)(=.*)?$", re.S)
@@ -191,14 +216,15 @@ OVERRIDE = re.compile(r"^([+~]*)([\w./@-]+)(=.*)?$", re.S)
 
 def upgrade_overrides(overrides: Sequence[str]) -> list[str]:
     """Command-line overrides as this version spells them: an earlier spelling (:data:`RENAMED_OVERRIDES`, or a
-    key below a renamed section) is renamed, with a warning naming the new one, so that old commands still run."""
+    key below a renamed section) is renamed, with a warning naming the new one, so that old commands still run.
+    Its new home always exists, so an adding ``+`` becomes a plain override."""
     upgraded = []
     for override in overrides:
         match = OVERRIDE.match(override)
         prefix, key, rest = match.groups() if match else ("", "", None)
         for old, new in RENAMED_OVERRIDES.items():
             if key == old or key.startswith(f"{old}."):
-                renamed = f"{prefix}{new}{key[len(old) :]}{rest or ''}"
+                renamed = f"{'' if prefix == '+' else prefix}{new}{key[len(old) :]}{rest or ''}"
                 log.warning("%s is spelt %s now; the old spelling still works, for now", override, renamed)
                 override = renamed
                 break
