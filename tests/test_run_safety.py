@@ -412,11 +412,13 @@ def test_a_checkpoint_of_an_earlier_version_resumes_and_reports_as_the_same_run(
     assert {"distill.terms.dkd.preview", "distill.preview.base"} <= set(switched_on)
 
 
-def _as_main_5ca28de_wrote_it(cfg) -> dict:
+def _as_main_5ca28de_wrote_it(cfg, pair_settings: dict) -> dict:
     """The resolved config of the same run as main wrote it before each setting had one home (issue 25): the
     module's settings also as top-level blocks (module.* pointed at them), trainer.sync_batchnorm in the DDP
-    trainers, the preview weights built from pckd_lightning.losses."""
+    trainers, the pair's method settings and lr in the model config, the preview weights built from
+    pckd_lightning.losses."""
     old = OmegaConf.to_container(cfg, resolve=True)
+    old["model"] |= pair_settings
     module = old["module"]
     old |= {"lr_scaling": module["lr_scaling"], "performance": module["performance"]}
     old["teacher"] = module["teacher_options"]
@@ -429,19 +431,33 @@ def _as_main_5ca28de_wrote_it(cfg) -> dict:
 
 
 @pytest.mark.parametrize(
-    "overrides",
+    ("overrides", "pair_settings"),
     [
-        ["distill=pckd", "trainer=ddp_cpu"],
-        ["distill=dkd", "+preview=all", "module.lr_scaling=linear", "module.teacher_options.float32=true"],
+        (["distill=pckd", "trainer=ddp_cpu"], {}),
+        (
+            [
+                "distill=dkd",
+                "+preview=all",
+                "module.lr_scaling=linear",
+                "module.teacher_options.float32=true",
+            ],
+            {},
+        ),
+        (
+            ["experiment=cifar100_pckd_vgg13_MobileNetV2", "distill=kd_ls"],
+            {"dkd_beta": 6, "ls_temperature": 3.0, "lr": 0.01},
+        ),
     ],
 )
-def test_a_checkpoint_of_main_before_one_home_each_resumes_and_reports_as_the_same_run(overrides, tmp_path):
+def test_a_checkpoint_of_main_before_one_home_each_resumes_and_reports_as_the_same_run(
+    overrides, pair_settings, tmp_path
+):
     from pckd_lightning.resume import changed_keys
     from pckd_lightning.run_folder import upgrade_config
 
     cfg = compose_config(overrides, output_dir=tmp_path)
     current = OmegaConf.to_container(cfg, resolve=True)
-    old = _as_main_5ca28de_wrote_it(cfg)
+    old = _as_main_5ca28de_wrote_it(cfg, pair_settings)
     assert changed_keys(old, current) == {}
     assert upgrade_config(old) == upgrade_config(current)
     old["lr_scaling"] = "none" if old["lr_scaling"] == "linear" else "linear"  # what differs is still named

@@ -184,12 +184,15 @@ def upgrade_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 #: the module's settings that were top-level blocks (and module.<new> pointed at them), by their earlier key
 MODULE_SETTINGS = {"performance": "performance", "teacher": "teacher_options", "lr_scaling": "lr_scaling"}
+#: the per-pair settings that earlier model configs held for the methods and the recipe to read: now tables
+#: there (``pckd.by_pair``), whose chosen values the terms and the optimizer hold
+PAIR_SETTINGS = ("dkd_beta", "ls_temperature", "ls_kd_weight", "lr")
 
 
 def upgrade_settings_homes(cfg: dict[str, Any]) -> None:
     """A config written before each setting had one home (issue 25; up to main 5ca28de), in place: the module's
-    settings move from the top level and ``trainer.sync_batchnorm`` into ``module``, and ``module.preview`` is
-    again a copy of ``distill.preview``."""
+    settings move from the top level and ``trainer.sync_batchnorm`` into ``module``, the model's per-pair
+    settings go (:data:`PAIR_SETTINGS`) and ``module.preview`` is again a copy of ``distill.preview``."""
     module = cfg.setdefault("module", {})
     for old, new in MODULE_SETTINGS.items():
         if old in cfg:
@@ -197,6 +200,10 @@ def upgrade_settings_homes(cfg: dict[str, Any]) -> None:
     trainer = cfg.get("trainer")
     if isinstance(trainer, dict) and "sync_batchnorm" in trainer:
         module["sync_batchnorm"] = trainer.pop("sync_batchnorm")
+    model = cfg.get("model")
+    if isinstance(model, dict):
+        for key in PAIR_SETTINGS:
+            model.pop(key, None)
     distill = cfg.get("distill")
     if "preview" in module and isinstance(distill, dict):
         module["preview"] = copy.deepcopy(distill.get("preview"))
