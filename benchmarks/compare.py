@@ -251,7 +251,7 @@ PROFILES = {
             "optimizer.lr=0.1",
             "scheduler=cosine",
             "trainer.precision=bf16-mixed",
-            "performance.channels_last=true",
+            "module.performance.channels_last=true",
             "callbacks.progress_bar=null",
         ),
         method_overrides={"dkd": ("distill.terms.dkd.warmup_epochs=5",)},

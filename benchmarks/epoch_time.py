@@ -12,7 +12,7 @@ The host's cost per step can be seen on a CPU too: narrow models of the same dep
 arithmetic small, so what remains is Python, Lightning and dispatch (``--pair`` sets the pair):
 
     python benchmarks/epoch_time.py --paths cifar100_gpu --pair resnet32:resnet8 --batch-size 2 \
-        --override trainer.precision=32-true --override performance.channels_last=false
+        --override trainer.precision=32-true --override module.performance.channels_last=false
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--override",
         action="append",
-        default=["trainer.precision=bf16-mixed", "performance.channels_last=true"],
+        default=["trainer.precision=bf16-mixed", "module.performance.channels_last=true"],
         help="a Hydra override, after the defaults (bf16-mixed, channels_last); repeat for more",
     )
     args = parser.parse_args(argv)

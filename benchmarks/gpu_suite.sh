@@ -155,9 +155,9 @@ run step_pckd_bf16_cl 20 "${STEP[@]}" --method pckd --precision bf16 --channels-
 run step_pckd_bf16_cl_compile_losses 60 "${STEP[@]}" --method pckd --precision bf16 --channels-last \
     --compile-losses
 run epoch_pckd 40 "${EPOCH[@]}"
-run epoch_pckd_compile_losses 70 "${EPOCH[@]}" --override performance.compile_losses=true
-run epoch_pckd_cudagraphs 120 "${EPOCH[@]}" --override performance.compile=true \
-    --override performance.compile_losses=true --override performance.compile_mode=reduce-overhead
+run epoch_pckd_compile_losses 70 "${EPOCH[@]}" --override module.performance.compile_losses=true
+run epoch_pckd_cudagraphs 120 "${EPOCH[@]}" --override module.performance.compile=true \
+    --override module.performance.compile_losses=true --override module.performance.compile_mode=reduce-overhead
 run step_kd_bf16_cl 20 "${STEP[@]}" --method kd --precision bf16 --channels-last
 for config in "fp32" "bf16"; do
     for method in pckd kd; do

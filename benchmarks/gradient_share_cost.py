@@ -24,9 +24,9 @@ from pckd_lightning.losses import (
     CrossEntropyTerm,
     FeatureAlignTerm,
     KDTerm,
-    PreviewWeights,
 )
 from pckd_lightning.models import create_model
+from pckd_lightning.preview import PreviewWeights
 
 CLASSES = 20
 

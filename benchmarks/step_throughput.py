@@ -69,8 +69,9 @@ from op_count import count_ops  # noqa: E402
 
 from pckd_lightning.distillation import DistillationModule, DistillStep, Performance, TeacherOptions  # noqa: E402
 from pckd_lightning.distillation.teacher import cast_convolutions  # noqa: E402
-from pckd_lightning.losses import LossTerm, PreviewWeights  # noqa: E402
+from pckd_lightning.losses import LossTerm  # noqa: E402
 from pckd_lightning.models import create_model  # noqa: E402
+from pckd_lightning.preview import PreviewWeights  # noqa: E402
 from pckd_lightning.run.build import build_terms  # noqa: E402
 
 NUM_CLASSES = 100
@@ -253,7 +254,7 @@ class StepBench:
             optimizer=lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4),
             preview=preview,
             num_classes=NUM_CLASSES,
-            # as the app's performance.compile (student, teacher) and performance.compile_losses (terms) do,
+            # as the app's module.performance.compile (student, teacher) and module.performance.compile_losses (terms) do,
             # in setup() below: the saved-tensor measurement runs eagerly before it
             performance=Performance(
                 compile=args.compile, compile_losses=args.compile_losses, compile_mode=args.compile_mode

@@ -10,7 +10,6 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pckd_lightning.callbacks import PreviewWeighting
 from pckd_lightning.distillation import DistillationModule, Performance
 from pckd_lightning.distributed import convert_batchnorm
 from pckd_lightning.losses import (
@@ -19,10 +18,10 @@ from pckd_lightning.losses import (
     CrossEntropyTerm,
     FeatureAlignTerm,
     KDTerm,
-    PreviewWeights,
 )
 from pckd_lightning.losses.terms.crd import CRDTerm
 from pckd_lightning.models import create_model
+from pckd_lightning.preview import PreviewWeighting, PreviewWeights
 
 NUM_CLASSES = 4
 

@@ -109,13 +109,13 @@ def test_every_method_runs_through_the_app(tmp_path, method, precision):
 
 
 def test_teacher_float32_under_bf16_measures_the_float32_teacher(tmp_path):
-    """The bf16 teacher's accuracy is measured in bf16; with teacher.float32 it is the float32 one's."""
+    """The bf16 teacher's accuracy is measured in bf16; with module.teacher_options.float32 it is the float32 one's."""
     runs = {
         name: two_step_run(tmp_path / name, "pckd", *overrides)[0]
         for name, overrides in {
             "fp32": ["trainer.precision=32-true"],
             "bf16": ["trainer.precision=bf16-mixed"],
-            "bf16_teacher_fp32": ["trainer.precision=bf16-mixed", "teacher.float32=true"],
+            "bf16_teacher_fp32": ["trainer.precision=bf16-mixed", "module.teacher_options.float32=true"],
         }.items()
     }
     assert runs["bf16_teacher_fp32"]["teacher_top1"] == runs["fp32"]["teacher_top1"]
@@ -136,7 +136,9 @@ def test_every_method_with_compiled_loss_terms_logs_the_eager_losses(tmp_path, m
 
     monkeypatch.setattr(torch.nn.Module, "compile", recording_compile)
     with torch._inductor.config.patch(fallback_random=True):  # CRD's negatives drawn as in eager code
-        summary, compiled = two_step_run(tmp_path / "compiled", method, "performance.compile_losses=true")
+        summary, compiled = two_step_run(
+            tmp_path / "compiled", method, "module.performance.compile_losses=true"
+        )
     assert len(compiled_terms) == len(summary["terms"])
     assert compiled.keys() == eager.keys()
     for term, logged in eager.items():

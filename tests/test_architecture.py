@@ -206,3 +206,25 @@ def test_no_private_name_is_used_outside_the_module_that_defines_it():
                 continue
             found += [f"{path.relative_to(REPO)}:{node.lineno} {where}.{name}" for name, where in used]
     assert not found, found
+
+
+def test_the_preview_weights_and_what_they_import_do_without_hydra():
+    """The weights are built from Python as well as from a config: Hydra stays in the config side of the
+    preview package (``pckd_lightning.preview.config``)."""
+    seen, todo = set(), ["pckd_lightning.preview.weights"]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += imports(MODULES[name])
+    hydra_users = [
+        name
+        for name in sorted(seen)
+        for node in ast.walk(ast.parse(MODULES[name].read_text()))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        and any(
+            (node.module if isinstance(node, ast.ImportFrom) else alias.name or "").startswith("hydra")
+            for alias in node.names
+        )
+    ]
+    assert not hydra_users, hydra_users

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from conftest import CONF_DIR, compose_config
@@ -103,7 +105,7 @@ def test_dkd_uses_the_published_per_pair_beta(pair, beta):
 
 @pytest.mark.parametrize("method", ["dkd", "kd", "crd"])
 def test_the_preview_switch_weights_any_per_sample_method(method, tmp_path):
-    from pckd_lightning.losses import PreviewWeights
+    from pckd_lightning.preview import PreviewWeights
     from pckd_lightning.run.build import instantiate
 
     cfg = compose_config([f"distill={method}", "+preview=all"], output_dir=tmp_path)
@@ -111,7 +113,7 @@ def test_the_preview_switch_weights_any_per_sample_method(method, tmp_path):
     marked = {name for name, term in terms.items() if term.preview}
     assert marked == {name for name, term in terms.items() if term.per_sample and name != "ce"}
     assert marked  # dkd, kd and crd are all per image
-    preview = instantiate(cfg.distill.preview)  # the published schedule, from conf/distill/preview/
+    preview = instantiate(cfg.distill.preview)  # the published schedule, from conf/preview/
     assert isinstance(preview, PreviewWeights) and (preview.base, preview.schedule) == (1.005, "epoch")
     plain = compose_config([f"distill={method}"], output_dir=tmp_path)
     assert plain.distill.get("preview") is None
@@ -120,7 +122,7 @@ def test_the_preview_switch_weights_any_per_sample_method(method, tmp_path):
 
 @pytest.mark.parametrize("pair", sorted(PUBLISHED_PAIRS))
 def test_every_route_to_a_pair_trains_with_its_published_lr(pair):
-    """The pair config holds the lr (0.01 for MobileNet/ShuffleNet students), so model=... gets it too."""
+    """The recipe's table holds the lr by pair (0.01 for MobileNet/ShuffleNet students), so model=... gets it too."""
     small = pair.endswith(("MobileNetV2", "ShuffleV1", "ShuffleV2"))
     for overrides in (
         [f"model=cifar100_{pair}", "distill=kd", "data=cifar100"],
@@ -132,18 +134,18 @@ def test_every_route_to_a_pair_trains_with_its_published_lr(pair):
 def test_the_module_is_built_from_its_config_group_with_typed_option_groups(tmp_path):
     from pckd_lightning.data import DigitsDataModule
     from pckd_lightning.distillation import DistillationModule, Performance, TeacherOptions
-    from pckd_lightning.losses import PreviewWeights
+    from pckd_lightning.preview import PreviewWeights
     from pckd_lightning.run.build import build_module
 
     overrides = [
         "model=digits_scratch_resnet8",
         "distill=ce",
         "+preview=all",  # ce is not preview-weighted: the weights are built, no term is marked
-        "performance.channels_last=true",
-        "performance.compile_mode=max-autotune",
-        "teacher.min_accuracy=50",
-        "lr_scaling=linear",
-        "distill/preview=progress",
+        "module.performance.channels_last=true",
+        "module.performance.compile_mode=max-autotune",
+        "module.teacher_options.min_accuracy=50",
+        "module.lr_scaling=linear",
+        "preview@distill.preview=progress",
     ]
     cfg = compose_config(overrides, output_dir=tmp_path)
     assert cfg.module._target_ == "pckd_lightning.distillation.DistillationModule"
@@ -158,7 +160,7 @@ def test_the_module_is_built_from_its_config_group_with_typed_option_groups(tmp_
         and module.step.teacher_options is module.teacher_options
     )
     assert not module.step.preview_terms
-    bad = compose_config([*overrides[:2], "performance.compile_mode=fast"], output_dir=tmp_path)
+    bad = compose_config([*overrides[:2], "module.performance.compile_mode=fast"], output_dir=tmp_path)
     with pytest.raises(Exception, match=r"compile_mode='fast'"):
         build_module(bad, DigitsDataModule(image_size=16))
 
@@ -195,3 +197,47 @@ def test_the_scaled_schedule_refuses_a_length_it_cannot_scale():
         scaled_milestones(0, [0.5])
     with pytest.raises(ValueError, match=r"fractions in \(0, 1\)"):
         scaled_milestones(10, [1.5])
+
+
+def test_per_pair_settings_live_with_their_method_and_follow_the_pair_by_any_route(tmp_path):
+    """One home each (issue 25): the pair configs hold the networks only; DKD's β, LS's temperature and the lr
+    are tables in dkd.yaml, kd_ls.yaml and recipe/cifar100.yaml, keyed by <teacher>_<student>, and the run's
+    resolved config records the chosen value only."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    for path in (CONF_DIR / "model").glob("*.yaml"):
+        assert set(yaml.safe_load(path.read_text())) <= {"student", "teacher", "train_teacher_if_missing"}, (
+            path
+        )
+    generic = ["model=cifar100_pair", "model.teacher.name=vgg13", "model.student.name=MobileNetV2"]
+    cfg = compose_config([*generic, "data=cifar100", "distill=dkd"], output_dir=tmp_path)
+    assert (cfg.distill.terms.dkd.beta, cfg.optimizer.lr) == (6, 0.01)
+    assert "by_pair" not in OmegaConf.to_yaml(cfg, resolve=True)
+    scratch = compose_config(
+        ["model=cifar100_scratch", "data=cifar100", "distill=kd_ls"], output_dir=tmp_path
+    )
+    assert (scratch.distill.terms.kd.temperature, scratch.distill.terms.kd.weight, scratch.optimizer.lr) == (
+        2.0,
+        9.0,
+        0.05,
+    )
+
+
+def test_a_data_set_without_a_recipe_gets_none(tmp_path):
+    """recipe follows the data set where conf/recipe/<data>.yaml exists; otherwise the run keeps the
+    trainer's and the optimizer's own values."""
+    from hydra import compose, initialize_config_dir
+
+    from pckd_lightning.config_schema import validate
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    shutil.copy(conf / "data" / "digits.yaml", conf / "data" / "my_digits.yaml")
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("train", overrides=["data=my_digits", f"paths.output_dir={tmp_path}"])
+        digits = compose("train", overrides=["data=digits"])
+    assert (cfg.trainer.max_epochs, cfg.optimizer.lr, cfg.get("lr_milestones")) == (240, 0.05, None)
+    assert list(cfg.scheduler.milestones) == []  # no decay, and no interpolation left dangling
+    validate(cfg)
+    assert (digits.trainer.max_epochs, list(digits.lr_milestones)) == (10, [6, 8])

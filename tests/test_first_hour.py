@@ -96,7 +96,7 @@ def test_hydra_full_error_still_shows_the_traceback():
 
 
 def test_a_bad_value_is_reported_before_the_config_is_printed_and_leaves_no_folder(tmp_path):
-    out, err = refused(["lr_scaling=linaer", f"paths.log_dir={tmp_path}"])
+    out, err = refused(["module.lr_scaling=linaer", f"paths.log_dir={tmp_path}"])
     assert not out  # no config tree above the error
     assert "lr_scaling='linaer' is not a valid choice" in err and "Traceback" not in err
     assert not files_below(tmp_path)

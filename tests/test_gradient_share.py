@@ -17,8 +17,9 @@ from conftest import compose_config
 from pckd_lightning.callbacks import GradientShare
 from pckd_lightning.distillation import DistillationModule, TeacherOptions
 from pckd_lightning.errors import ConfigError
-from pckd_lightning.losses import CRDTerm, CrossEntropyTerm, KDTerm, PreviewWeights
+from pckd_lightning.losses import CRDTerm, CrossEntropyTerm, KDTerm
 from pckd_lightning.models import ModelOutput, ZooModel
+from pckd_lightning.preview import PreviewWeights
 from pckd_lightning.run.build import instantiate
 from test_module import NUM_CLASSES, make_module, pckd_terms
 

@@ -19,10 +19,10 @@ from pckd_lightning.losses import (
     CrossEntropyTerm,
     FeatureAlignTerm,
     KDTerm,
-    PreviewWeights,
 )
 from pckd_lightning.losses import functional as LF
 from pckd_lightning.models import create_model
+from pckd_lightning.preview import PreviewWeights
 
 NUM_CLASSES = 5
 
@@ -387,7 +387,8 @@ def test_the_training_step_is_the_distill_step_and_hands_its_losses_to_the_backw
 
 
 def test_the_module_adds_final_validation_and_the_preview_scheduler_only_with_preview_weights():
-    from pckd_lightning.callbacks import PreviewWeighting, ValidateFinalEpoch
+    from pckd_lightning.callbacks import ValidateFinalEpoch
+    from pckd_lightning.preview import PreviewWeighting
 
     assert [type(c) for c in make_module().configure_callbacks()] == [ValidateFinalEpoch, PreviewWeighting]
     plain = make_module(terms=pckd_terms(preview=False)).configure_callbacks()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import lightning as L
@@ -11,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import compose_config
 from pckd_lightning.errors import ConfigError
-from pckd_lightning.losses import PreviewWeights
+from pckd_lightning.preview import PreviewWeights
 from pckd_lightning.run.build import instantiate
 from test_module import NUM_CLASSES, make_module, quiet_trainer
 
@@ -108,9 +109,21 @@ def test_a_schedule_typo_in_the_config_is_refused_when_the_preview_weights_are_b
     cfg = compose_config(["distill=pckd", "++distill.preview.schedule=progres"], output_dir=tmp_path)
     with pytest.raises(ConfigError, match="schedule must be one of epoch, progress"):
         instantiate(cfg.distill.preview)
-    cfg = compose_config(["distill=pckd", "distill/preview=progress"], output_dir=tmp_path)
+    cfg = compose_config(["distill=pckd", "preview@distill.preview=progress"], output_dir=tmp_path)
     preview = instantiate(cfg.distill.preview)
     assert (preview.schedule, preview.reference_epochs, preview.base) == ("progress", 240, 1.005)
+
+
+def test_the_earlier_spelling_of_the_schedule_still_composes_with_a_warning(tmp_path, caplog):
+    """One config group, conf/preview/, holds the schedules and +preview=all: distill/preview=... is renamed."""
+    from pckd_lightning.upgrades import upgrade_overrides
+
+    with caplog.at_level(logging.WARNING):
+        overrides = upgrade_overrides(["distill=kd", "distill/preview=progress", "+preview=all"])
+    assert overrides == ["distill=kd", "preview@distill.preview=progress", "+preview=all"]
+    assert "is spelt preview@distill.preview=progress now" in caplog.text
+    cfg = compose_config(overrides, output_dir=tmp_path)
+    assert (cfg.distill.preview.schedule, cfg.distill.preview_every_term) == ("progress", True)
 
 
 def test_record_false_leaves_the_batch_out_of_the_epoch_statistics():

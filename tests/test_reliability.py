@@ -143,7 +143,7 @@ def test_a_teacher_at_chance_level_is_flagged_and_refused_under_min_accuracy(tmp
         "logger=none",
     ]
     with pytest.raises(CheckpointError, match=r"below teacher\.min_accuracy=50"):
-        fit(compose_config([*common, "teacher.min_accuracy=50"], output_dir=tmp_path / "a"))
+        fit(compose_config([*common, "module.teacher_options.min_accuracy=50"], output_dir=tmp_path / "a"))
     module = DistillationModule(
         student=create_model("resnet8", num_classes=10),
         terms={"ce": CrossEntropyTerm()},

@@ -523,7 +523,7 @@ def test_runs_distilled_from_different_teacher_files_never_share_a_row_or_supers
     ("section", "key", "value"),
     [
         ("trainer", "check_val_every_n_epoch", 2),
-        ("teacher", "float32", True),
+        ("module.teacher_options", "float32", True),
         ("module", "sync_batchnorm", True),
         ("trainer", "limit_train_batches", 0.5),
         ("trainer", "limit_val_batches", 3),
@@ -536,7 +536,13 @@ def test_settings_a_resume_may_change_still_make_a_row_of_their_own(section, key
     for seed in range(2):
         write_run(root / f"plain{seed}", P1, "kd", seed, 70.0, 69.0)
     changed = write_run(root / "changed", P1, "kd", 0, 50.0, 49.0)
-    edit_config(changed, lambda cfg: cfg.setdefault(section, {}).update({key: value}))
+
+    def edit(cfg: dict) -> None:
+        for part in section.split("."):
+            cfg = cfg.setdefault(part, {})
+        cfg[key] = value
+
+    edit_config(changed, edit)
     os.utime(changed / "summary.json", (2e9, 2e9))  # newer: as a rerun of seed 0 it would supersede plain0
     records = {r.run_dir.name: r for r in collect_runs(root)}
     assert all(r.complete for r in records.values())

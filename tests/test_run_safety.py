@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 import signal
@@ -227,7 +228,10 @@ def test_a_resume_continues_in_the_checkpoints_run_folder():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("lr_scaling=linaer", r"lr_scaling='linaer' is not a valid choice: expected one of 'none', 'linear'"),
+        (
+            "module.lr_scaling=linaer",
+            r"module\.lr_scaling='linaer' is not a valid choice: expected one of 'none', 'linear'",
+        ),
         ("data.batch_size=abc", r"data\.batch_size='abc' is a str: expected an int >= 1"),
         ("optimizer.lr=fast", r"optimizer\.lr='fast' is a str: expected a number > 0"),
         ("seed=1.5", r"seed=1\.5 is a float: expected an int"),
@@ -392,7 +396,7 @@ def test_a_checkpoint_of_an_earlier_version_resumes_and_reports_as_the_same_run(
     assert changed_keys(old, current) == {}
     upgraded = upgrade_config(current)
     assert {n for n, t in upgraded["distill"]["terms"].items() if t and t.get("preview")} == marked
-    assert upgraded["distill"]["preview"]["_target_"] == "pckd_lightning.losses.PreviewWeights"
+    assert upgraded["distill"]["preview"]["_target_"] == "pckd_lightning.preview.PreviewWeights"
     (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(old)))
     assert read_run_config(tmp_path / "config.yaml")["distill"] == upgraded["distill"]
     # and what really differs is still named: another base, a preview weighting switched on
@@ -406,7 +410,7 @@ def test_a_checkpoint_of_an_earlier_version_resumes_and_reports_as_the_same_run(
             compose_config(["distill=dkd", "+preview=all"], output_dir=tmp_path), resolve=True
         ),
     )
-    assert {"distill.terms.dkd.preview", "distill.preview.base", "module.preview.base"} <= set(switched_on)
+    assert {"distill.terms.dkd.preview", "distill.preview.base"} <= set(switched_on)
 
 
 def test_each_upgrade_of_an_earlier_config_warns_naming_what_it_changed_and_a_current_one_none(
@@ -429,3 +433,78 @@ def test_each_upgrade_of_an_earlier_config_warns_naming_what_it_changed_and_a_cu
         caplog.clear()
         upgrade_config(upgraded)
         assert caplog.records == []  # an upgraded config is this version's
+
+
+def _as_main_5ca28de_wrote_it(cfg, pair_settings: dict) -> dict:
+    """The resolved config of the same run as main wrote it before each setting had one home (issue 25): the
+    module's settings also as top-level blocks (module.* pointed at them), trainer.sync_batchnorm in the DDP
+    trainers, the pair's method settings and lr in the model config, the preview weights built from
+    pckd_lightning.losses."""
+    old = OmegaConf.to_container(cfg, resolve=True)
+    old["model"] |= pair_settings
+    module = old["module"]
+    old |= {"lr_scaling": module["lr_scaling"], "performance": module["performance"]}
+    old["teacher"] = module["teacher_options"]
+    if module["sync_batchnorm"]:
+        old["trainer"]["sync_batchnorm"] = True
+    for preview in (old["distill"]["preview"], module["preview"]):
+        if preview is not None:
+            preview["_target_"] = "pckd_lightning.losses.PreviewWeights"
+    return old
+
+
+@pytest.mark.parametrize(
+    ("overrides", "pair_settings"),
+    [
+        (["distill=pckd", "trainer=ddp_cpu"], {}),
+        (
+            [
+                "distill=dkd",
+                "+preview=all",
+                "module.lr_scaling=linear",
+                "module.teacher_options.float32=true",
+            ],
+            {},
+        ),
+        (
+            ["experiment=cifar100_pckd_vgg13_MobileNetV2", "distill=kd_ls"],
+            {"dkd_beta": 6, "ls_temperature": 3.0, "lr": 0.01},
+        ),
+    ],
+)
+def test_a_checkpoint_of_main_before_one_home_each_resumes_and_reports_as_the_same_run(
+    overrides, pair_settings, tmp_path
+):
+    from pckd_lightning.resume import changed_keys
+    from pckd_lightning.upgrades import upgrade_config
+
+    cfg = compose_config(overrides, output_dir=tmp_path)
+    current = OmegaConf.to_container(cfg, resolve=True)
+    old = _as_main_5ca28de_wrote_it(cfg, pair_settings)
+    assert changed_keys(old, current) == {}
+    assert upgrade_config(old) == upgrade_config(current)
+    old["lr_scaling"] = "none" if old["lr_scaling"] == "linear" else "linear"  # what differs is still named
+    assert set(changed_keys(old, current)) == {"module.lr_scaling"}
+
+
+def test_the_earlier_spellings_of_the_modules_settings_compose_to_the_same_run(tmp_path, caplog):
+    from pckd_lightning.upgrades import upgrade_overrides
+
+    old = [
+        "lr_scaling=linear",
+        "performance.compile=true",
+        "teacher.min_accuracy=50",
+        "+trainer.sync_batchnorm=true",
+    ]
+    new = [
+        "module.lr_scaling=linear",
+        "module.performance.compile=true",
+        "module.teacher_options.min_accuracy=50",
+        "module.sync_batchnorm=true",
+    ]
+    with caplog.at_level(logging.WARNING):
+        assert upgrade_overrides(old) == new
+    assert all(f"is spelt {spelling} now" in caplog.text for spelling in new)
+    assert compose_config(upgrade_overrides(old), output_dir=tmp_path) == compose_config(
+        new, output_dir=tmp_path
+    )

@@ -17,7 +17,10 @@ KEY = {"teacher_sha256": "ab" * 32, "data.aug_seed": 0}
 
 def outputs(batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"logits": torch.randn(batch * 2, 5, generator=g) * 7, "pooled": torch.rand(batch * 2, 4, generator=g)}
+    return {
+        "logits": torch.randn(batch * 2, 5, generator=g) * 7,
+        "pooled": torch.rand(batch * 2, 4, generator=g),
+    }
 
 
 def test_values_come_back_as_float16_rounds_them_in_the_steps_image_major_order(tmp_path):
@@ -55,7 +58,9 @@ def test_a_writer_killed_before_marking_its_rows_leaves_them_unfilled(tmp_path):
 def test_a_cache_written_for_other_settings_is_refused_naming_what_differs(tmp_path):
     TeacherCache(tmp_path, KEY, LAYOUT, max_gib=1)
     other_teacher = KEY | {"teacher_sha256": "cd" * 32}
-    with pytest.raises(ConfigError, match=r"teacher_sha256: 'abab.*' \(cache\) vs 'cdcd.*' \(run\).*another folder"):
+    with pytest.raises(
+        ConfigError, match=r"teacher_sha256: 'abab.*' \(cache\) vs 'cdcd.*' \(run\).*another folder"
+    ):
         TeacherCache(tmp_path, other_teacher, LAYOUT, max_gib=1)
     with pytest.raises(ConfigError, match=r"layout: .*'epochs': 3.*'epochs': 4"):
         TeacherCache(tmp_path, KEY, CacheLayout(4, 10, 2, {"logits": 5, "pooled": 4}), max_gib=1)
@@ -65,7 +70,9 @@ def test_a_cache_written_for_other_settings_is_refused_naming_what_differs(tmp_p
 def test_the_size_is_computed_and_capped_before_anything_is_written(tmp_path):
     assert LAYOUT.bytes == 3 * 10 * 2 * (5 + 4) * 2 + 3 * 10
     big = CacheLayout(epochs=240, images=50_000, views=4, outputs={"logits": 100, "pooled": 256})
-    assert big.bytes / GIB == pytest.approx(31.8, abs=0.1)  # full CIFAR-100, PCKD, resnet32x4's 256-d embedding
+    assert big.bytes / GIB == pytest.approx(
+        31.8, abs=0.1
+    )  # full CIFAR-100, PCKD, resnet32x4's 256-d embedding
     with pytest.raises(ConfigError, match=r"31\.\d\d GiB.*over teacher\.cache_max_gib=8"):
         TeacherCache(tmp_path / "big", KEY, big, max_gib=8)
     assert not (tmp_path / "big").exists()

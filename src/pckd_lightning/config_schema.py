@@ -16,7 +16,9 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pckd_lightning import preview
 from pckd_lightning.data.classes import select_classes
+from pckd_lightning.distillation.module import LR_SCALINGS
 from pckd_lightning.distillation.options import COMPILE_MODES
 from pckd_lightning.errors import ConfigError
 
@@ -96,20 +98,20 @@ CHECKS: tuple[Check, ...] = (
     Check("seed", "int"),
     Check("task_name", "str"),
     Check("tags", "str_list"),
-    Check("lr_scaling", "choice", choices=("none", "linear")),
     Check("ckpt_path", "str", nullable=True),
     Check("export_path", "str", nullable=True),
     Check("resume.allow_changes", "str_list"),
     Check("print_config", "bool"),
-    Check("performance.channels_last", "bool"),
-    Check("performance.compile", "bool"),
-    Check("performance.compile_losses", "bool"),
-    Check("performance.compile_mode", "choice", choices=COMPILE_MODES),
-    Check("teacher.min_accuracy", "number", low=0, high=100, nullable=True),
-    Check("teacher.float32", "bool"),
-    Check("teacher.measure", "bool"),
+    Check("module.performance.channels_last", "bool"),
+    Check("module.performance.compile", "bool"),
+    Check("module.performance.compile_losses", "bool"),
+    Check("module.performance.compile_mode", "choice", choices=COMPILE_MODES),
+    Check("module.teacher_options.min_accuracy", "number", low=0, high=100, nullable=True),
+    Check("module.teacher_options.float32", "bool"),
+    Check("module.teacher_options.measure", "bool"),
+    Check("module.sync_batchnorm", "bool"),
+    Check("module.lr_scaling", "choice", choices=LR_SCALINGS),
     Check("module.finite_check_every_n_steps", "int", low=1),
-    Check("module.lr_scaling", "choice", choices=("none", "linear")),
     Check("data.batch_size", "int", low=1),
     Check("data.num_workers", "int", low=0),
     Check("data.views", "int", low=1),
@@ -126,9 +128,7 @@ CHECKS: tuple[Check, ...] = (
     Check("distill.terms.*.weight", "number", low=0),
     Check("distill.terms.*.temperature", "number", low=0, low_open=True),
     Check("distill.terms.*.warmup_epochs", "int", low=0),
-    Check("distill.terms.*.preview", "bool"),
-    Check("distill.preview.base", "number", low=0, low_open=True),
-    Check("distill.preview_every_term", "bool"),
+    *(Check(key, kind, **limits) for key, kind, limits in preview.SCHEMA),
     Check("optimizer.lr", "number", low=0, low_open=True),
     Check("optimizer.momentum", "number", low=0, high=1),
     Check("optimizer.weight_decay", "number", low=0),
@@ -143,7 +143,6 @@ CHECKS: tuple[Check, ...] = (
     Check("trainer.num_nodes", "int", low=1),
     Check("trainer.log_every_n_steps", "int", low=1),
     Check("trainer.check_val_every_n_epoch", "int", low=1),
-    Check("trainer.sync_batchnorm", "bool"),
     Check("logger.log_every_n_steps", "int", low=1, nullable=True),
 )
 

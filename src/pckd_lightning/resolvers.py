@@ -7,8 +7,9 @@ import os
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
-from omegaconf import ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pckd_lightning.paths import CONFIG_DIR
 
@@ -90,6 +91,17 @@ def scaled_milestones(max_epochs: int, fractions: list[float]) -> ListConfig:
     return OmegaConf.create([math.ceil(round(f * max_epochs, 9)) for f in fractions])
 
 
+def by_pair(table: dict[str, Any], default: Any, *, _root_: DictConfig) -> Any:
+    """``table``'s value for the run's pair, ``<teacher>_<student>`` by the architectures' names
+    (``model.teacher.name``, ``model.student.name``), as the published per-pair settings are listed; ``default``
+    for any other pair and without a teacher. The table sits in the method's (or the recipe's) own config, and
+    the run's resolved config records only the value it chose."""
+    names = [
+        OmegaConf.select(_root_, f"model.{m}.name", throw_on_missing=False) for m in ("teacher", "student")
+    ]
+    return table.get("_".join(names), default) if all(names) else default
+
+
 def register() -> None:
     """Register the resolvers (idempotent)."""
     if not OmegaConf.has_resolver("pckd.run_dir"):
@@ -98,3 +110,5 @@ def register() -> None:
         OmegaConf.register_new_resolver("pckd.scaled_milestones", scaled_milestones)
     if not OmegaConf.has_resolver("pckd.catalog"):
         OmegaConf.register_new_resolver("pckd.catalog", catalog)
+    if not OmegaConf.has_resolver("pckd.by_pair"):
+        OmegaConf.register_new_resolver("pckd.by_pair", by_pair)

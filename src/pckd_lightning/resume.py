@@ -19,6 +19,7 @@ from typing import Any
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
+from pckd_lightning import preview
 from pckd_lightning.atomic import atomic_open
 from pckd_lightning.callbacks.config_record import STATE_KEY
 from pckd_lightning.distillation.checkpoint_io import read_checkpoint
@@ -37,16 +38,13 @@ FIXED = (
     "scheduler",
     "lr_milestones",
     "seed",
-    "lr_scaling",
     "trainer.precision",
     "trainer.accumulate_grad_batches",
     "trainer.gradient_clip_val",
     "trainer.gradient_clip_algorithm",
     "trainer.devices",  # with num_nodes: the global batch
     "trainer.num_nodes",
-    # the module group's own copies of lr_scaling and distill.preview (overridable by themselves)
     "module.lr_scaling",
-    "module.preview",
     "module.sync_batchnorm",
 )
 #: restored from the checkpoint's own state: a new value would be recorded but not used
@@ -95,9 +93,7 @@ def experiment_config(config: dict[str, Any]) -> dict[str, Any]:
     """The flattened keys of a resolved run config that make the run the experiment it is (:data:`FIXED`,
     less :data:`RUNTIME`): a resume must keep them, and the report averages seeds only over runs that agree."""
     config = upgrade_config(config)  # a checkpoint of an earlier version compares as this version writes it
-    keys = FIXED
-    if ((config.get("distill") or {}).get("preview") or {}).get("schedule") == "progress":
-        keys = (*FIXED, "trainer.max_epochs")  # the progress schedule's thresholds follow it
+    keys = (*FIXED, *preview.fixed_keys(config))
     return {
         k: v
         for k, v in flatten_config(config).items()

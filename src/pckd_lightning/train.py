@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from pckd_lightning.errors import PCKDError
 from pckd_lightning.paths import CONFIG_DIR
 from pckd_lightning.run_folder import remove_if_unused, unwritable
+from pckd_lightning.upgrades import upgrade_overrides
 
 log = logging.getLogger("pckd_lightning.train")
 
@@ -91,7 +92,11 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    """``pckd-train``: :func:`train` through Hydra, with Hydra's errors before the run as one line, exit 2."""
+    """``pckd-train``: :func:`train` through Hydra, with Hydra's errors before the run as one line, exit 2.
+
+    Overrides of earlier spellings are renamed first (with a warning), so DDP ranks inherit the new ones.
+    """
+    sys.argv[1:] = upgrade_overrides(sys.argv[1:])
     if os.environ.get("HYDRA_FULL_ERROR") == "1" and STARTING_ENV not in os.environ:
         train()  # the user asked for Hydra's tracebacks
         return

@@ -10,20 +10,15 @@ are imported only when a config has them, so that reading the module costs no to
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 Config = dict[str, Any]
-
-#: where the preview weights were built before the training step owned them
-EARLIER_PREVIEW_TARGET = "pckd_lightning.callbacks.PreviewWeighting"
-#: where conf/distill/preview/ builds them now
-PREVIEW_TARGET = "pckd_lightning.losses.PreviewWeights"
 
 
 @dataclass(frozen=True)
@@ -39,29 +34,21 @@ class Upgrade:
     apply: Callable[[Config], bool]
 
 
-def _preview(cfg: Config) -> dict[str, Any] | None:
+def _distill(cfg: Config) -> dict[str, Any]:
     distill = cfg.get("distill")
-    preview = distill.get("preview") if isinstance(distill, dict) else None
-    return preview if isinstance(preview, dict) else None
+    return distill if isinstance(distill, dict) else {}
 
 
 def _preview_target(cfg: Config) -> bool:
-    preview = _preview(cfg)
-    if preview is None or preview.get("_target_") != EARLIER_PREVIEW_TARGET:
-        return False
-    preview["_target_"] = PREVIEW_TARGET
-    return True
+    from pckd_lightning.preview.config import upgrade_target
+
+    return upgrade_target(_distill(cfg))
 
 
 def _preview_schedule(cfg: Config) -> bool:
-    preview = _preview(cfg)
-    missing = [] if preview is None else [k for k in ("schedule", "reference_epochs") if k not in preview]
-    if missing:
-        from pckd_lightning.losses.preview import PreviewWeights
+    from pckd_lightning.preview.config import upgrade_schedule
 
-        defaults = inspect.signature(PreviewWeights).parameters
-        preview.update({key: defaults[key].default for key in missing})
-    return bool(missing)
+    return upgrade_schedule(_distill(cfg))
 
 
 def _module_group(cfg: Config) -> bool:
@@ -76,12 +63,38 @@ def _module_group(cfg: Config) -> bool:
     return True
 
 
+#: the module's settings that were top-level blocks (and module.<new> pointed at them), by their earlier key
+MODULE_SETTINGS = {"performance": "performance", "teacher": "teacher_options", "lr_scaling": "lr_scaling"}
+#: the per-pair settings that earlier model configs held for the methods and the recipe to read: now tables
+#: there (``pckd.by_pair``), whose chosen values the terms and the optimizer hold
+PAIR_SETTINGS = ("dkd_beta", "ls_temperature", "ls_kd_weight", "lr")
+
+
+def _settings_homes(cfg: Config) -> bool:
+    module = cfg.setdefault("module", {})
+    before = copy.deepcopy(cfg)
+    for old, new in MODULE_SETTINGS.items():
+        if old in cfg:
+            module[new] = cfg.pop(old)
+    trainer = cfg.get("trainer")
+    if isinstance(trainer, dict) and "sync_batchnorm" in trainer:
+        module["sync_batchnorm"] = trainer.pop("sync_batchnorm")
+    model = cfg.get("model")
+    if isinstance(model, dict):
+        for key in PAIR_SETTINGS:
+            model.pop(key, None)
+    if "preview" in module:  # a copy of distill.preview, as its interpolation resolves
+        module["preview"] = copy.deepcopy(_distill(cfg).get("preview"))
+    return cfg != before
+
+
 #: the upgrades, in the order they apply
 UPGRADES = (
     Upgrade(
         "preview-target",
-        since="issue 16 (the training step owns the preview weights)",
-        changes=f"distill.preview built by {EARLIER_PREVIEW_TARGET} now builds {PREVIEW_TARGET}",
+        since="issues 16 and 25 (the training step, then the preview package, owns the preview weights)",
+        changes="distill.preview built by pckd_lightning.callbacks.PreviewWeighting or "
+        "pckd_lightning.losses.PreviewWeights now builds pckd_lightning.preview.PreviewWeights",
         apply=_preview_target,
     ),
     Upgrade(
@@ -97,26 +110,21 @@ UPGRADES = (
         "trainer.sync_batchnorm)",
         apply=_module_group,
     ),
+    Upgrade(
+        "settings-homes",
+        since="issue 25 (one home each)",
+        changes="the top-level lr_scaling, performance and teacher blocks and trainer.sync_batchnorm move into "
+        "module (teacher as module.teacher_options), the model's per-pair dkd_beta, ls_temperature, "
+        "ls_kd_weight and lr go (conf/distill and the recipe hold them as per-pair tables)",
+        apply=_settings_homes,
+    ),
 )
-
-
-def spell_out_preview_all(cfg: Config) -> None:
-    """``+preview=all``'s ``distill.preview_every_term`` spelt out as ``preview: true`` on the terms it marks:
-    the one form configs are compared in, as earlier versions wrote them (this version's shorthand, so it is
-    no upgrade and says nothing)."""
-    distill = cfg.get("distill")
-    if not isinstance(distill, dict) or not distill.pop("preview_every_term", False):
-        return
-    from pckd_lightning.losses.preview import marked_by_preview_all
-
-    for name, term in (distill.get("terms") or {}).items():
-        if isinstance(term, dict) and marked_by_preview_all(name, term["_target_"]):
-            term["preview"] = True
 
 
 def upgrade_config(cfg: Config, source: str = "a run config") -> Config:
     """A resolved run config (a copy) as this version writes and compares it, whichever version wrote it:
-    :data:`UPGRADES` in order, each warning when it rewrites ``source``, then :func:`spell_out_preview_all`."""
+    :data:`UPGRADES` in order, each warning when it rewrites ``source``, then ``+preview=all`` spelt out
+    (:func:`pckd_lightning.preview.config.spell_out_every_term`)."""
     cfg = copy.deepcopy(cfg)
     for upgrade in UPGRADES:
         if upgrade.apply(cfg):
@@ -127,5 +135,37 @@ def upgrade_config(cfg: Config, source: str = "a run config") -> Config:
                 upgrade.name,
                 upgrade.since,
             )
-    spell_out_preview_all(cfg)
+    from pckd_lightning.preview.config import spell_out_every_term
+
+    spell_out_every_term(_distill(cfg))
     return cfg
+
+
+#: command-line spellings of earlier versions (a key, a section or a config group) and where they live now
+RENAMED_OVERRIDES = {
+    "distill/preview": "preview@distill.preview",
+    "lr_scaling": "module.lr_scaling",
+    "performance": "module.performance",
+    "teacher": "module.teacher_options",
+    "trainer.sync_batchnorm": "module.sync_batchnorm",
+}
+#: a command-line override: Hydra's prefix (+, ++, ~), its key or config group, and the rest (=value)
+OVERRIDE = re.compile(r"^([+~]*)([\w./@-]+)(=.*)?$", re.S)
+
+
+def upgrade_overrides(overrides: Sequence[str]) -> list[str]:
+    """Command-line overrides as this version spells them: an earlier spelling (:data:`RENAMED_OVERRIDES`, or a
+    key below a renamed section) is renamed, with a warning naming the new one, so that old commands still run.
+    Its new home always exists, so an adding ``+`` becomes a plain override."""
+    upgraded = []
+    for override in overrides:
+        match = OVERRIDE.match(override)
+        prefix, key, rest = match.groups() if match else ("", "", None)
+        for old, new in RENAMED_OVERRIDES.items():
+            if key == old or key.startswith(f"{old}."):
+                renamed = f"{'' if prefix == '+' else prefix}{new}{key[len(old) :]}{rest or ''}"
+                log.warning("%s is spelt %s now; the old spelling still works, for now", override, renamed)
+                override = renamed
+                break
+        upgraded.append(override)
+    return upgraded

@@ -3,7 +3,6 @@
 from pckd_lightning.callbacks.final_validation import ValidateFinalEpoch
 from pckd_lightning.callbacks.gradient_share import GradientShare
 from pckd_lightning.callbacks.init_stage import InitStage
-from pckd_lightning.callbacks.preview import PreviewWeighting
 from pckd_lightning.callbacks.rng_state import RNGStateCheckpoint
 
-__all__ = ["GradientShare", "InitStage", "PreviewWeighting", "RNGStateCheckpoint", "ValidateFinalEpoch"]
+__all__ = ["GradientShare", "InitStage", "RNGStateCheckpoint", "ValidateFinalEpoch"]

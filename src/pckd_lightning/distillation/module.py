@@ -16,16 +16,15 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from pckd_lightning.callbacks.final_validation import ValidateFinalEpoch
-from pckd_lightning.callbacks.preview import PreviewWeighting
 from pckd_lightning.distillation.loss_meter import LossMeter
 from pckd_lightning.distillation.options import Performance, TeacherOptions
 from pckd_lightning.distillation.step import DistillStep
 from pckd_lightning.distillation.teacher import cast_convolutions, freeze
 from pckd_lightning.distributed import convert_batchnorm, world_size
 from pckd_lightning.errors import CheckpointError, ConfigError
-from pckd_lightning.losses.preview import PreviewWeights
 from pckd_lightning.losses.terms import LossTerm, PairInfo
 from pckd_lightning.models import ZooModel
+from pckd_lightning.preview import PreviewWeights, callbacks_for
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class DistillationModule(L.LightningModule):
     teachers are trained). The teacher stays frozen and in eval mode, is never optimized and is not
     written into checkpoints (it is reloaded from its own file). Terms with weight 0 are dropped.
     With ``preview`` the terms marked ``preview`` are weighted per image; the module then adds the
-    :class:`PreviewWeighting` callback that schedules the weights from epoch to epoch.
+    :class:`~pckd_lightning.preview.PreviewWeighting` callback that schedules the weights from epoch to epoch.
 
     Under mixed precision the teacher runs under the student's autocast, its convolutions stored in the
     autocast dtype; ``TeacherOptions(float32=True)`` runs it in float32 instead (slower; numerics checks).
@@ -139,7 +138,7 @@ class DistillationModule(L.LightningModule):
     def configure_callbacks(self) -> list[L.Callback]:
         """What every run needs, so it cannot be forgotten: the final epoch's validation, and the preview
         weights' scheduler whenever the step has preview weights."""
-        return [ValidateFinalEpoch(), *([PreviewWeighting()] if self.step.preview is not None else [])]
+        return [ValidateFinalEpoch(), *callbacks_for(self.step.preview)]
 
     def setup(self, stage: str) -> None:
         """Under DDP global-batch BatchNorm for the student and the heads if asked, then the speed options."""

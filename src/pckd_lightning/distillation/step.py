@@ -13,10 +13,9 @@ import torch
 from torch import nn
 
 from pckd_lightning.distillation.options import Performance, TeacherOptions
-from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses.context import DistillContext
-from pckd_lightning.losses.preview import PreviewWeights
 from pckd_lightning.models import ZooModel
+from pckd_lightning.preview import PreviewWeights, check_marked
 
 
 class StepParts(Protocol):
@@ -48,12 +47,7 @@ class DistillStep:
         self.preview = preview
         self.performance = performance or Performance()
         self.teacher_options = teacher_options or TeacherOptions()
-        if self.preview_terms and preview is None:
-            raise ConfigError(
-                f"loss terms {self.preview_terms} are marked preview: true, but no preview weights are "
-                "configured; set distill.preview (e.g. distill=pckd, or +preview=all) or set preview: false "
-                "on those terms"
-            )
+        check_marked(self.preview_terms, preview)
 
     @property
     def student(self) -> ZooModel:

@@ -52,7 +52,9 @@ class CacheLayout:
 class TeacherCache:
     """Read and write the teacher's outputs for batches of ``(epoch, images)``; see the module's docstring."""
 
-    def __init__(self, folder: str | Path, key: Mapping[str, Any], layout: CacheLayout, max_gib: float) -> None:
+    def __init__(
+        self, folder: str | Path, key: Mapping[str, Any], layout: CacheLayout, max_gib: float
+    ) -> None:
         self.folder = Path(folder).expanduser()
         self.key = json.loads(json.dumps(dict(key), sort_keys=True, default=str))
         self.layout = layout
@@ -117,7 +119,9 @@ class TeacherCache:
         as the step flattens its views; only call it for filled rows."""
         rows = images.cpu().numpy()
         return {
-            name: torch.from_numpy(np.ascontiguousarray(self._arrays[f"{name}.f16"][epoch, rows])).flatten(0, 1)
+            name: torch.from_numpy(np.ascontiguousarray(self._arrays[f"{name}.f16"][epoch, rows])).flatten(
+                0, 1
+            )
             for name in self.layout.outputs
         }
 

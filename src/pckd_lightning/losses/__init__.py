@@ -1,9 +1,8 @@
-"""Distillation losses: a functional layer, the pluggable loss-term modules built on it and the preview
-weights that the terms marked ``preview`` are multiplied by."""
+"""Distillation losses: a functional layer and the pluggable loss-term modules built on it (the preview
+weights that the terms marked ``preview`` are multiplied by are :mod:`pckd_lightning.preview`'s)."""
 
 from pckd_lightning.losses import functional
 from pckd_lightning.losses.context import DistillContext
-from pckd_lightning.losses.preview import PreviewWeights
 from pckd_lightning.losses.terms import (
     ABTerm,
     AllViewsCrossEntropyTerm,
@@ -61,7 +60,6 @@ __all__ = [
     "NSTTerm",
     "PKTTerm",
     "PairInfo",
-    "PreviewWeights",
     "RKDTerm",
     "ReviewKDTerm",
     "SPTerm",

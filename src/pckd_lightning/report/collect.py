@@ -55,15 +55,15 @@ SCRATCH_METHOD = "ce"
 #: their defaults: a default is left out of the settings, so a config older than the key compares equal
 RESULT_DEFAULTS = {
     "trainer.check_val_every_n_epoch": 1,
-    "teacher.float32": False,
-    "module.sync_batchnorm": False,
+    "module.teacher_options.float32": False,
 }
+#: the setting of :data:`RESULT_DEFAULTS` that only a run with a teacher has
+TEACHER_PRECISION = "module.teacher_options.float32"
 #: ``experiment_config`` keys that are no setting of their own: the distill section (read by
-#: :func:`distill_settings`), the module's copies of other sections, the architectures (the report's columns)
-#: and the demo's recipe for a missing teacher (the teacher file's SHA-256 says which teacher was used)
+#: :func:`distill_settings`), the architectures (the report's columns) and the demo's recipe for a missing
+#: teacher (the teacher file's SHA-256 says which teacher was used)
 NOT_SETTINGS = (
     "distill.",
-    "module.",
     "model.student.name",
     "model.teacher.name",
     "model.train_teacher_if_missing.",
@@ -347,14 +347,14 @@ def read_run(run_dir: Path) -> RunRecord | None:
 
 def result_settings(cfg: dict[str, Any], with_teacher: bool) -> dict[str, Any]:
     """The settings that change a result where not at their default, beyond what ``experiment_config`` gives:
-    partial epochs (:data:`PARTIAL_EPOCHS`), how often the run validated, the module's batch-norm sync and
-    (with a teacher) the teacher's precision."""
+    partial epochs (:data:`PARTIAL_EPOCHS`), how often the run validated and (with a teacher) the teacher's
+    precision."""
     trainer = cfg.get("trainer") or {}
     out = {f"trainer.{k}": trainer[k] for k in PARTIAL_EPOCHS if not _whole(k, trainer.get(k))}
+    flat = flatten_config(cfg)
     for key, default in RESULT_DEFAULTS.items():
-        section, name = key.split(".")
-        value = (cfg.get(section) or {}).get(name)
-        if (with_teacher or section != "teacher") and value is not None and not same(value, default):
+        value = flat.get(key)
+        if (with_teacher or key != TEACHER_PRECISION) and value is not None and not same(value, default):
             out[key] = value
     return out
 

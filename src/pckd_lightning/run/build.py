@@ -15,11 +15,11 @@ from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig
 
+from pckd_lightning import preview
 from pckd_lightning.callbacks.config_record import RunConfigRecord
 from pckd_lightning.distillation import DistillationModule
 from pckd_lightning.errors import ConfigError, PCKDError
 from pckd_lightning.losses import LossTerm
-from pckd_lightning.losses.preview import marked_by_preview_all
 
 
 def instantiate(cfg: Any, **kwargs: Any) -> Any:
@@ -52,7 +52,6 @@ def build_terms(distill_cfg: DictConfig) -> dict[str, LossTerm]:
 
     With ``distill.preview_every_term`` (``+preview=all``) every per-sample term but ``ce`` is preview-weighted.
     """
-    every = distill_cfg.get("preview_every_term", False)
     terms = {}
     for name, term_cfg in distill_cfg.terms.items():
         if term_cfg is None:
@@ -60,7 +59,7 @@ def build_terms(distill_cfg: DictConfig) -> dict[str, LossTerm]:
         if "_target_" not in term_cfg:
             raise ConfigError(f"distill.terms.{name} has no _target_; give the LossTerm class to build")
         _check_options(f"distill.terms.{name}", term_cfg)
-        marked = every and marked_by_preview_all(name, term_cfg._target_)
+        marked = preview.marked_by_preview_all(distill_cfg, name, term_cfg._target_)
         terms[name] = instantiate(term_cfg, **({"preview": True} if marked else {}))
     return terms
 

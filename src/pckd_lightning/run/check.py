@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-from hydra.utils import get_class
 from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig
 
+from pckd_lightning import preview
 from pckd_lightning.errors import ConfigError
-from pckd_lightning.losses import PreviewWeights
-from pckd_lightning.run.build import instantiate
 
 
 def check_strategy(trainer_cfg: DictConfig) -> None:
@@ -35,16 +33,7 @@ def check_strategy(trainer_cfg: DictConfig) -> None:
 def check_config(cfg: DictConfig) -> None:
     """Cross-group consistency that no single group can check by itself (after ``validate``)."""
     check_strategy(cfg.trainer)
-    if cfg.distill.get("preview") is not None:  # its schedule must stay finite over trainer.max_epochs
-        preview_cfg = cfg.distill.preview
-        target = preview_cfg.get("_target_") if isinstance(preview_cfg, DictConfig) else None
-        if target is None or not issubclass(get_class(target), PreviewWeights):
-            raise ConfigError(
-                f"distill.preview must build {PreviewWeights.__module__}.PreviewWeights (got _target_ {target!r}); "
-                "write distill.preview: {_target_: pckd_lightning.losses.PreviewWeights, base: 1.005} or select "
-                "distill/preview=default (the preview weighting's callback is added by the module itself)"
-            )
-        instantiate(preview_cfg).set_max_epochs(cfg.trainer.max_epochs)
+    preview.check(cfg)  # the preview weights' schedule must stay finite over trainer.max_epochs
     data_views, method_views = cfg.data.get("views"), cfg.distill.get("views")
     if data_views is not None and method_views is not None and data_views != method_views:
         raise ConfigError(

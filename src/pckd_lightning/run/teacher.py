@@ -33,9 +33,8 @@ def teacher_training_config(cfg: DictConfig) -> DictConfig:
         teacher_cfg.trainer.max_epochs = recipe.max_epochs
         teacher_cfg.seed = recipe.seed  # the teacher's own seed: every student seed shares one teacher
         # one process: DDP workers re-run the script and must find the teacher already written
-        teacher_cfg.trainer.update(
-            {"devices": 1, "num_nodes": 1, "strategy": "auto", "sync_batchnorm": False}
-        )
+        teacher_cfg.trainer.update({"devices": 1, "num_nodes": 1, "strategy": "auto"})
+        teacher_cfg.module.sync_batchnorm = False
         teacher_cfg.paths.output_dir = str(Path(cfg.paths.output_dir) / "teacher")
         teacher_cfg.export_path = cfg.model.teacher.checkpoint
         teacher_cfg.ckpt_path = None  # a resume refers to the distillation run, not to the teacher's

@@ -1,7 +1,8 @@
 """The preview strategy's scheduler (spec §3): moves the step's preview weights from epoch to epoch.
 
-The weights themselves are computed by the :class:`~pckd_lightning.losses.PreviewWeights` that the
-training step owns; the DistillationModule adds this callback itself whenever its step has preview weights.
+The weights themselves are computed by the :class:`~pckd_lightning.preview.PreviewWeights` that the
+training step owns; the DistillationModule adds this callback itself (:func:`callbacks_for`) whenever its
+step has preview weights.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from pckd_lightning.errors import ConfigError
-from pckd_lightning.losses.preview import PreviewWeights
+from pckd_lightning.preview.weights import PreviewWeights
+
+
+def callbacks_for(weights: PreviewWeights | None) -> list[L.Callback]:
+    """What a module whose step has ``weights`` must run with: their scheduler, or nothing without weights."""
+    return [] if weights is None else [PreviewWeighting()]
 
 
 class PreviewWeighting(L.Callback):

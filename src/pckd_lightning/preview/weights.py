@@ -1,8 +1,9 @@
 """The preview weights of spec §3: per-image weights from the batch's difficulty and an epoch threshold.
 
 The training step owns a :class:`PreviewWeights` and multiplies every term marked ``preview: true`` by
-its weights; the :class:`~pckd_lightning.callbacks.PreviewWeighting` callback only moves it to the next
-epoch and logs its statistics. The formulas are :mod:`pckd_lightning.losses.functional`'s.
+its weights; the :class:`~pckd_lightning.preview.PreviewWeighting` callback only moves it to the next
+epoch and logs its statistics. The formulas are :mod:`pckd_lightning.losses.functional`'s. Free of Hydra:
+the weights are built from Python as well as from a config.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import math
 from typing import Any
 
 import torch
-from hydra.utils import get_class
 
 from pckd_lightning.distributed import global_mean, reduced_to_host, world_size
 from pckd_lightning.errors import ConfigError
@@ -21,12 +21,6 @@ SCHEDULES = ("epoch", "progress")
 
 #: the largest threshold: difficulties are float32, a larger threshold would compare as infinity
 MAX_THRESHOLD = float(torch.finfo(torch.float32).max)
-
-
-def marked_by_preview_all(name: str, target: str | type) -> bool:
-    """Whether ``+preview=all`` (``distill.preview_every_term``) weights the term ``name`` built from ``target``:
-    every per-sample term but ``ce``, the loss that measures the difficulty."""
-    return name != "ce" and (get_class(target) if isinstance(target, str) else target).per_sample
 
 
 class PreviewWeights:
