@@ -363,11 +363,14 @@ def test_a_slurm_requeue_resumes_in_its_folder_with_its_history(two_epochs, tmp_
 
 def _as_an_earlier_version_wrote_it(cfg) -> dict:
     """The resolved config of the same run as versions before the DistillStep wrote it: the preview weights
-    built as a callback with its base only, +preview=true's marks on the terms, no module group."""
+    built as a callback with its base only, +preview=true's marks on the terms, no module group (its settings
+    top-level blocks)."""
     from omegaconf import OmegaConf
 
     old = OmegaConf.to_container(cfg, resolve=True)
-    old.pop("module")
+    module = old.pop("module")
+    old |= {"lr_scaling": module["lr_scaling"], "performance": module["performance"]}
+    old["teacher"] = module["teacher_options"]
     distill = old["distill"]
     if distill.get("preview") is not None:
         distill["preview"] = {"_target_": "pckd_lightning.callbacks.PreviewWeighting", "base": 1.005}
