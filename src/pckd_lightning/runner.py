@@ -39,6 +39,7 @@ from pckd_lightning.export import export_state_dict
 from pckd_lightning.loggers import EpochLineLogger, RunCSVLogger
 from pckd_lightning.losses import LossTerm, PreviewWeights
 from pckd_lightning.losses.preview import marked_by_preview_all
+from pckd_lightning.models import model_config
 from pckd_lightning.resume import ResumePlan, carry_history, plan_resume
 from pckd_lightning.run_folder import RunFolder
 
@@ -222,10 +223,10 @@ def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> Distilla
     num_classes = datamodule.num_classes
     teacher = None
     if cfg.model.get("teacher") is not None:
-        teacher = instantiate(cfg.model.teacher, num_classes=num_classes)
+        teacher = instantiate(model_config(cfg.model.teacher), num_classes=num_classes)
     return instantiate(
         cfg.module,
-        student=instantiate(cfg.model.student, num_classes=num_classes),
+        student=instantiate(model_config(cfg.model.student), num_classes=num_classes),
         teacher=teacher,
         terms=build_terms(cfg.distill),
         num_classes=num_classes,

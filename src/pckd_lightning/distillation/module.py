@@ -124,7 +124,10 @@ class DistillationModule(L.LightningModule):
             if term.weight == 0:
                 log.info("loss term %s has weight 0 and is dropped", name)
                 continue
-            term.build(pair)
+            try:
+                term.build(pair)
+            except ConfigError as err:  # the pair check's and the heads' refusals: say which term
+                raise ConfigError(f"distill.terms.{name}: {err}") from None
             if term.skip_reason:
                 log.warning("%s", term.skip_reason)
                 continue
@@ -154,6 +157,11 @@ class DistillationModule(L.LightningModule):
             self.step.student, self.step.terms = self.student, self.terms  # the step computes with them
             self._batchnorm_synced = True
         models = [m for m in (self.student, self.teacher) if m is not None]
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if hasattr(datamodule, "mean"):  # set up by now: its normalization is known (the digits' own)
+            for model in models:
+                if isinstance(model, ZooModel):
+                    model.adapt_to_data(datamodule.mean, datamodule.std)
         if self.performance.channels_last:
             for model in models:
                 model.to(memory_format=torch.channels_last)

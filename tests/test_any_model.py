@@ -1,0 +1,239 @@
+"""Any model as teacher or student: timm's architectures (``timm:<name>``) and your own nn.Module with taps,
+read through their own APIs, and the pair check every loss term makes before any work."""
+
+from __future__ import annotations
+
+import pytest
+import safetensors.torch
+import timm
+import torch
+from torch import nn
+
+from pckd_lightning.distillation import load_teacher
+from pckd_lightning.errors import CheckpointError, ConfigError
+from pckd_lightning.losses import ATTerm, CenterAlignTerm, FeatureAlignTerm, KDTerm, PairInfo
+from pckd_lightning.models import Capability, TappedModel, TimmModel, create_model, timm_models
+
+#: a ViT for 32x32 images: 8x8 patches of 4 pixels, 4 blocks 48 wide
+VIT = {"img_size": 32, "patch_size": 4, "depth": 4, "embed_dim": 48, "num_heads": 2}
+
+
+@pytest.fixture(autouse=True)
+def _seeded_single_thread():
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def vit(**options) -> TimmModel:
+    return create_model("timm:vit_tiny_patch16_224", num_classes=10, kwargs=VIT, **options)
+
+
+# ---- timm ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "stage_shapes"),
+    [
+        ("vit_tiny_patch16_224", VIT, [(48, 8, 8)] * 4),  # token maps on the 8x8 patch grid
+        ("mobilenetv3_small_050", {}, [(16, 16, 16), (8, 8, 8), (16, 4, 4), (24, 2, 2), (288, 1, 1)]),
+    ],
+)
+def test_timm_outputs_come_from_timms_own_api(name, kwargs, stage_shapes):
+    model = create_model(f"timm:{name}", num_classes=10, kwargs=kwargs).eval()
+    bare = model.model  # the timm model itself
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = model(x, with_features=True)
+        _, maps = bare.forward_intermediates(x, output_fmt="NCHW")
+        torch.testing.assert_close(model(x), bare(x), rtol=0, atol=0)  # the plain forward is timm's own
+        torch.testing.assert_close(out.logits, bare(x))
+        torch.testing.assert_close(out.pooled, bare.forward_head(bare.forward_features(x), pre_logits=True))
+        torch.testing.assert_close(model.classifier_layer(out.pooled), out.logits)
+    assert model.classifier_layer is bare.get_classifier()
+    assert model.feature_dim == out.pooled.shape[1]
+    assert [tuple(s.shape[1:]) for s in out.stages] == stage_shapes
+    for ours, timms in zip(out.stages, maps, strict=True):
+        torch.testing.assert_close(ours, timms)
+    assert model.capabilities == frozenset(Capability)
+
+
+def test_a_vit_token_map_is_its_patch_tokens_on_the_patch_grid():
+    model = vit().eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        tokens = model.model.forward_intermediates(x, indices=[3], output_fmt="NLC", intermediates_only=True)[
+            0
+        ]
+        grid = model(x, with_features=True).stages[3]
+    assert tokens.shape == (2, 64, 48)  # the class token dropped, 8x8 patches
+    torch.testing.assert_close(grid[:, :, 2, 5], tokens[:, 2 * 8 + 5])  # row 2, column 5
+
+
+def test_timm_stages_pick_feature_info_entries():
+    model = vit(stages=[1, 3]).eval()
+    with torch.no_grad():
+        assert len(model(torch.randn(1, 3, 32, 32), with_features=True).stages) == 2
+    with pytest.raises(ConfigError, match=r"stages \[7\] do not exist; it has 4 feature_info entries"):
+        vit(stages=[7])
+
+
+def test_a_timm_state_dict_is_timms_own_both_ways():
+    model = vit()
+    bare = timm.create_model("vit_tiny_patch16_224", num_classes=10, **VIT)
+    assert list(model.state_dict()) == list(bare.state_dict())
+    model.load_state_dict(bare.state_dict())  # strict
+    bare.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), bare.eval()(x))
+
+
+def test_timm_names_and_options_are_checked():
+    with pytest.raises(ConfigError, match=r"timm has no model 'vit_tinny'.*similar names"):
+        create_model("timm:vit_tinny", num_classes=10)
+    with pytest.raises(ConfigError, match=r"kwargs may not set num_classes"):
+        create_model("timm:resnet10t", num_classes=10, kwargs={"num_classes": 5})
+    with pytest.raises(ConfigError, match=r"unknown model 'nope'.*timm:<any timm model>"):
+        create_model("nope")
+
+
+def test_pretrained_is_refused_when_the_weights_are_neither_cached_nor_reachable(monkeypatch):
+    monkeypatch.setattr(timm_models, "reachable", lambda host, timeout=3.0: False)
+    with pytest.raises(CheckpointError) as err:
+        create_model("timm:resnet10t", num_classes=10, pretrained=True)
+    text = str(err.value)
+    assert "pretrained=true: the weights of timm:resnet10t are not in timm's local cache" in text
+    assert "huggingface.co cannot be reached (no network?)" in text
+    assert "set model.teacher.checkpoint" in text and "pretrained=false" in text
+
+
+def test_pretrained_normalization_converts_the_datas_inputs():
+    model = vit(normalize="pretrained_cfg").eval()  # the ViT's pretrained_cfg: mean = std = 0.5
+    data_mean, data_std = (0.2, 0.3, 0.4), (0.1, 0.2, 0.3)
+    model.adapt_to_data(data_mean, data_std)
+    pixels = torch.rand(2, 3, 32, 32)
+    as_data = (pixels - torch.tensor(data_mean).view(1, 3, 1, 1)) / torch.tensor(data_std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(as_data), model.model((pixels - 0.5) / 0.5))
+        torch.testing.assert_close(
+            model(as_data, with_features=True).logits, model.model((pixels - 0.5) / 0.5)
+        )
+    untouched = vit().eval()  # normalize: data (no pretrained weights)
+    untouched.adapt_to_data(data_mean, data_std)
+    with torch.no_grad():
+        torch.testing.assert_close(untouched(as_data), untouched.model(as_data), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_a_timm_teacher_loads_strictly_from_a_timm_state_dict(tmp_path, suffix):
+    bare = timm.create_model("vit_tiny_patch16_224", num_classes=10, **VIT).eval()
+    path = tmp_path / f"vit{suffix}"
+    if suffix == ".safetensors":
+        safetensors.torch.save_file(bare.state_dict(), path)
+    else:
+        torch.save(bare.state_dict(), path)
+    teacher = load_teacher("timm:vit_tiny_patch16_224", str(path), num_classes=10, kwargs=VIT)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(teacher(x), bare(x))
+    with pytest.raises(CheckpointError, match=r"tensors of other shapes"):  # another width
+        load_teacher("timm:vit_tiny_patch16_224", str(path), num_classes=10, kwargs={**VIT, "embed_dim": 32})
+    with pytest.raises(CheckpointError, match=r"missing keys.*unexpected keys"):  # another architecture
+        load_teacher("timm:mobilenetv3_small_050", str(path), num_classes=10)
+
+
+# ---- your own module, with taps -------------------------------------------------------------------------
+
+
+def test_a_tapped_module_gives_what_its_taps_name():
+    model = create_model(
+        "user_models.MyNet",
+        num_classes=10,
+        taps={"classifier": "fc", "features": ["stem", "layer1", "layer2"]},
+    ).eval()
+    assert isinstance(model, TappedModel)
+    bare = model.model
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        out = model(x, with_features=True)
+        torch.testing.assert_close(model(x), bare(x), rtol=0, atol=0)
+        torch.testing.assert_close(out.logits, bare(x))
+        torch.testing.assert_close(out.pooled, bare.head(bare.layer2(bare.layer1(bare.stem(x)))))
+        torch.testing.assert_close(out.stages[2], bare.layer2(bare.layer1(bare.stem(x))))
+    assert [tuple(s.shape[1:]) for s in out.stages] == [(8, 16, 16), (8, 16, 16), (16, 8, 8)]
+    assert model.classifier_layer is bare.fc and model.feature_dim == 16
+    assert model.capabilities == frozenset(Capability)
+    assert list(model.state_dict()) == list(bare.state_dict())  # its own weight files load
+    assert not bare._forward_hooks and not bare.fc._forward_pre_hooks  # hooks live for one call only
+
+
+def test_taps_are_checked_when_the_model_is_built():
+    with pytest.raises(
+        ConfigError, match=r"MyNet has no submodule\(s\) \['layer9'\] to tap; its named modules"
+    ):
+        create_model("user_models.MyNet", num_classes=10, taps={"features": ["stem", "layer9"]})
+    with pytest.raises(
+        ConfigError, match=r"taps.features must name submodules whose outputs are \[B, C, H, W\]"
+    ):
+        create_model("user_models.TokenNet", num_classes=10, taps={"features": ["embed", "tokens"]})
+    with pytest.raises(
+        ConfigError, match=r"unknown taps \['pool'\]; valid taps: embedding, features, classifier"
+    ):
+        create_model("user_models.MyNet", num_classes=10, taps={"pool": "head"})
+    with pytest.raises(ConfigError, match=r"cannot import model 'user_models.Nope'"):
+        create_model("user_models.Nope", num_classes=10)
+    untapped = create_model("user_models.MyNet", num_classes=10)
+    assert untapped.capabilities == {Capability.LOGITS}
+
+
+# ---- the pair check ----------------------------------------------------------------------------------
+
+
+def test_the_pair_check_names_the_term_what_is_missing_and_the_fix():
+    student = create_model("user_models.MyNet", num_classes=10)  # logits only
+    teacher = vit()
+    pair = PairInfo(student, teacher, 10)
+    KDTerm().build(pair)  # logits suffice
+    with pytest.raises(ConfigError) as err:
+        FeatureAlignTerm().build(pair)
+    assert str(err.value) == (
+        "loss term FeatureAlignTerm needs the student's embedding (it reads embedding), but MyNet (taps "
+        "{'embedding': None, 'features': [], 'classifier': None}) does not give its embedding: set "
+        "model.student.taps.embedding (the module whose output is the classifier's input, e.g. the pooling) or "
+        'taps.classifier; or choose a method that needs less (README, "Any model": which methods need what)'
+    )
+    one_map = PairInfo(create_model("resnet8", num_classes=10), vit(stages=[3]), 10)
+    with pytest.raises(
+        ConfigError,
+        match=r"ATTerm needs the teacher's feature maps .* gives 1 feature map\(s\) "
+        r"\(\['blocks.3'\]\); set model.teacher.stages to two or more",
+    ):
+        ATTerm().build(one_map)
+
+
+def test_center_align_is_dropped_for_a_vit_teacher_of_another_width():
+    term = CenterAlignTerm()
+    term.build(PairInfo(create_model("resnet8", num_classes=10), vit(), 10))
+    assert term.skip_reason == (
+        "center_align skipped: student feature dim 64 != teacher feature dim 48, so the category centers "
+        "cannot be compared"
+    )
+
+
+def test_a_classifier_that_is_not_linear_gives_no_category_centers():
+    class ConvHead(nn.Module):
+        def __init__(self, num_classes: int = 10) -> None:
+            super().__init__()
+            self.body = nn.Conv2d(3, 4, 3)
+            self.fc = nn.Conv2d(4, num_classes, 1)
+
+        def forward(self, x):
+            return self.fc(self.body(x)).mean(dim=(2, 3))
+
+    model = TappedModel(ConvHead(), classifier="fc")
+    assert Capability.CLASSIFIER not in model.capabilities
+    with pytest.raises(ConfigError, match=r"set model.<role>.taps.classifier to the final nn.Linear"):
+        model.classifier_layer  # noqa: B018
