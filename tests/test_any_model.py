@@ -3,16 +3,27 @@ read through their own APIs, and the pair check every loss term makes before any
 
 from __future__ import annotations
 
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
 import pytest
 import safetensors.torch
 import timm
 import torch
 from torch import nn
 
+import user_models
+from conftest import QUIET, REPO, compose_config, save_teacher
 from pckd_lightning.distillation import load_teacher
 from pckd_lightning.errors import CheckpointError, ConfigError
+from pckd_lightning.evaluate import load_for_eval
+from pckd_lightning.evaluate import main as eval_main
 from pckd_lightning.losses import ATTerm, CenterAlignTerm, FeatureAlignTerm, KDTerm, PairInfo
 from pckd_lightning.models import Capability, TappedModel, TimmModel, create_model, timm_models
+from pckd_lightning.runner import fit
 
 #: a ViT for 32x32 images: 8x8 patches of 4 pixels, 4 blocks 48 wide
 VIT = {"img_size": 32, "patch_size": 4, "depth": 4, "embed_dim": 48, "num_heads": 2}
@@ -237,3 +248,242 @@ def test_a_classifier_that_is_not_linear_gives_no_category_centers():
     assert Capability.CLASSIFIER not in model.capabilities
     with pytest.raises(ConfigError, match=r"set model.<role>.taps.classifier to the final nn.Linear"):
         model.classifier_layer  # noqa: B018
+
+
+def test_sync_batchnorm_keeps_timms_activation_and_refuses_what_it_cannot_copy():
+    from timm.layers import BatchNormAct2d
+
+    from pckd_lightning.distributed import GlobalBatchNormAct, convert_batchnorm
+
+    converted = convert_batchnorm(nn.Sequential(BatchNormAct2d(4, act_layer=nn.ReLU)))
+    assert isinstance(converted[0], GlobalBatchNormAct) and isinstance(converted[0].act, nn.ReLU)
+    x = torch.randn(2, 4, 3, 3)
+    assert (converted.eval()(x) >= 0).all()  # the activation still runs
+
+    class ScaledBatchNorm(nn.BatchNorm2d):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    with pytest.raises(
+        ConfigError, match=r"sync_batchnorm cannot convert .*ScaledBatchNorm.*sync_batchnorm=false"
+    ):
+        convert_batchnorm(nn.Sequential(ScaledBatchNorm(4)))
+
+
+# ---- through the app ------------------------------------------------------------------------------------
+
+#: a ViT for the digits at 8x8: 4x4 patches of 2 pixels, 2 blocks 16 wide (a teacher's maps: 2, all 4x4)
+DIGITS_VIT = {"img_size": 8, "patch_size": 2, "depth": 2, "embed_dim": 16, "num_heads": 2}
+VIT_TEACHER = [
+    "model.teacher.name=timm:vit_tiny_patch16_224",
+    "+model.teacher.kwargs={img_size:8,patch_size:2,depth:2,embed_dim:16,num_heads:2}",
+]
+#: two training steps; validation on the whole split (360 digits), which pckd-eval measures again
+TRAIN_TWO_STEPS = ["data.image_size=8", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", *QUIET]
+TWO_STEPS = [*TRAIN_TWO_STEPS, "+trainer.limit_val_batches=1"]
+METHODS = sorted(p.stem for p in (REPO / "conf" / "distill").glob("*.yaml"))
+#: the methods a ViT teacher -> timm CNN student pair cannot serve, and the refusal that says why
+REFUSED = {
+    "fitnet": "distill.terms.fitnet: FitNetTerm: hint_layer=2 does not exist for this pair (5 student and 2 "
+    "teacher feature maps); valid values: 0, 1 (distill.terms.<name>.hint_layer)",
+    "fsp": "distill.terms.fsp: FSPTerm needs the same channel count at every feature map of both networks (stem, "
+    "then each stage), but the student has [16, 24, 32, 48, 64] and the teacher [16, 16]. FSP is only defined "
+    "for same-family pairs",
+}
+
+
+@pytest.fixture(scope="module")
+def vit_teacher(tmp_path_factory) -> Path:
+    """A random-init timm ViT's state dict, timm's own keys, as a teacher file."""
+    torch.manual_seed(0)
+    bare = timm.create_model("vit_tiny_patch16_224", num_classes=10, **DIGITS_VIT)
+    path = tmp_path_factory.mktemp("teacher") / "vit.safetensors"
+    safetensors.torch.save_file(bare.state_dict(), path)
+    return path
+
+
+def trained_terms(folder: Path) -> dict[str, list[float]]:
+    with (folder / "csv" / "metrics.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {k[6:]: [float(r[k]) for r in rows if r.get(k)] for k in rows[0] if k.startswith("train/")}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_a_vit_teacher_into_a_timm_cnn_or_is_refused(method, vit_teacher, tmp_path):
+    overrides = [
+        f"distill={method}",
+        *VIT_TEACHER,
+        f"model.teacher.checkpoint={vit_teacher}",
+        "model.student.name=timm:test_efficientnet",
+        *TWO_STEPS,
+    ]
+    if method in ("ab", "fsp", "ft"):
+        overrides.append("distill.callbacks.init_stage.init_epochs=1")
+    cfg = compose_config(overrides, output_dir=tmp_path / "run")
+    if method in REFUSED:
+        with pytest.raises(ConfigError) as err:
+            fit(cfg)
+        assert str(err.value).startswith(REFUSED[method])
+        assert not (tmp_path / "run" / "csv").exists()  # before any work
+        return
+    summary = fit(cfg)
+    assert summary["status"] == "complete" and summary["epochs"] == 1
+    values = trained_terms(tmp_path / "run")
+    for term in summary["terms"]:
+        assert len(values[term]) == 1 and math.isfinite(values[term][0]), term
+    if method.startswith("pckd"):  # FA's MLP bridges 256 -> 16; CA cannot compare 256- and 16-wide centers
+        assert "feature_align" in summary["terms"] and "category_contrast" in summary["terms"]
+        assert summary["skipped_terms"] == {
+            "center_align": "center_align skipped: student feature dim 256 != teacher feature dim 16, so the "
+            "category centers cannot be compared"
+        }
+
+
+def test_the_pair_check_refuses_before_any_work_through_the_app(vit_teacher, tmp_path):
+    cfg = compose_config(
+        [
+            "distill=at",
+            *VIT_TEACHER,
+            "+model.teacher.stages=[1]",
+            f"model.teacher.checkpoint={vit_teacher}",
+            "model.student.name=timm:test_efficientnet",
+            *TWO_STEPS,
+        ],
+        output_dir=tmp_path / "run",
+    )
+    with pytest.raises(ConfigError) as err:
+        fit(cfg)
+    assert str(err.value).startswith(
+        "distill.terms.at: loss term ATTerm needs the teacher's feature maps (it reads feature maps), but "
+        "timm:vit_tiny_patch16_224 gives 1 feature map(s) (['blocks.1']); set model.teacher.stages to two or "
+        "more feature_info indices"
+    )
+
+
+@pytest.mark.parametrize(
+    ("taps", "method", "refusal"),
+    [
+        (
+            ["+model.student.taps.classifier=fc", "+model.student.taps.features=[stem,layer1,layer2]"],
+            "pckd",
+            None,
+        ),
+        (
+            ["+model.student.taps.classifier=fc", "+model.student.taps.features=[stem,layer1,layer2]"],
+            "at",
+            None,
+        ),
+        ([], "kd", None),  # logits only: no taps needed
+        (
+            [],
+            "pckd",
+            "distill.terms.category_contrast: loss term CategoryContrastTerm needs the student's embedding",
+        ),
+    ],
+)
+def test_your_own_module_by_target_with_taps_trains_or_is_refused(taps, method, refusal, tmp_path):
+    teacher = save_teacher(tmp_path / "resnet20.pth", "resnet20", 10)
+    cfg = compose_config(
+        [
+            f"distill={method}",
+            f"model.teacher.checkpoint={teacher}",
+            "model.student._target_=user_models.MyNet",
+            "~model.student.name",
+            "+model.student.width=32",  # MyNet's own option: 64 wide like the teacher, so CA applies
+            *taps,
+            *TWO_STEPS,
+        ],
+        output_dir=tmp_path / "run",
+    )
+    if refusal is not None:
+        with pytest.raises(ConfigError, match=f"^{re.escape(refusal)}"):
+            fit(cfg)
+        return
+    summary = fit(cfg)
+    assert summary["epochs"] == 1 and summary["skipped_terms"] == {}
+    assert all(math.isfinite(v[0]) for v in trained_terms(tmp_path / "run").values())
+
+
+@pytest.fixture(scope="module")
+def timm_student_run(tmp_path_factory) -> Path:
+    """A timm ViT trained from scratch on the digits (distill=ce): its run folder."""
+    folder = tmp_path_factory.mktemp("timm_ce") / "run"
+    overrides = ["model=digits_scratch_resnet8", "distill=ce", "model.student.name=timm:vit_tiny_patch16_224"]
+    overrides.append("+model.student.kwargs={img_size:8,patch_size:2,depth:2,embed_dim:16,num_heads:2}")
+    fit(compose_config([*overrides, *TRAIN_TWO_STEPS], output_dir=folder))
+    return folder
+
+
+def test_a_trained_timm_student_loads_as_a_teacher_with_the_same_logits(timm_student_run):
+    checkpoint = torch.load(timm_student_run / "checkpoints" / "last.ckpt", weights_only=False)
+    student = create_model("timm:vit_tiny_patch16_224", num_classes=10, kwargs=DIGITS_VIT)
+    student.load_state_dict(
+        {k[8:]: v for k, v in checkpoint["state_dict"].items() if k.startswith("student.")}
+    )
+    teacher = load_teacher(
+        "timm:vit_tiny_patch16_224", str(timm_student_run / "student.pth"), num_classes=10, kwargs=DIGITS_VIT
+    )
+    bare = timm.create_model("vit_tiny_patch16_224", num_classes=10, **DIGITS_VIT)
+    bare.load_state_dict(torch.load(timm_student_run / "student.pth")["model"])  # timm's own keys
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        expected = student.eval()(x)
+        torch.testing.assert_close(teacher(x), expected, rtol=0, atol=0)
+        torch.testing.assert_close(bare.eval()(x), expected, rtol=0, atol=0)
+    assert not torch.allclose(expected, create_model("timm:vit_tiny_patch16_224", 10, kwargs=DIGITS_VIT)(x))
+
+
+def test_pckd_eval_and_onnx_export_of_a_timm_student(timm_student_run, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install .[export])")
+    summary = json.loads((timm_student_run / "summary.json").read_text())
+    out = tmp_path / "student.onnx"
+    argv = ["--checkpoint", str(timm_student_run), "--export", "onnx", "--out", str(out), "--json"]
+    assert eval_main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["arch"] == "timm:vit_tiny_patch16_224"
+    assert result["top1"] == pytest.approx(summary["last_top1"], abs=1e-4)
+    model = load_for_eval(timm_student_run).model
+    x = torch.randn(3, 3, 8, 8)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(logits), model(x), atol=1e-4, rtol=1e-4)
+    scripted = tmp_path / "student.pt"
+    assert (
+        eval_main(
+            [
+                "--checkpoint",
+                str(timm_student_run),
+                "--export",
+                "torchscript",
+                "--out",
+                str(scripted),
+                "--no-eval",
+            ]
+        )
+        == 0
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(scripted))(x), model(x), atol=1e-5, rtol=0)
+
+
+def test_pckd_eval_and_onnx_export_of_a_tapped_student(tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install .[export])")
+    folder = tmp_path / "run"
+    overrides = ["model=digits_scratch_resnet8", "distill=ce", "model.student._target_=user_models.MyNet"]
+    overrides += ["~model.student.name", "+model.student.taps.classifier=fc"]
+    summary = fit(compose_config([*overrides, *TRAIN_TWO_STEPS], output_dir=folder))
+    capsys.readouterr()  # the run's own output
+    out = tmp_path / "student.onnx"
+    assert eval_main(["--checkpoint", str(folder), "--export", "onnx", "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["arch"] == "user_models.MyNet"
+    assert result["top1"] == pytest.approx(summary["last_top1"], abs=1e-4)
+    bare = user_models.MyNet(num_classes=10).eval()
+    bare.load_state_dict(torch.load(folder / "student.pth")["model"])  # the module's own keys
+    x = torch.randn(3, 3, 8, 8)
+    (logits,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x.numpy()}
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(logits), bare(x), atol=1e-4, rtol=1e-4)

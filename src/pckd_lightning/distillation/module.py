@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.plugins.precision import HalfPrecision, MixedPrecision
+from timm.layers import convert_sync_batchnorm
 from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -149,8 +150,9 @@ class DistillationModule(L.LightningModule):
         if self.sync_batchnorm and world_size() > 1 and not self._batchnorm_synced:
             device = self.trainer.strategy.root_device if self._trainer is not None else self.device
             if device.type == "cuda":  # the module is moved there only after setup
-                self.student = nn.SyncBatchNorm.convert_sync_batchnorm(self.student)
-                self.terms = nn.SyncBatchNorm.convert_sync_batchnorm(self.terms)
+                # torch's converter, which also keeps the activation of timm's BatchNormAct2d
+                self.student = convert_sync_batchnorm(self.student)
+                self.terms = convert_sync_batchnorm(self.terms)
             else:  # torch's SyncBatchNorm is CUDA-only
                 self.student = convert_batchnorm(self.student)
                 self.terms = convert_batchnorm(self.terms)
