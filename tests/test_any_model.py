@@ -13,6 +13,7 @@ import pytest
 import safetensors.torch
 import timm
 import torch
+from hydra.utils import get_class
 from torch import nn
 
 import user_models
@@ -181,6 +182,20 @@ def test_a_tapped_module_gives_what_its_taps_name():
     assert not bare._forward_hooks and not bare.fc._forward_pre_hooks  # hooks live for one call only
 
 
+def test_your_own_module_loads_as_a_teacher_strictly(tmp_path):
+    bare = user_models.MyNet(num_classes=10).eval()
+    torch.save({"model": bare.state_dict()}, tmp_path / "mynet.pth")  # your module's own keys
+    teacher = load_teacher(
+        "user_models.MyNet", str(tmp_path / "mynet.pth"), num_classes=10, taps={"classifier": "fc"}
+    )
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(teacher(x), bare(x), rtol=0, atol=0)
+    assert teacher.capabilities == {Capability.LOGITS, Capability.EMBEDDING, Capability.CLASSIFIER}
+    with pytest.raises(CheckpointError, match=r"tensors of other shapes than 'user_models.MyNet'"):
+        load_teacher("user_models.MyNet", str(tmp_path / "mynet.pth"), num_classes=10, width=16)
+
+
 def test_taps_are_checked_when_the_model_is_built():
     with pytest.raises(
         ConfigError, match=r"MyNet has no submodule\(s\) \['layer9'\] to tap; its named modules"
@@ -308,7 +323,9 @@ def trained_terms(folder: Path) -> dict[str, list[float]]:
     return {k[6:]: [float(r[k]) for r in rows if r.get(k)] for k in rows[0] if k.startswith("train/")}
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(
+    "method", [pytest.param(m, marks=pytest.mark.slow) if m == "crd" else m for m in METHODS]
+)
 def test_every_method_trains_a_vit_teacher_into_a_timm_cnn_or_is_refused(method, vit_teacher, tmp_path):
     overrides = [
         f"distill={method}",
@@ -401,6 +418,7 @@ def test_your_own_module_by_target_with_taps_trains_or_is_refused(taps, method, 
         return
     summary = fit(cfg)
     assert summary["epochs"] == 1 and summary["skipped_terms"] == {}
+    assert summary["student"] == "user_models.MyNet"
     assert all(math.isfinite(v[0]) for v in trained_terms(tmp_path / "run").values())
 
 
@@ -433,6 +451,7 @@ def test_a_trained_timm_student_loads_as_a_teacher_with_the_same_logits(timm_stu
     assert not torch.allclose(expected, create_model("timm:vit_tiny_patch16_224", 10, kwargs=DIGITS_VIT)(x))
 
 
+@pytest.mark.slow
 def test_pckd_eval_and_onnx_export_of_a_timm_student(timm_student_run, tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install .[export])")
     summary = json.loads((timm_student_run / "summary.json").read_text())
@@ -487,3 +506,26 @@ def test_pckd_eval_and_onnx_export_of_a_tapped_student(tmp_path, capsys):
     )
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(logits), bare(x), atol=1e-4, rtol=1e-4)
+
+
+def requirement_rows() -> list[str]:
+    """The README's table of which methods need what, from the terms' declarations (methods alike grouped)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for method in METHODS:
+        needs: set[Capability] = set()
+        conditions = []
+        for name, term in compose_config([f"distill={method}"]).distill.terms.items():
+            if term is not None:
+                cls = get_class(term._target_)
+                needs |= cls.requires
+                if cls.pair_condition:
+                    conditions.append(f"{name}: {cls.pair_condition}")
+        key = (", ".join(c.value for c in Capability if c in needs), "; ".join(conditions) or "—")
+        groups.setdefault(key, []).append(f"`{method}`")
+    return [f"| {', '.join(methods)} | {needs} | {pair} |" for (needs, pair), methods in groups.items()]
+
+
+def test_the_readme_says_which_methods_need_what_as_the_terms_declare():
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("| `distill=` | reads of each model | the pair must also have |\n|---|---|---|\n")[1]
+    assert table.split("\n\n")[0].splitlines() == requirement_rows()

@@ -49,7 +49,7 @@ from pckd_lightning.distillation.checkpoint_io import read_checkpoint
 from pckd_lightning.distillation.teacher import extract_state_dict
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.export import EXPORT_FORMATS, export_model
-from pckd_lightning.models import create_model, model_config
+from pckd_lightning.models import create_model, model_config, model_name
 from pckd_lightning.models.base import ModelOutput
 from pckd_lightning.modes import eval_mode
 from pckd_lightning.paths import CONFIG_DIR
@@ -96,14 +96,7 @@ def read_student_config(path: str | Path) -> dict[str, Any] | None:
     """A run's resolved ``config.yaml`` as a dict when it names a student architecture, else None."""
     cfg = read_run_config(path)
     student = cfg["model"].get("student") if cfg is not None else None
-    return cfg if isinstance(student, dict) and student_name(student) else None
-
-
-def student_name(student: Mapping[str, Any]) -> str | None:
-    """The architecture a ``model.student`` config builds: its ``name`` (zoo, ``timm:``), else its own
-    module's ``_target_``."""
-    name = student.get("name") or student.get("_target_")
-    return None if name is None else str(name)
+    return cfg if isinstance(student, dict) and model_name(student) else None
 
 
 def find_run_config(checkpoint: str | Path) -> Path | None:
@@ -138,7 +131,7 @@ def build_model(
             "next to it or one folder above)"
         )
     model = instantiate(model_config(OmegaConf.create(dict(student))), num_classes=num_classes)
-    return model, str(student_name(student))
+    return model, str(model_name(student))
 
 
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], arch: str, source: str) -> nn.Module:

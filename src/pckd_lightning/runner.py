@@ -39,7 +39,7 @@ from pckd_lightning.export import export_state_dict
 from pckd_lightning.loggers import EpochLineLogger, RunCSVLogger
 from pckd_lightning.losses import LossTerm, PreviewWeights
 from pckd_lightning.losses.preview import marked_by_preview_all
-from pckd_lightning.models import model_config
+from pckd_lightning.models import model_config, model_name
 from pckd_lightning.resume import ResumePlan, carry_history, plan_resume
 from pckd_lightning.run_folder import RunFolder
 
@@ -324,7 +324,7 @@ def summarize(
     summary = {
         "status": status,
         "method": cfg.distill.get("name"),
-        "student": cfg.model.student.get("name"),
+        "student": model_name(cfg.model.student),
         "teacher": None if cfg.model.get("teacher") is None else cfg.model.teacher.name,
         "seed": cfg.get("seed"),
         "epochs": trainer.current_epoch,

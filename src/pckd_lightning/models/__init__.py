@@ -12,7 +12,7 @@ from pckd_lightning.models import (
     wide_resnet,
 )
 from pckd_lightning.models.base import Capability, ModelOutput, WrappedModel, ZooModel
-from pckd_lightning.models.registry import create_model, list_models, model_config, register_model
+from pckd_lightning.models.registry import create_model, list_models, model_config, model_name, register_model
 from pckd_lightning.models.tapped import TappedModel
 from pckd_lightning.models.timm_models import TimmModel
 
@@ -28,6 +28,7 @@ __all__ = [
     "list_models",
     "mobilenetv2",
     "model_config",
+    "model_name",
     "register_model",
     "resnet_v2",
     "shufflenetv1",

@@ -72,6 +72,13 @@ def create_model(
     return TappedModel(model, **(taps or {}))
 
 
+def model_name(node: Mapping[str, Any]) -> str | None:
+    """The architecture a model config builds, for summaries and reports: its ``name`` (the zoo's, ``timm:...``,
+    an import path), else its own module's ``_target_``."""
+    name = node.get("name") or node.get("_target_")
+    return None if name is None else str(name)
+
+
 def model_config(node: DictConfig) -> DictConfig:
     """A model config to instantiate with ``num_classes``: ``{_target_: my_pkg.MyNet, taps: ..., ...}`` (your
     own module) becomes ``create_model(name="my_pkg.MyNet", taps=..., ...)``, which wraps it; the library's

@@ -41,7 +41,7 @@ class FitNetTerm(LossTerm):
 
     requires = frozenset({Capability.FEATURE_MAPS})
     pair_condition = (
-        "map hint_layer in both; the student's not smaller than the teacher's unless exactly half"
+        "map hint_layer in both, the student's not smaller than the teacher's unless exactly half"
     )
 
     def __init__(
