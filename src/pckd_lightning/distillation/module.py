@@ -150,7 +150,7 @@ class DistillationModule(L.LightningModule):
         if self.sync_batchnorm and world_size() > 1 and not self._batchnorm_synced:
             device = self.trainer.strategy.root_device if self._trainer is not None else self.device
             if device.type == "cuda":  # the module is moved there only after setup
-                # torch's converter, which also keeps the activation of timm's BatchNormAct2d
+                # timm's copy of torch's converter: it also keeps the activation of timm's BatchNormAct2d
                 self.student = convert_sync_batchnorm(self.student)
                 self.terms = convert_sync_batchnorm(self.terms)
             else:  # torch's SyncBatchNorm is CUDA-only
