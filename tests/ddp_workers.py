@@ -26,11 +26,24 @@ from pckd_lightning.preview import PreviewWeighting, PreviewWeights
 NUM_CLASSES = 4
 
 
-def pckd_module(world: int, compile_losses: bool = False) -> DistillationModule:
+#: a timm pair: a ViT teacher for the 16x16 batch, a timm CNN student (its BatchNormAct2d layers)
+TIMM_PAIR = (
+    ("timm:test_efficientnet", {}),
+    (
+        "timm:vit_tiny_patch16_224",
+        {"kwargs": {"img_size": 16, "patch_size": 4, "depth": 2, "embed_dim": 16, "num_heads": 2}},
+    ),
+)
+
+
+def pckd_module(world: int, compile_losses: bool = False, timm_pair: bool = False) -> DistillationModule:
     torch.manual_seed(0)
+    (student, s_options), (teacher, t_options) = (
+        TIMM_PAIR if timm_pair else (("resnet8", {}), ("resnet8", {}))
+    )
     module = DistillationModule(
-        student=create_model("resnet8", num_classes=NUM_CLASSES),
-        teacher=create_model("resnet8", num_classes=NUM_CLASSES),
+        student=create_model(student, num_classes=NUM_CLASSES, **s_options),
+        teacher=create_model(teacher, num_classes=NUM_CLASSES, **t_options),
         terms={
             "ce": CrossEntropyTerm(),
             "kd": KDTerm(preview=True),
@@ -70,11 +83,13 @@ def gradients(module: DistillationModule) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
 
 
-def first_step_gradients(rank: int, world: int, init: str, out: str, compile_losses: bool = False) -> None:
+def first_step_gradients(
+    rank: int, world: int, init: str, out: str, compile_losses: bool = False, timm_pair: bool = False
+) -> None:
     """Rank r of ``world`` takes images [r·B/world, (r+1)·B/world) of the fixed batch; saves rank 0's grads."""
     if world > 1:
         dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    module = pckd_module(world, compile_losses)
+    module = pckd_module(world, compile_losses, timm_pair)
     x, y, idx = fixed_batch()
     share = slice(rank * len(x) // world, (rank + 1) * len(x) // world)
     model = TotalLoss(module)

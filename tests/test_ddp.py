@@ -41,6 +41,22 @@ def test_first_step_gradients_of_2x8_equal_1x16_with_sync_bn_and_gathered_contra
 
 
 @pytest.mark.slow
+def test_first_step_gradients_of_2x8_equal_1x16_for_a_vit_teacher_and_a_timm_cnn_student(tmp_path):
+    """timm's BatchNormAct2d layers take global statistics and keep their activation (GlobalBatchNormAct)."""
+    mp.spawn(
+        ddp_workers.first_step_gradients,
+        args=(2, free_port(), str(tmp_path / "ddp.pt"), False, True),
+        nprocs=2,
+    )
+    ddp_workers.first_step_gradients(0, 1, "", str(tmp_path / "single.pt"), timm_pair=True)
+    ddp, single = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "single.pt")
+    assert ddp.keys() == single.keys() and any(k.startswith("student.model.blocks") for k in ddp)
+    assert "center_align" not in {k.split(".")[1] for k in ddp if k.startswith("terms.")}
+    for name in single:
+        torch.testing.assert_close(ddp[name], single[name], atol=1e-5, rtol=1e-4, msg=name)  # gradients ~10
+
+
+@pytest.mark.slow
 def test_global_batchnorm_under_bf16_autocast_takes_float32_statistics_of_the_global_batch(tmp_path):
     mp.spawn(ddp_workers.bf16_global_batchnorm, args=(2, free_port(), str(tmp_path / "bn.pt")), nprocs=2)
     got = torch.load(tmp_path / "bn.pt")

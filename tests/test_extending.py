@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+import shlex
 import sys
 
 import pytest
@@ -13,20 +14,19 @@ from pckd_lightning.models import list_models, unregister_model
 from pckd_lightning.run import fit
 
 
-def readme_example() -> tuple[str, list[str]]:
-    """The section's Python block (my_kd.py) and the overrides of its pckd-train command."""
+def readme_example() -> tuple[str, list[list[str]]]:
+    """The section's Python block (my_kd.py) and the overrides of each of its pckd-train commands."""
     text = (REPO / "README.md").read_text()
     section = text.split("## Write your own loss term, plug in your own model", 1)[1].split("\n## ", 1)[0]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    command = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
-    command = " ".join(line for line in command.splitlines() if not line.startswith("#")).replace("\\", " ")
-    overrides = [arg.strip("'") for arg in command.split()[1:]]
-    return code, overrides
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+    commands = [shlex.split(line, comments=True) for line in block.splitlines()]
+    return code, [words[1:] for words in commands if words]
 
 
 @pytest.mark.slow
 def test_the_readme_example_term_and_model_train_through_the_app(tmp_path, monkeypatch, request):
-    code, overrides = readme_example()
+    code, (overrides, tapped) = readme_example()
     (tmp_path / "my_kd.py").write_text(code)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "my_kd", raising=False)
@@ -56,3 +56,9 @@ def test_the_readme_example_term_and_model_train_through_the_app(tmp_path, monke
 
     model = create_model("tiny_cnn", num_classes=10)  # registered by the import
     assert model.classifier_layer.out_features == 10
+
+    # PCKD into the plain module through its taps; its 32-wide embedding cannot be compared with resnet20's 64
+    summary = fit(compose_config([*tapped, *quick], output_dir=tmp_path / "tapped"))
+    assert summary["student"] == "my_kd.MyNet"
+    assert set(summary["terms"]) == {"ce", "kd", "category_contrast", "feature_align"}
+    assert set(summary["skipped_terms"]) == {"center_align"}

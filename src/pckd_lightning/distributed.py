@@ -7,6 +7,8 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 from torch import nn
 
+from pckd_lightning.errors import ConfigError
+
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -114,10 +116,32 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         return out.to(x.dtype)
 
 
+class GlobalBatchNormAct(GlobalBatchNorm):
+    """:class:`GlobalBatchNorm` followed by the dropout and activation of the timm ``BatchNormAct2d`` it replaces
+    (timm's ``SyncBatchNormAct`` for CPU and gloo); the state dict keys stay the same."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(super().forward(x)))
+
+
+#: the BatchNorm classes whose forward is the batch norm alone, which GlobalBatchNorm replaces exactly
+PLAIN_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
 def convert_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm of ``module`` by :class:`GlobalBatchNorm`, keeping parameters and state."""
+    """Replace every BatchNorm of ``module`` by :class:`GlobalBatchNorm` (timm's ``BatchNormAct2d`` by
+    :class:`GlobalBatchNormAct`), keeping parameters and state; another BatchNorm subclass, whose forward
+    may do more, is refused."""
+    from timm.layers import BatchNormAct2d
+
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
-        synced = GlobalBatchNorm(
+        if type(module) not in (*PLAIN_BATCHNORMS, BatchNormAct2d):
+            raise ConfigError(
+                f"sync_batchnorm cannot convert {type(module).__module__}.{type(module).__name__}: a BatchNorm "
+                "subclass whose forward may do more than normalize; set trainer.sync_batchnorm=false"
+            )
+        cls = GlobalBatchNormAct if isinstance(module, BatchNormAct2d) else GlobalBatchNorm
+        synced = cls(
             module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
         )
         if module.affine:
@@ -125,6 +149,8 @@ def convert_batchnorm(module: nn.Module) -> nn.Module:
         if module.track_running_stats:
             synced.running_mean, synced.running_var = module.running_mean, module.running_var
             synced.num_batches_tracked = module.num_batches_tracked
+        if isinstance(module, BatchNormAct2d):
+            synced.drop, synced.act = module.drop, module.act
         synced.train(module.training)
         return synced
     for name, child in module.named_children():

@@ -49,7 +49,7 @@ from pckd_lightning.distillation.checkpoint_io import read_checkpoint
 from pckd_lightning.distillation.teacher import extract_state_dict
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.export import EXPORT_FORMATS, export_model
-from pckd_lightning.models import create_model
+from pckd_lightning.models import create_model, model_config, model_name
 from pckd_lightning.models.base import ModelOutput
 from pckd_lightning.modes import eval_mode
 from pckd_lightning.paths import CONFIG_DIR
@@ -96,7 +96,7 @@ def read_student_config(path: str | Path) -> dict[str, Any] | None:
     """A run's resolved ``config.yaml`` as a dict when it names a student architecture, else None."""
     cfg = read_run_config(path)
     student = cfg["model"].get("student") if cfg is not None else None
-    return cfg if isinstance(student, dict) and student.get("name") else None
+    return cfg if isinstance(student, dict) and model_name(student) else None
 
 
 def find_run_config(checkpoint: str | Path) -> Path | None:
@@ -130,8 +130,8 @@ def build_model(
             "cannot tell the architecture: pass --arch NAME (the checkpoint has no run config.yaml "
             "next to it or one folder above)"
         )
-    model = instantiate(OmegaConf.create(dict(student)), num_classes=num_classes)
-    return model, str(student["name"])
+    model = instantiate(model_config(OmegaConf.create(dict(student))), num_classes=num_classes)
+    return model, str(model_name(student))
 
 
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], arch: str, source: str) -> nn.Module:
@@ -323,9 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"checkpoint": str(args.checkpoint), "arch": loaded.arch}
     if loaded.run_config is not None:
         result["config"] = str(loaded.run_config)
+    dm.setup("validate")  # the data's normalization is known from here (the digits' own statistics)
+    loaded.model.adapt_to_data(dm.mean, dm.std)
     if not args.no_eval:
         loaded.model.to(device)
-        dm.setup("validate")
         result.update(evaluate(loaded.model, dm.val_dataloader(), device))
         result["num_images"] = len(dm.val_set)
         loaded.model.cpu()

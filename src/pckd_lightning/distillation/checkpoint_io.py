@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -29,12 +30,16 @@ def read_checkpoint(
     path: str | Path, what: str = "checkpoint", weights_only: bool = False, fix: str = "check the path"
 ) -> dict[str, Any]:
     """A checkpoint's dict on the CPU; :class:`CheckpointError` naming the file (``what``) and ``fix`` when
-    it is missing or broken. ``weights_only=True`` for files from elsewhere (tensors and containers only)."""
+    it is missing or broken. ``weights_only=True`` for files from elsewhere (tensors and containers only);
+    a ``.safetensors`` file holds tensors only."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{what} {str(path)!r} does not exist; {fix}")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=weights_only)
+        if path.suffix == ".safetensors":  # a bare state dict (timm's and the Hugging Face Hub's format)
+            raw = safetensors.torch.load_file(path, device="cpu")
+        else:
+            raw = torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as err:  # truncated, not a torch file, wrong format: one meaning for the user
         raise CheckpointError(f"{what} {str(path)!r} {_unreadable(path, err)}; {fix}") from None
     if not isinstance(raw, dict):
@@ -47,6 +52,8 @@ def read_checkpoint(
 def _unreadable(path: Path, err: Exception) -> str:
     """Why ``torch.load`` refused ``path``, in the user's terms: torch's own text advises loading with
     ``weights_only=False``, which would run whatever code the file holds."""
+    if path.suffix == ".safetensors":
+        return f"cannot be read as a safetensors file ({type(err).__name__}: {err}); the file is corrupt"
     with path.open("rb") as f:
         head = f.read(4)
     if not head.startswith(TORCH_FILE_HEADS):

@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.plugins.precision import HalfPrecision, MixedPrecision
+from timm.layers import convert_sync_batchnorm
 from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -123,7 +124,10 @@ class DistillationModule(L.LightningModule):
             if term.weight == 0:
                 log.info("loss term %s has weight 0 and is dropped", name)
                 continue
-            term.build(pair)
+            try:
+                term.build(pair)
+            except ConfigError as err:  # the pair check's and the heads' refusals: say which term
+                raise ConfigError(f"distill.terms.{name}: {err}") from None
             if term.skip_reason:
                 log.warning("%s", term.skip_reason)
                 continue
@@ -145,13 +149,19 @@ class DistillationModule(L.LightningModule):
         if self.sync_batchnorm and world_size() > 1 and not self._batchnorm_synced:
             device = self.trainer.strategy.root_device if self._trainer is not None else self.device
             if device.type == "cuda":  # the module is moved there only after setup
-                self.student = nn.SyncBatchNorm.convert_sync_batchnorm(self.student)
-                self.terms = nn.SyncBatchNorm.convert_sync_batchnorm(self.terms)
+                # timm's copy of torch's converter: it also keeps the activation of timm's BatchNormAct2d
+                self.student = convert_sync_batchnorm(self.student)
+                self.terms = convert_sync_batchnorm(self.terms)
             else:  # torch's SyncBatchNorm is CUDA-only
                 self.student = convert_batchnorm(self.student)
                 self.terms = convert_batchnorm(self.terms)
             self._batchnorm_synced = True
         models = [m for m in (self.student, self.teacher) if m is not None]
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if hasattr(datamodule, "mean"):  # set up by now: its normalization is known (the digits' own)
+            for model in models:
+                if isinstance(model, ZooModel):
+                    model.adapt_to_data(datamodule.mean, datamodule.std)
         if self.performance.channels_last:
             for model in models:
                 model.to(memory_format=torch.channels_last)

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 HOW_TO_GET_A_TEACHER = (
     "a teacher file holds the teacher's weights as torch.save writes them: {'model': state_dict} (a run's "
-    "student.pth, a CRD-benchmark ckpt_epoch_240.pth), a run's Lightning .ckpt or a plain state dict; train "
+    "student.pth, a CRD-benchmark ckpt_epoch_240.pth), a run's Lightning .ckpt or a plain state dict (also "
+    "as .safetensors, as timm saves them); train "
     "one with `pckd-train experiment=cifar100_teacher_<arch>` (it writes student.pth in its run folder) or use "
     "a published CRD-benchmark teacher (`<arch>_vanilla/ckpt_epoch_240.pth`), then set "
     "model.teacher.checkpoint=/path/to/file"

@@ -18,7 +18,7 @@ def first_view(x: torch.Tensor, num_views: int) -> torch.Tensor:
 def _first_view_output(out: ModelOutput, num_views: int) -> ModelOutput:
     return ModelOutput(
         stages=[first_view(s, num_views) for s in out.stages],
-        pooled=first_view(out.pooled, num_views),
+        pooled=None if out.pooled is None else first_view(out.pooled, num_views),
         logits=first_view(out.logits, num_views),
     )
 

@@ -20,6 +20,7 @@ from pckd_lightning.callbacks.config_record import RunConfigRecord
 from pckd_lightning.distillation import DistillationModule
 from pckd_lightning.errors import ConfigError, PCKDError
 from pckd_lightning.losses import LossTerm
+from pckd_lightning.models import model_config
 
 
 def instantiate(cfg: Any, **kwargs: Any) -> Any:
@@ -69,10 +70,10 @@ def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> Distilla
     num_classes = datamodule.num_classes
     teacher = None
     if cfg.model.get("teacher") is not None:
-        teacher = instantiate(cfg.model.teacher, num_classes=num_classes)
+        teacher = instantiate(model_config(cfg.model.teacher), num_classes=num_classes)
     return instantiate(
         cfg.module,
-        student=instantiate(cfg.model.student, num_classes=num_classes),
+        student=instantiate(model_config(cfg.model.student), num_classes=num_classes),
         teacher=teacher,
         terms=build_terms(cfg.distill),
         num_classes=num_classes,

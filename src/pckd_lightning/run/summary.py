@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from pckd_lightning.atomic import atomic_write_text
 from pckd_lightning.callbacks.config_record import RunConfigRecord
 from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.models import model_name
 from pckd_lightning.resume import ResumePlan
 
 
@@ -54,7 +55,7 @@ def summarize(
     summary = {
         "status": status,
         "method": cfg.distill.get("name"),
-        "student": cfg.model.student.get("name"),
+        "student": model_name(cfg.model.student),
         "teacher": None if cfg.model.get("teacher") is None else cfg.model.teacher.name,
         "seed": cfg.get("seed"),
         "epochs": trainer.current_epoch,

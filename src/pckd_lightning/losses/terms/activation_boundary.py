@@ -13,7 +13,7 @@ from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms._common import check_input_size, check_positive, probe_shapes, stage_pairs
 from pckd_lightning.losses.terms.base import InitStageTerm, PairInfo
 from pckd_lightning.losses.terms.fitnet import hint_regressor
-from pckd_lightning.models.base import ZooModel
+from pckd_lightning.models.base import Capability, ZooModel
 from pckd_lightning.modes import eval_mode
 
 
@@ -68,6 +68,9 @@ class ABTerm(InitStageTerm):
     map after its ReLU cannot go below 0, so a connector that is the identity leaves a floor of margin²
     per off-neuron and passes no gradient to a neuron that is off but should be on.
     """
+
+    requires = frozenset({Capability.FEATURE_MAPS})
+    pair_condition = "each paired student map not smaller than the teacher's unless exactly half"
 
     per_sample = False
 

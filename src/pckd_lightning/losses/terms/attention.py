@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms._common import check_positive, match_spatial, per_sample_mean, stage_pairs
 from pckd_lightning.losses.terms.base import LossTerm
+from pckd_lightning.models.base import Capability
 
 
 def attention_map(f: torch.Tensor, p: float) -> torch.Tensor:
@@ -27,6 +28,8 @@ class ATTerm(LossTerm):
     Stage outputs (the stem excluded) are paired in order; when spatial sizes differ the larger map is
     average-pooled to the smaller. Published (CRD benchmark, mdistiller): p = 2, weight 1000, CE weight 1.
     """
+
+    requires = frozenset({Capability.FEATURE_MAPS})
 
     def __init__(self, p: float = 2.0, weight: float = 1000.0, preview: bool = False) -> None:
         super().__init__(weight=weight, preview=preview)

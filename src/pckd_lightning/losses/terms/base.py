@@ -14,7 +14,7 @@ from torch import nn
 
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses.context import DistillContext
-from pckd_lightning.models.base import ZooModel
+from pckd_lightning.models.base import Capability, ZooModel
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,12 @@ class LossTerm(nn.Module):
     views: ClassVar[Literal["first", "all"]] = "first"
     per_sample: ClassVar[bool] = True
     needs_teacher: ClassVar[bool] = True
+    #: what the term reads of each model (of the teacher too when it needs one); :meth:`build` refuses a pair
+    #: that does not give it, before any work
+    requires: ClassVar[frozenset[Capability]] = frozenset({Capability.LOGITS})
+    #: what the pair must satisfy beyond :attr:`requires`, which the term's own :meth:`build` checks (for the
+    #: README's table of which methods need what); None when nothing more
+    pair_condition: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -113,12 +119,27 @@ class LossTerm(nn.Module):
         self._epoch_known = False
 
     def build(self, pair: PairInfo) -> None:
-        """Create heads sized for the pair, or set :attr:`skip_reason`; the default needs nothing."""
+        """Create heads sized for the pair, or set :attr:`skip_reason`; the base checks :attr:`requires`.
+
+        A subclass that overrides it calls ``super().build(pair)`` first.
+        """
         if self.needs_teacher and pair.teacher is None:
             raise ConfigError(
                 f"loss term {type(self).__name__} needs a teacher, but model.teacher is null; "
                 "set model.teacher or remove the term from distill.terms"
             )
+        models = {"student": pair.student, "teacher": pair.teacher if self.needs_teacher else None}
+        for role, model in models.items():
+            # a model that does not say what it gives follows the zoo's contract: everything
+            gives = getattr(model, "capabilities", frozenset(Capability))
+            missing = [c for c in Capability if c in self.requires and model is not None and c not in gives]
+            if missing:
+                raise ConfigError(
+                    f"loss term {type(self).__name__} needs the {role}'s {missing[0].value} (it reads "
+                    f"{', '.join(c.value for c in Capability if c in self.requires)}), but "
+                    f"{model.lacks(missing[0]).replace('<role>', role)}; or choose a method that needs less "
+                    '(README, "Any model": which methods need what)'
+                )
 
     def on_train_epoch_start(self, epoch: int) -> None:
         """Called with the 1-indexed epoch (``trainer.current_epoch + 1``) before it starts; sets the warm-up.

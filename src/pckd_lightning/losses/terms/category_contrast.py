@@ -11,6 +11,7 @@ from pckd_lightning.losses import functional as LF
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms._common import full_precision
 from pckd_lightning.losses.terms.base import LossTerm, PairInfo
+from pckd_lightning.models.base import Capability
 
 
 class CategoryContrastTerm(LossTerm):
@@ -21,6 +22,8 @@ class CategoryContrastTerm(LossTerm):
     autocast, heads included: the contrast is a difference of large logits, the heads' products are
     tiny next to the networks', and casting their weights would cost more kernels than bf16 saves.
     """
+
+    requires = frozenset({Capability.EMBEDDING, Capability.CLASSIFIER})
 
     views = "all"
 

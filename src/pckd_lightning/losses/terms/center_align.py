@@ -7,10 +7,14 @@ import torch
 from pckd_lightning.losses import functional as LF
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms.base import LossTerm, PairInfo
+from pckd_lightning.models.base import Capability
 
 
 class CenterAlignTerm(LossTerm):
     """MSE of ``[W|b]``; defined only when d_s == d_t, else skipped (as the released code does)."""
+
+    requires = frozenset({Capability.CLASSIFIER})
+    pair_condition = "the same embedding width, else the term is dropped (logged)"
 
     per_sample = False
 

@@ -8,6 +8,7 @@ from torch import nn
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms._common import check_count
 from pckd_lightning.losses.terms.base import LossTerm, PairInfo
+from pckd_lightning.models.base import Capability
 
 
 def correlation_congruence(e_s: torch.Tensor, e_t: torch.Tensor) -> torch.Tensor:
@@ -23,6 +24,8 @@ class CCTerm(LossTerm):
     teacher's embedding is trained, the teacher is not). Published (CRD benchmark): feat_dim 128,
     weight 0.02, CE weight 1. Needs a batch of at least 2 images.
     """
+
+    requires = frozenset({Capability.EMBEDDING})
 
     per_sample = False
 

@@ -13,6 +13,7 @@ from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms._common import check_count, check_positive, full_precision
 from pckd_lightning.losses.terms.base import LossTerm, PairInfo
+from pckd_lightning.models.base import Capability
 
 MODES = ("exact",)
 NEGATIVES = ("other_class", "uniform")
@@ -50,6 +51,8 @@ class CRDTerm(LossTerm):
     may be left None at construction and set (``term.num_data = n``) before :meth:`build`, which
     creates the banks.
     """
+
+    requires = frozenset({Capability.EMBEDDING})
 
     def __init__(
         self,

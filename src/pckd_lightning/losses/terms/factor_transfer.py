@@ -22,7 +22,7 @@ from pckd_lightning.losses.terms._common import (
     probe_shapes,
 )
 from pckd_lightning.losses.terms.base import InitStageTerm, PairInfo
-from pckd_lightning.models.base import ZooModel
+from pckd_lightning.models.base import Capability, ZooModel
 
 DISTANCES = ("l1", "l2")
 
@@ -77,6 +77,8 @@ class FactorTransferTerm(InitStageTerm):
     to the smaller's side. The translator is trained with the student; the paraphraser stays frozen.
     Published: init_epochs 30, rate 0.5, p 2, L1, weight 200, CE weight 1 (``-a 0 -b 200``).
     """
+
+    requires = frozenset({Capability.FEATURE_MAPS})
 
     def __init__(
         self,

@@ -8,10 +8,13 @@ from torch import nn
 from pckd_lightning.losses import functional as LF
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms.base import LossTerm, PairInfo
+from pckd_lightning.models.base import Capability
 
 
 class FeatureAlignTerm(LossTerm):
     """Owns ``Linear(d_s→k·d_t) → BN → ReLU → Linear(k·d_t→d_t)`` (k = ``hidden_factor``, 16 published)."""
+
+    requires = frozenset({Capability.EMBEDDING})
 
     views = "all"
     per_sample = False

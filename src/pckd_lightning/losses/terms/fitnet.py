@@ -9,6 +9,7 @@ from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms._common import check_count, check_input_size, per_sample_mean, probe_shapes
 from pckd_lightning.losses.terms.base import LossTerm, PairInfo
+from pckd_lightning.models.base import Capability
 
 
 def hint_regressor(student: tuple[int, int, int], teacher: tuple[int, int, int]) -> nn.Module | None:
@@ -37,6 +38,11 @@ class FitNetTerm(LossTerm):
     indexes the feature list in the CRD benchmark (default 2). Single-stage training, as in that
     benchmark (no separate hint pre-training). Published: weight 100, CE weight 1.
     """
+
+    requires = frozenset({Capability.FEATURE_MAPS})
+    pair_condition = (
+        "map hint_layer in both, the student's not smaller than the teacher's unless exactly half"
+    )
 
     def __init__(
         self, hint_layer: int = 2, input_size: int = 32, weight: float = 100.0, preview: bool = False

@@ -12,7 +12,7 @@ from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms._common import check_input_size, full_precision, match_spatial, probe_shapes
 from pckd_lightning.losses.terms.activation_boundary import student_feature_layers
 from pckd_lightning.losses.terms.base import InitStageTerm, PairInfo
-from pckd_lightning.models.base import ZooModel
+from pckd_lightning.models.base import Capability, ZooModel
 
 
 def fsp_matrices(maps: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -42,6 +42,9 @@ class FSPTerm(InitStageTerm):
     so it has no ``weight`` option and returns 0 (logged as ``train/<name>`` = 0). Published:
     init_epochs 30, main loss CE alone (``-a 0 -b 50``; β is unused).
     """
+
+    requires = frozenset({Capability.FEATURE_MAPS})
+    pair_condition = "the same channel count at every map"
 
     per_sample = False
 

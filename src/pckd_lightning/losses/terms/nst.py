@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms._common import full_precision, match_spatial, stage_pairs
 from pckd_lightning.losses.terms.base import LossTerm
+from pckd_lightning.models.base import Capability
 
 
 def _poly_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -32,6 +33,8 @@ class NSTTerm(LossTerm):
     Larger maps are average-pooled to the smaller. Published (CRD benchmark, mdistiller): polynomial
     kernel of degree 2 with c = 0, weight 50, CE weight 1.
     """
+
+    requires = frozenset({Capability.FEATURE_MAPS})
 
     def __init__(self, weight: float = 50.0, preview: bool = False) -> None:
         super().__init__(weight=weight, preview=preview)

@@ -7,6 +7,7 @@ import torch
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms._common import check_positive, full_precision
 from pckd_lightning.losses.terms.base import LossTerm
+from pckd_lightning.models.base import Capability
 
 
 def _conditional_probs(f: torch.Tensor, eps: float) -> torch.Tensor:
@@ -25,6 +26,8 @@ def pkt(f_s: torch.Tensor, f_t: torch.Tensor, eps: float = 1e-7) -> torch.Tensor
 
 class PKTTerm(LossTerm):
     """PKT on the pooled features; one value per batch. Published: weight 30000, CE weight 1."""
+
+    requires = frozenset({Capability.EMBEDDING})
 
     per_sample = False
 

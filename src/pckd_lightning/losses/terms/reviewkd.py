@@ -15,6 +15,7 @@ from pckd_lightning.losses.terms._common import (
     probe_shapes,
 )
 from pckd_lightning.losses.terms.base import LossTerm, PairInfo
+from pckd_lightning.models.base import Capability
 
 PYRAMID = (4, 2, 1)
 
@@ -83,6 +84,8 @@ class ReviewKDTerm(LossTerm):
     Deviation: the reference reads the teacher's pre-activation stage outputs; the model zoo exposes
     post-activation ones, which are used here.
     """
+
+    requires = frozenset({Capability.FEATURE_MAPS, Capability.EMBEDDING})
 
     def __init__(
         self,

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms._common import check_positive, full_precision
 from pckd_lightning.losses.terms.base import LossTerm
+from pckd_lightning.models.base import Capability
 
 
 def pairwise_distances(e: torch.Tensor, squared: bool = False, eps: float = 1e-12) -> torch.Tensor:
@@ -59,6 +60,8 @@ class RKDTerm(LossTerm):
     Published (CRD benchmark, mdistiller): w_d = 25, w_a = 50, distances not squared, ε = 1e-12,
     weight 1, CE weight 1.
     """
+
+    requires = frozenset({Capability.EMBEDDING})
 
     per_sample = False
 

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms._common import full_precision
 from pckd_lightning.losses.terms.base import LossTerm
+from pckd_lightning.models.base import Capability
 
 
 def similarity_preserving(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
@@ -25,6 +26,8 @@ class SPTerm(LossTerm):
 
     Published (CRD benchmark, mdistiller): weight 3000, CE weight 1.
     """
+
+    requires = frozenset({Capability.FEATURE_MAPS})
 
     per_sample = False
 

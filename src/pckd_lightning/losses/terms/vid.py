@@ -19,6 +19,7 @@ from pckd_lightning.losses.terms._common import (
     stage_pairs,
 )
 from pckd_lightning.losses.terms.base import LossTerm, PairInfo
+from pckd_lightning.models.base import Capability
 
 
 class VIDHead(nn.Module):
@@ -54,6 +55,8 @@ class VIDTerm(LossTerm):
     One head per pair, mid channels = teacher channels. Published (CRD benchmark, mdistiller):
     initial variance 5, ε = 1e-5, weight 1, CE weight 1.
     """
+
+    requires = frozenset({Capability.FEATURE_MAPS})
 
     def __init__(
         self,

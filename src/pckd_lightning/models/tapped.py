@@ -1,0 +1,135 @@
+"""Your own ``nn.Module`` as a zoo model, its features read by forward hooks on named submodules ("taps").
+
+No subclassing: ``create_model("my_pkg.MyNet", num_classes=10, taps={"classifier": "fc",
+"features": ["layer1", "layer2", "layer3"]})`` imports ``MyNet``, builds it with ``num_classes`` and reads
+
+- logits: what ``module(x)`` returns (a tensor [B, num_classes]);
+- embedding: the output of ``taps.embedding``, flattened to [B, D]; without it, the input of
+  ``taps.classifier``;
+- classifier (PCKD's category centers): ``taps.classifier``, when it is an ``nn.Linear``;
+- feature maps: the outputs of ``taps.features``, each [B, C, H, W].
+
+Names are those of ``module.named_modules()`` (``head.pool``, ``layer1``, ``blocks.3``). The taps are checked
+once at construction, on a probe image of ``input_size`` pixels: a missing name, or a feature tap whose output
+is not a [B, C, H, W] map, is refused there with the names that exist. Without ``with_features`` the module
+runs as it is (the hooks return at once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from pckd_lightning.errors import ConfigError
+from pckd_lightning.models.base import Capability, ModelOutput, WrappedModel
+from pckd_lightning.modes import eval_mode
+
+TAPS = ("embedding", "features", "classifier")
+
+
+class TappedModel(WrappedModel):
+    """``model`` with its embedding, classifier and feature maps read from the submodules the taps name."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        embedding: str | None = None,
+        features: Sequence[str] = (),
+        classifier: str | None = None,
+        input_size: int = 32,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__(model)
+        self.name = type(model).__name__
+        modules = dict(model.named_modules())
+        wanted = [t for t in (embedding, classifier, *features) if t is not None]
+        unknown = [t for t in wanted if t not in modules]
+        if unknown:
+            raise ConfigError(
+                f"{self.name} has no submodule(s) {unknown} to tap; its named modules: "
+                f"{[n for n in modules if n][:40]}"
+            )
+        self.taps = {"embedding": embedding, "features": list(features), "classifier": classifier}
+        self.feature_dim, self.capabilities = self._probe(input_size, in_channels)
+
+    @torch.no_grad()
+    def _probe(self, input_size: int, in_channels: int) -> tuple[int, frozenset[Capability]]:
+        """One forward on a zero image (in eval mode, every mode restored): the embedding's width and what the
+        taps give, or an error naming the tap whose output does not fit."""
+        param = next(self.model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        with eval_mode(self):
+            out = self.forward_features(torch.zeros(2, in_channels, input_size, input_size, device=device))
+        bad = [
+            f"{name} gives {tuple(stage.shape)}"
+            for name, stage in zip(self.taps["features"], out.stages, strict=True)
+            if stage.ndim != 4
+        ]
+        if bad:
+            raise ConfigError(
+                f"{self.name}: taps.features must name submodules whose outputs are [B, C, H, W] maps, but "
+                f"{'; '.join(bad)}; tap the layers that output maps (a transformer's token sequences are not)"
+            )
+        capabilities = {Capability.LOGITS}
+        width = 0 if out.pooled is None else out.pooled.shape[1]
+        if out.pooled is not None:
+            capabilities.add(Capability.EMBEDDING)
+        head = self.model.get_submodule(self.taps["classifier"]) if self.taps["classifier"] else None
+        if isinstance(head, nn.Linear) and head.in_features == width:
+            capabilities.add(Capability.CLASSIFIER)
+        if len(out.stages) >= 2:
+            capabilities.add(Capability.FEATURE_MAPS)
+        return width, frozenset(capabilities)
+
+    def lacks(self, capability: Capability) -> str:
+        fix = {
+            Capability.EMBEDDING: "set model.<role>.taps.embedding (the module whose output is the classifier's "
+            "input, e.g. the pooling) or taps.classifier",
+            Capability.CLASSIFIER: "set model.<role>.taps.classifier to the final nn.Linear over the embedding",
+            Capability.FEATURE_MAPS: "set model.<role>.taps.features to two or more modules that output "
+            "[B, C, H, W] maps, stem first (e.g. [stem,layer1,layer2,layer3])",
+        }
+        return f"{self.name} (taps {self.taps}) does not give its {capability.value}: {fix[capability]}"
+
+    @property
+    def classifier_layer(self) -> nn.Linear:
+        if Capability.CLASSIFIER not in self.capabilities:
+            raise ConfigError(self.lacks(Capability.CLASSIFIER))
+        return self.model.get_submodule(self.taps["classifier"])
+
+    def forward(self, x: torch.Tensor, with_features: bool = False) -> torch.Tensor | ModelOutput:
+        return self.forward_features(x) if with_features else self.model(x)
+
+    def forward_features(self, x: torch.Tensor) -> ModelOutput:
+        recorded: dict[str, torch.Tensor] = {}
+
+        def keep(name: str, value: torch.Tensor) -> None:
+            recorded[name] = value
+
+        # hooks for this call only: the plain forward runs untouched, and a copied model holds none
+        handles = [
+            self.model.get_submodule(name).register_forward_hook(lambda m, a, out, n=name: keep(n, out))
+            for name in [self.taps["embedding"], *self.taps["features"]]
+            if name is not None
+        ]
+        if self.taps["embedding"] is None and self.taps["classifier"] is not None:
+            name = self.taps["classifier"]
+            hook = self.model.get_submodule(name).register_forward_pre_hook(lambda m, a: keep(name, a[0]))
+            handles.append(hook)
+        try:
+            logits = self.model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+            raise ConfigError(
+                f"{self.name}(x) must return the logits, a [B, num_classes] tensor; got "
+                f"{type(logits).__name__}{tuple(logits.shape) if isinstance(logits, torch.Tensor) else ''}"
+            )
+        source = self.taps["embedding"] or self.taps["classifier"]
+        pooled = recorded[source].flatten(1) if source is not None else None
+        return ModelOutput(
+            stages=[recorded[name] for name in self.taps["features"]], pooled=pooled, logits=logits
+        )
