@@ -3,7 +3,6 @@ read through their own APIs, and the pair check every loss term makes before any
 
 from __future__ import annotations
 
-
 import csv
 import json
 import math
