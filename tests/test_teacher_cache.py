@@ -76,3 +76,83 @@ def test_the_size_is_computed_and_capped_before_anything_is_written(tmp_path):
     with pytest.raises(ConfigError, match=r"31\.\d\d GiB.*over teacher\.cache_max_gib=8"):
         TeacherCache(tmp_path / "big", KEY, big, max_gib=8)
     assert not (tmp_path / "big").exists()
+
+
+# -- through the app -------------------------------------------------------------------------------------
+
+
+def cached_run(tmp_path, name: str, method: str = "kd", *extra: str) -> tuple[dict, list[dict[str, str]]]:
+    """Two epochs of two steps of ``method`` on the digits pair, one augmentation stream, the cache in
+    ``tmp_path/cache``; the summary and the CSV rows."""
+    import csv
+
+    from conftest import QUIET, compose_config, save_teacher
+    from pckd_lightning.run import fit
+
+    teacher = tmp_path / "teacher.pth"
+    if not teacher.exists():
+        save_teacher(teacher, "resnet20", 10)
+    overrides = [
+        f"distill={method}",
+        f"model.teacher.checkpoint={teacher}",
+        "data.image_size=8",
+        "data.aug_seed=3",
+        "trainer.max_epochs=2",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        *QUIET,
+        *extra,
+    ]
+    summary = fit(compose_config(overrides, output_dir=tmp_path / name))
+    with open(tmp_path / name / "csv" / "metrics.csv") as f:
+        return summary, [r for r in csv.DictReader(f) if r.get("train/loss")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["kd", "pckd"])
+def test_a_cached_run_trains_as_a_live_one_up_to_float16_and_as_the_run_that_filled_it(tmp_path, method):
+    """KD reads the teacher's logits, PCKD its logits and embedding: the run that fills the cache and the
+    runs that read it train identically; a live run differs only by the float16 rounding of those outputs."""
+    cache = f"module.teacher_options.cache={tmp_path / 'cache'}"
+    live, live_rows = cached_run(tmp_path, "live", method)
+    first, first_rows = cached_run(tmp_path, "first", method, cache)
+    second, second_rows = cached_run(tmp_path, "second", method, cache, "seed=0")
+    assert live["teacher_cache"] is None and first["teacher_cache"] == str(tmp_path / "cache")
+    for a, b in zip(first_rows, second_rows, strict=True):
+        assert a["train/loss"] == b["train/loss"]  # bit-identical: both read the stored outputs
+    for a, b in zip(live_rows, first_rows, strict=True):
+        assert float(a["train/loss"]) == pytest.approx(float(b["train/loss"]), rel=2e-3)
+    state = {k: torch.load(s["student_weights"])["model"] for k, s in (("first", first), ("second", second))}
+    assert all(torch.equal(state["first"][k], state["second"][k]) for k in state["first"])
+
+
+@pytest.mark.slow
+def test_the_second_run_does_not_run_the_teacher_on_training_batches(tmp_path, monkeypatch):
+    from pckd_lightning.distillation.step import DistillStep
+
+    cache = f"module.teacher_options.cache={tmp_path / 'cache'}"
+    cached_run(tmp_path, "first", "kd", cache)
+    calls = []
+    forward = DistillStep.teacher_forward
+    monkeypatch.setattr(
+        DistillStep, "teacher_forward", lambda self, x, **kw: calls.append(1) or forward(self, x, **kw)
+    )
+    cached_run(tmp_path, "second", "kd", cache, "module.teacher_options.measure=false")
+    assert calls == []
+
+
+@pytest.mark.slow
+def test_a_method_reading_the_teachers_feature_maps_runs_it_live_and_says_so(tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        summary, _ = cached_run(tmp_path, "at", "at", f"module.teacher_options.cache={tmp_path / 'cache'}")
+    assert summary["teacher_cache"] is None
+    assert "read the teacher's feature maps, so it runs live" in caplog.text
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_cache_without_one_augmentation_stream_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match=r"needs one augmentation stream \(data\.aug_seed\)"):
+        cached_run(
+            tmp_path, "run", "kd", f"module.teacher_options.cache={tmp_path / 'c'}", "data.aug_seed=null"
+        )
+    assert not (tmp_path / "c").exists()

@@ -109,6 +109,8 @@ CHECKS: tuple[Check, ...] = (
     Check("module.teacher_options.min_accuracy", "number", low=0, high=100, nullable=True),
     Check("module.teacher_options.float32", "bool"),
     Check("module.teacher_options.measure", "bool"),
+    Check("module.teacher_options.cache", "str", nullable=True),
+    Check("module.teacher_options.cache_max_gib", "number", low=0, low_open=True),
     Check("module.sync_batchnorm", "bool"),
     Check("module.lr_scaling", "choice", choices=LR_SCALINGS),
     Check("module.finite_check_every_n_steps", "int", low=1),

@@ -21,6 +21,7 @@ from pckd_lightning.distillation.loss_meter import LossMeter
 from pckd_lightning.distillation.options import Performance, TeacherOptions
 from pckd_lightning.distillation.step import DistillStep
 from pckd_lightning.distillation.teacher import cast_convolutions, freeze
+from pckd_lightning.distillation.teacher_cache import TeacherCache
 from pckd_lightning.distributed import convert_batchnorm, world_size
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.losses.terms import LossTerm, PairInfo
@@ -69,6 +70,7 @@ class DistillationModule(L.LightningModule):
         train_labels: torch.Tensor | None = None,
         performance: Performance | None = None,
         teacher_options: TeacherOptions | None = None,
+        teacher_cache: TeacherCache | None = None,
         sync_batchnorm: bool = False,
         lr_scaling: str = "none",
         finite_check_every_n_steps: int = 25,
@@ -95,7 +97,11 @@ class DistillationModule(L.LightningModule):
         #: the training step's computation (forward passes, each term's value, the total), with this
         #: module's student, terms and teacher
         self.step = DistillStep(
-            self, preview=preview, performance=self.performance, teacher_options=self.teacher_options
+            self,
+            preview=preview,
+            performance=self.performance,
+            teacher_options=self.teacher_options,
+            teacher_cache=teacher_cache,
         )
         self._optimizer_wrappers: list[OptimizerWrapper] = []
         self._loss_listeners: list[LossListener] = []

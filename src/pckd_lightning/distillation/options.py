@@ -41,3 +41,8 @@ class TeacherOptions:
     float32: bool = False
     #: score the teacher on the validation split when fitting starts (logged as teacher/val_top1)
     measure: bool = True
+    #: a folder for the teacher's outputs per (epoch, image, view), written by the first run of a sweep and
+    #: read by the others instead of running the teacher (:mod:`pckd_lightning.distillation.teacher_cache`)
+    cache: str | None = None
+    #: the most the cache may take on disk, in GiB (refused before any work when it would take more)
+    cache_max_gib: float = 8.0

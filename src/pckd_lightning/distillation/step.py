@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from pckd_lightning.distillation.options import Performance, TeacherOptions
+from pckd_lightning.distillation.teacher_cache import TeacherCache
 from pckd_lightning.losses.context import DistillContext
-from pckd_lightning.models import ZooModel
+from pckd_lightning.models import ModelOutput, ZooModel
 from pckd_lightning.preview import PreviewWeights, check_marked
 
 
@@ -25,6 +26,8 @@ class StepParts(Protocol):
     student: ZooModel
     terms: nn.ModuleDict
     teacher: ZooModel | None
+    #: the 0-indexed training epoch (the teacher cache's rows are per epoch)
+    current_epoch: int
 
 
 class DistillStep:
@@ -42,8 +45,11 @@ class DistillStep:
         preview: PreviewWeights | None = None,
         performance: Performance | None = None,
         teacher_options: TeacherOptions | None = None,
+        teacher_cache: TeacherCache | None = None,
     ) -> None:
         self.parts = parts
+        #: the teacher's stored outputs: rows filled earlier are read instead of running the teacher
+        self.teacher_cache = teacher_cache
         self.preview = preview
         self.performance = performance or Performance()
         self.teacher_options = teacher_options or TeacherOptions()
@@ -73,6 +79,24 @@ class DistillStep:
         with torch.autocast(images.device.type, enabled=False):
             return self.teacher(images.float(), **kwargs)
 
+    def teacher_outputs(self, images: torch.Tensor, indices: torch.Tensor) -> ModelOutput:
+        """The teacher's outputs for ``images`` (the views of ``indices``, image-major): from the cache where this
+        epoch's rows are filled, else from its forward pass (then stored). With a cache, every run of a sweep
+        reads the float16-rounded values, the one that wrote them too."""
+        cache = self.teacher_cache
+        if cache is None:
+            return self.teacher_forward(images, with_features=True)
+        epoch = self.parts.current_epoch
+        if cache.filled(epoch, indices):
+            stored = cache.read(epoch, indices)
+            return ModelOutput(
+                stages=[], **{k: v.to(images.device, torch.float32) for k, v in stored.items()}
+            )
+        out = self.teacher_forward(images, with_features=True)
+        rounded = {name: getattr(out, name).half() for name in cache.layout.outputs}
+        cache.write(epoch, indices, rounded)
+        return ModelOutput(stages=out.stages, **{k: v.float() for k, v in rounded.items()})
+
     def context(self, batch: tuple[torch.Tensor, ...]) -> DistillContext:
         """The forward passes of a training batch ``(images, labels, indices)``, as the loss terms read them."""
         images, labels, indices = batch
@@ -85,7 +109,7 @@ class DistillStep:
         teacher_out = None
         if self.teacher is not None:  # first: its activations are freed before the student's are kept
             with torch.no_grad():
-                teacher_out = self.teacher_forward(images, with_features=True)
+                teacher_out = self.teacher_outputs(images, indices)
         student_out = self.student(images, with_features=True)
         return DistillContext(
             student=student_out,

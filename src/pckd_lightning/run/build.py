@@ -21,6 +21,7 @@ from pckd_lightning.distillation import DistillationModule
 from pckd_lightning.errors import ConfigError, PCKDError
 from pckd_lightning.losses import LossTerm
 from pckd_lightning.models import model_config
+from pckd_lightning.run.cache import build_teacher_cache
 
 
 def instantiate(cfg: Any, **kwargs: Any) -> Any:
@@ -71,13 +72,15 @@ def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> Distilla
     teacher = None
     if cfg.model.get("teacher") is not None:
         teacher = instantiate(model_config(cfg.model.teacher), num_classes=num_classes)
+    terms = build_terms(cfg.distill)
     return instantiate(
         cfg.module,
         student=instantiate(model_config(cfg.model.student), num_classes=num_classes),
         teacher=teacher,
-        terms=build_terms(cfg.distill),
+        terms=terms,
         num_classes=num_classes,
         train_labels=torch.as_tensor(datamodule.train_labels),
+        teacher_cache=build_teacher_cache(cfg, datamodule, teacher, terms),
     )
 
 

@@ -62,6 +62,8 @@ def summarize(
         "teacher_top1": module.teacher_top1,
         "teacher_checkpoint": None if teacher_file is None else teacher_file.path,
         "teacher_sha256": None if teacher_file is None else teacher_file.sha256,
+        # the folder its outputs were read from (and written to) instead of running it; None: it ran live
+        "teacher_cache": None if module.step.teacher_cache is None else str(module.step.teacher_cache.folder),
         "best_top1": _metric(trainer, "val/top1_best"),
         "last_top1": _metric(trainer, "val/top1"),
         # the epoch whose validation gave last_top1: the final one (the module validates it), or for an
