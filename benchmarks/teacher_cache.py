@@ -2,8 +2,9 @@
 
 For each pair and method, on the ``cpu`` profile's data (real CIFAR-100, first 20 classes, 150 images each)
 three one-epoch runs through the real app, one after another: live (no cache), the run that fills the cache,
-and a run that reads it. Validation and the teacher's accuracy check are off, so the wall time is the
-training epoch (plus the same start-up in all three). Printed: seconds per run, live / cached (the speed-up
+and a run that reads it; per pair also the student alone (``distill=ce``, no teacher: the floor a cache can
+reach) and a one-step run, whose time (composing, building, Lightning's start) is taken off every other.
+Validation and the teacher's accuracy check are off, so what remains is the training epoch. Printed: seconds per run, live / cached (the speed-up
 of every student after the first), the filling run's cost against a live run, the break-even number of
 students, and what a sweep of 5 methods x 3 seeds from one teacher would take end to end (the first run
 fills, the others read; every method assumed to read only logits and embeddings, as the logit methods and
@@ -43,14 +44,22 @@ DATA = (
 
 
 def one_epoch(
-    root: str, pair: tuple[str, str], method: str, teacher: Path, out: Path, cache: Path | None
+    root: str,
+    pair: tuple[str, str],
+    method: str,
+    teacher: Path | None,
+    out: Path,
+    cache: Path | None,
+    *extra: str,
 ) -> float:
-    """Wall seconds of one training epoch of ``method`` on ``pair`` (validation and teacher scoring off)."""
+    """Wall seconds of one training epoch of ``method`` on ``pair`` (validation and teacher scoring off); no
+    ``teacher``: the student alone (``distill=ce``)."""
+    model = ["model.teacher=null"] if teacher is None else [f"model.teacher.checkpoint={teacher}"]
     overrides = [
         "model=cifar100_pair",
         f"model.teacher.name={pair[0]}",
         f"model.student.name={pair[1]}",
-        f"model.teacher.checkpoint={teacher}",
+        *model,
         f"distill={method}",
         f"data.root={root}",
         *DATA,
@@ -61,6 +70,7 @@ def one_epoch(
         "callbacks.progress_bar=null",
         "logger=none",
         f"module.teacher_options.cache={cache}" if cache else "module.teacher_options.cache=null",
+        *extra,
     ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
@@ -87,11 +97,17 @@ def main(argv: list[str] | None = None) -> None:
             teacher = work / f"{pair[0]}.pth"
             torch.manual_seed(0)
             torch.save({"model": create_model(pair[0], num_classes=20).state_dict()}, teacher)
+            # what every run pays besides its epoch (composing, building, Lightning's start): a one-step run
+            one_step = "+trainer.limit_train_batches=1"
+            startup = one_epoch(args.root, pair, "ce", None, work / "startup", None, one_step)
+            floor = (
+                one_epoch(args.root, pair, "ce", None, work / "floor", None) - startup
+            )  # the student alone
             for method in args.methods:
                 cache = work / f"cache_{pair[0]}_{method}"
-                live = one_epoch(args.root, pair, method, teacher, work / "live", None)
-                fill = one_epoch(args.root, pair, method, teacher, work / "fill", cache)
-                cached = one_epoch(args.root, pair, method, teacher, work / "cached", cache)
+                live = one_epoch(args.root, pair, method, teacher, work / "live", None) - startup
+                fill = one_epoch(args.root, pair, method, teacher, work / "fill", cache) - startup
+                cached = one_epoch(args.root, pair, method, teacher, work / "cached", cache) - startup
                 saved = live - cached
                 students = 15  # 5 methods x 3 seeds
                 print(
@@ -99,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
                         {
                             "pair": f"{pair[0]}->{pair[1]}",
                             "method": method,
+                            "startup_s": round(startup, 1),
+                            "student_alone_s": round(floor, 1),
                             "live_s": round(live, 1),
                             "fill_s": round(fill, 1),
                             "cached_s": round(cached, 1),
