@@ -528,3 +528,41 @@ def test_the_readme_says_which_methods_need_what_as_the_terms_declare():
     readme = (REPO / "README.md").read_text()
     table = readme.split("| `distill=` | reads of each model | the pair must also have |\n|---|---|---|\n")[1]
     assert table.split("\n\n")[0].splitlines() == requirement_rows()
+
+
+@pytest.mark.slow
+@pytest.mark.cifar
+def test_pckd_distills_a_vit_into_a_timm_cnn_on_a_cifar_subset(cifar_root, tmp_path):
+    """The issue's cross-architecture case on real CIFAR-100 (10 classes, 2 images each, two steps)."""
+    torch.manual_seed(0)
+    teacher = tmp_path / "vit.safetensors"
+    safetensors.torch.save_file(
+        timm.create_model("vit_tiny_patch16_224", num_classes=10, **VIT).state_dict(), teacher
+    )
+    kwargs = ",".join(f"{k}:{v}" for k, v in VIT.items())
+    cfg = compose_config(
+        [
+            "distill=pckd",
+            "data=cifar100",
+            f"data.root={cifar_root}",
+            "data.class_subset=10",
+            "data.train_per_class=2",
+            "data.val_per_class=2",
+            "model=cifar100_pair",
+            "model.teacher.name=timm:vit_tiny_patch16_224",
+            f"+model.teacher.kwargs={{{kwargs}}}",
+            f"model.teacher.checkpoint={teacher}",
+            "model.student.name=timm:mobilenetv3_small_050",
+            "data.batch_size=8",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=2",
+            *QUIET,
+        ],
+        output_dir=tmp_path / "run",
+    )
+    summary = fit(cfg)
+    assert summary["status"] == "complete" and summary["teacher"] == "timm:vit_tiny_patch16_224"
+    assert {"kd", "category_contrast", "feature_align"} <= set(summary["terms"])
+    assert "center_align" in summary["skipped_terms"]  # 48-wide ViT centers against the CNN's
+    values = trained_terms(tmp_path / "run")
+    assert all(math.isfinite(v) for term in summary["terms"] for v in values[term])
