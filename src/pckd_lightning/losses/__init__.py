@@ -1,68 +1,8 @@
 """Distillation losses: a functional layer and the pluggable loss-term modules built on it (the preview
 weights that the terms marked ``preview`` are multiplied by are :mod:`pckd_lightning.preview`'s)."""
 
-from pckd_lightning.losses import functional
+from pckd_lightning.losses import functional, terms
 from pckd_lightning.losses.context import DistillContext
-from pckd_lightning.losses.terms import (
-    ABTerm,
-    AllViewsCrossEntropyTerm,
-    ATTerm,
-    CategoryContrastTerm,
-    CCTerm,
-    CenterAlignTerm,
-    CRDTerm,
-    CrossEntropyTerm,
-    CurriculumTemperature,
-    DISTTerm,
-    DKDTerm,
-    FactorTransferTerm,
-    FeatureAlignTerm,
-    FitNetTerm,
-    FSPTerm,
-    InitStageTerm,
-    KDTerm,
-    LossTerm,
-    MLKDBatchTerm,
-    MLKDClassTerm,
-    MLKDInstanceTerm,
-    NSTTerm,
-    PairInfo,
-    PKTTerm,
-    ReviewKDTerm,
-    RKDTerm,
-    SPTerm,
-    VIDTerm,
-)
+from pckd_lightning.losses.terms import *  # noqa: F403  (one list of the terms: terms.__all__)
 
-__all__ = [
-    "ABTerm",
-    "ATTerm",
-    "AllViewsCrossEntropyTerm",
-    "CCTerm",
-    "CRDTerm",
-    "CategoryContrastTerm",
-    "CenterAlignTerm",
-    "CrossEntropyTerm",
-    "CurriculumTemperature",
-    "DISTTerm",
-    "DKDTerm",
-    "DistillContext",
-    "FSPTerm",
-    "FactorTransferTerm",
-    "FeatureAlignTerm",
-    "FitNetTerm",
-    "InitStageTerm",
-    "KDTerm",
-    "LossTerm",
-    "MLKDBatchTerm",
-    "MLKDClassTerm",
-    "MLKDInstanceTerm",
-    "NSTTerm",
-    "PKTTerm",
-    "PairInfo",
-    "RKDTerm",
-    "ReviewKDTerm",
-    "SPTerm",
-    "VIDTerm",
-    "functional",
-]
+__all__ = ["DistillContext", "functional", *terms.__all__]
