@@ -144,9 +144,7 @@ def upgrade_config(cfg: Config, source: str = "a run config") -> Config:
 #: command-line spellings of earlier versions (a key, a section or a config group) and where they live now
 RENAMED_OVERRIDES = {
     "distill/preview": "preview@distill.preview",
-    "lr_scaling": "module.lr_scaling",
-    "performance": "module.performance",
-    "teacher": "module.teacher_options",
+    **{old: f"module.{new}" for old, new in MODULE_SETTINGS.items()},  # the settings-homes upgrade's moves
     "trainer.sync_batchnorm": "module.sync_batchnorm",
 }
 #: a command-line override: Hydra's prefix (+, ++, ~), its key or config group, and the rest (=value)

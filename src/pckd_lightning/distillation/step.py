@@ -87,14 +87,15 @@ class DistillStep:
         if cache is None:
             return self.teacher_forward(images, with_features=True)
         epoch = self.parts.current_epoch
-        if cache.filled(epoch, indices):
-            stored = cache.read(epoch, indices)
+        rows = indices.cpu()  # one read-back per step (the loader's indices are on the device by now)
+        if cache.filled(epoch, rows):
+            stored = cache.read(epoch, rows)
             return ModelOutput(
                 stages=[], **{k: v.to(images.device, torch.float32) for k, v in stored.items()}
             )
         out = self.teacher_forward(images, with_features=True)
         rounded = {name: getattr(out, name).half() for name in cache.layout.outputs}
-        cache.write(epoch, indices, rounded)
+        cache.write(epoch, rows, rounded)
         return ModelOutput(stages=out.stages, **{k: v.float() for k, v in rounded.items()})
 
     def context(self, batch: tuple[torch.Tensor, ...]) -> DistillContext:

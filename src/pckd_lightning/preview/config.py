@@ -93,13 +93,11 @@ def upgrade_target(distill: dict[str, Any]) -> bool:
 def upgrade_schedule(distill: dict[str, Any]) -> bool:
     """Weights written before their schedule was an option get the default one spelt out; whether they did."""
     preview = distill.get("preview")
-    missing = (
-        [k for k in ("schedule", "reference_epochs") if k not in preview] if isinstance(preview, dict) else []
-    )
+    if not isinstance(preview, dict):
+        return False
     defaults = inspect.signature(PreviewWeights).parameters
-    preview_keys = {key: defaults[key].default for key in missing}
-    if preview_keys:
-        preview.update(preview_keys)
+    missing = {key: defaults[key].default for key in ("schedule", "reference_epochs") if key not in preview}
+    preview.update(missing)
     return bool(missing)
 
 
