@@ -362,24 +362,30 @@ def student_run(
     ]
 
 
+def train_teacher(profile: Profile, root: str, arch: str, weights: Path) -> None:
+    """The profile's teacher ``arch`` from scratch (seed 0), into the folder of ``weights``."""
+    run_once(
+        f"teacher {arch}",
+        [
+            "model=cifar100_scratch",
+            f"model.student.name={arch}",
+            "distill=ce",
+            f"data={profile.data}",
+            f"data.root={root}",
+            *profile.overrides,
+            f"trainer.max_epochs={profile.teacher_epochs}",
+            "seed=0",
+        ],
+        weights.parent,
+    )
+
+
 def compare(profile: Profile, root: str, out: Path, teacher_dir: Path | None = None) -> str:
     """Train everything the profile lists (skipping finished runs) and return the report's markdown."""
-    common = [f"data={profile.data}", f"data.root={root}", *profile.overrides]
     for teacher, student in profile.pairs:
         weights = teacher_path(out, teacher, teacher_dir)
         if teacher_dir is None:
-            run_once(
-                f"teacher {teacher}",
-                [
-                    "model=cifar100_scratch",
-                    f"model.student.name={teacher}",
-                    "distill=ce",
-                    *common,
-                    f"trainer.max_epochs={profile.teacher_epochs}",
-                    "seed=0",
-                ],
-                weights.parent,
-            )
+            train_teacher(profile, root, teacher, weights)
         for epochs in profile.lengths:  # shortest first, seed by seed: what finished is whole rows
             for seed in profile.seeds:
                 for name in profile.methods:

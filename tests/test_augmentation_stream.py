@@ -3,11 +3,14 @@ sweep sees the same augmented images, whatever its seed, method, loader workers 
 
 from __future__ import annotations
 
+import json
+import statistics
+
 import pytest
 import torch
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
-from conftest import compose_config, write_fake_cifar
+from conftest import compose_config, load_benchmark, write_fake_cifar
 from pckd_lightning.data import CIFAR100DataModule
 from pckd_lightning.data.augmentation import ViewSeeds, view_seed
 from pckd_lightning.data.gpu_resident import GPUResidentCIFAR100DataModule
@@ -120,3 +123,30 @@ def test_the_device_resident_path_refuses_a_stream_it_cannot_draw(root):
     with pytest.raises(ConfigError, match=r"data\.aug_seed=3.*data=cifar100.*aug_seed=null"):
         GPUResidentCIFAR100DataModule(root, aug_seed=3, check_sizes=False)
     assert compose_config(["data=cifar100_gpu"]).data.aug_seed is None
+
+
+def test_the_stream_benchmark_plans_each_run_once_and_pairs_each_arm_by_seed(tmp_path):
+    """benchmarks/aug_stream.py: the shared arm's runs all draw stream 0, the independent arm's two rows never
+    share a stream, a run two arms need is trained once, and the table's Δ and sd are each arm's own pairs."""
+    bench = load_benchmark("aug_stream", "aug_stream")
+    runs = bench.planned_runs()
+    assert len(runs) == len(set(runs)) == 13  # 6 per-seed, 4 more shared (seed 0 is both), 3 independent
+    for seed in bench.SEEDS:
+        assert bench.ARMS["independent"]("kd", seed) != bench.ARMS["independent"]("ce1_kd1", seed)
+        assert {bench.ARMS["shared"](row, seed) for row in bench.ROWS} == {0}
+    best = {}  # (row, aug_seed, seed) -> best top-1, made up so that each arm's Δs are known
+    for seed, row, aug_seed in runs:
+        value = 50.0 + seed + (aug_seed % 7) * (row == "ce1_kd1")
+        best[(row, aug_seed, seed)] = value
+        folder = bench.run_folder(tmp_path, row, aug_seed, seed)
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps({"best_top1": value, "last_top1": value - 1}))
+    markdown, numbers = bench.table(tmp_path)
+    # per seed: shared 0, 0, 0; per_seed 0, 1, 2; independent 1000 % 7 = 6, 1001 % 7 = 0, 1002 % 7 = 1
+    assert numbers["shared"]["best_top1"]["deltas"] == [0.0, 0.0, 0.0]
+    assert numbers["per_seed"]["best_top1"]["deltas"] == [0.0, 1.0, 2.0]
+    assert numbers["independent"]["last_top1"]["deltas"] == [6.0, 0.0, 1.0]
+    assert numbers["per_seed"]["best_top1"]["sd"] == pytest.approx(1.0)
+    ratio = numbers["per_seed"]["variance_ratio_best"]["ratio"]
+    assert ratio == pytest.approx(1.0 / statistics.variance([6.0, 0.0, 1.0]))
+    assert "| `independent` | +6.00, +0.00, +1.00 |" in markdown
