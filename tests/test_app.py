@@ -97,12 +97,29 @@ def test_the_demo_trains_and_caches_a_teacher_then_distills(tmp_path):
 METHODS = sorted(p.stem for p in (REPO / "conf" / "distill").glob("*.yaml"))
 
 
+@pytest.fixture(scope="module")
+def fp32_run(tmp_path_factory):
+    """Each method's fp32 two-step run, made once: the every-method test checks it and the compiled-terms
+    test compares against it (the same run twice would cost CI a minute)."""
+    runs: dict[str, tuple[dict, dict[str, list[float]]]] = {}
+
+    def run(method: str) -> tuple[dict, dict[str, list[float]]]:
+        if method not in runs:
+            runs[method] = two_step_run(tmp_path_factory.mktemp(method), method, "trainer.precision=32-true")
+        return runs[method]
+
+    return run
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_runs_through_the_app(tmp_path, method, precision):
+def test_every_method_runs_through_the_app(tmp_path, method, precision, fp32_run):
     """Every distill config, fp32 and bf16."""
-    summary, values = two_step_run(tmp_path, method, f"trainer.precision={precision}")
+    if precision == "32-true":
+        summary, values = fp32_run(method)
+    else:
+        summary, values = two_step_run(tmp_path, method, f"trainer.precision={precision}")
     assert summary["method"] == method and summary["terms"]
     for term, logged in values.items():
         assert logged and all(math.isfinite(v) for v in logged), (term, logged)
@@ -124,8 +141,8 @@ def test_teacher_float32_under_bf16_measures_the_float32_teacher(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_with_compiled_loss_terms_logs_the_eager_losses(tmp_path, method, monkeypatch):
-    _, eager = two_step_run(tmp_path / "eager", method)
+def test_every_method_with_compiled_loss_terms_logs_the_eager_losses(tmp_path, method, monkeypatch, fp32_run):
+    _, eager = fp32_run(method)
     compiled_terms = []
     compile_module = torch.nn.Module.compile
 

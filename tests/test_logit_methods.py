@@ -677,9 +677,15 @@ def test_kd_dot_trains_with_both_momenta_in_the_app(tmp_path):
     assert not any("task_grad" in st for st in states)  # consumed by every step
 
 
+#: the methods with state that DDP must keep in step: CTKD's learned temperature (a synchronized parameter),
+#: MLKD's strong view drawn per rank, DOT's optimizer wrapped around DDP's gradients (DKD + DOT takes the same
+#: path as KD + DOT); the others are stateless losses that the every-method runs already cover
+DDP_METHODS = ["ctkd", "mlkd", "kd_dot"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method", METHODS)
-def test_each_method_runs_under_ddp_cpu(tmp_path, method):
+@pytest.mark.parametrize("method", DDP_METHODS)
+def test_each_method_with_state_runs_under_ddp_cpu(tmp_path, method):
     teacher = save_teacher(tmp_path / "teacher.pth", "resnet20", 10)
     out = tmp_path / "outputs"
     args = [
@@ -700,14 +706,5 @@ def test_each_method_runs_under_ddp_cpu(tmp_path, method):
     assert len(runs) == 1, runs
     with open(runs[0] / "csv" / "metrics.csv") as f:
         logged = {k for row in csv.DictReader(f) for k, v in row.items() if v}
-    term = {
-        "kd_ls": "kd",
-        "dkd_ls": "dkd",
-        "dist": "dist",
-        "ctkd": "kd",
-        "mlkd": "instance",
-        "mlkd_ls": "class",
-        "kd_dot": "kd",
-        "dkd_dot": "dkd",
-    }[method]
+    term = {"ctkd": "kd", "mlkd": "instance", "kd_dot": "kd"}[method]
     assert {"train/loss", f"train/{term}"} <= logged
