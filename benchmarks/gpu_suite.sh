@@ -27,7 +27,7 @@
 # last. Overridable: PYTHON, OUT, BUDGET_S, STEPS, WARMUP, EPOCH_STEPS, PAIR, DEVICE, DATA_ROOT, WHEELS, WORKERS,
 # LOADER_BATCHES, LOADER_ARGS, SKIP_COMPILE=1, SKIP_INSTALL=1, STAGES, PACKED_RUNS, PACKED_EPOCHS, PACKED_PAIR,
 # PACKED_OVERRIDES, ROW_EPOCHS, ROW_JOBS, ROW_OUT, ROW_OVERRIDES (overrides: space-separated Hydra overrides).
-# DEVICE=cpu with tiny sizes runs the whole script as a dry run (tests/test_packed_runs.py shows how).
+# DEVICE=cpu with tiny sizes runs the whole script as a dry run (tests/test_benchmarks_packed_runs.py shows how).
 set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

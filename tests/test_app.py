@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch._inductor.config
 
-from conftest import QUIET, REPO, compose_config, save_teacher, two_step_run
+from helpers import QUIET, REPO, compose_config, save_teacher, two_step_run
 from pckd_lightning.losses import LossTerm
 from pckd_lightning.models import create_model
 from pckd_lightning.run import fit

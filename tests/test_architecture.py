@@ -1,12 +1,13 @@
 """The package's shape (issue 16): no import circle, the loss terms import nothing from the LightningModule
-side, and no code outside a class calls one of the package's private methods."""
+side, and no code outside a class calls one of the package's private methods; the tests' shape (issue 25):
+one naming scheme, shared helpers in helpers.py, public seams only."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-from conftest import REPO
+from helpers import REPO
 
 SRC = REPO / "src"
 PACKAGE = SRC / "pckd_lightning"
@@ -186,10 +187,26 @@ def own_private_names(tree: ast.AST) -> set[str]:
     return {name for name in names if private(name)}
 
 
+#: calls that reach an attribute by its name as a string: ``getattr(obj, "_x")``, ``monkeypatch.setattr(...)``
+BY_NAME = {"getattr", "setattr", "hasattr", "delattr"}
+
+
+def named_by_string(node: ast.AST) -> list[str]:
+    """The private names a by-name call reaches: ``getattr(obj, "_x")`` or ``setattr("pkg.mod._x", v)``."""
+    if not isinstance(node, ast.Call):
+        return []
+    func = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+    if func not in BY_NAME:
+        return []
+    strings = [a.value for a in node.args[:2] if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    return [name for s in strings if private(name := s.rsplit(".", 1)[-1])]
+
+
 def test_no_private_name_is_used_outside_the_module_that_defines_it():
-    """Issue 25: objects reach each other through public seams. ``obj._x`` and ``from m import _x`` name only
-    what the same file defines (``self``, ``cls`` and ``super()`` are always the file's own), in the package,
-    the tests and the benchmarks; another library's private names only where listed above, with the reason."""
+    """Issue 25: objects reach each other through public seams. ``obj._x``, ``from m import _x`` and
+    ``getattr(obj, "_x")`` (or setattr, hasattr, delattr, ``monkeypatch.setattr``) name only what the same file
+    defines (``self``, ``cls`` and ``super()`` are always the file's own), in the package, the tests and the
+    benchmarks; another library's private names only where listed above, with the reason."""
     found = []
     files = [*MODULES.values(), *(REPO / "tests").glob("*.py"), *(REPO / "benchmarks").glob("*.py")]
     for path in files:
@@ -202,6 +219,8 @@ def test_no_private_name_is_used_outside_the_module_that_defines_it():
                 if is_own(node.value) or ast.unparse(node) in THEIR_PRIVATE_NAMES:
                     continue
                 used = [(node.attr, ast.unparse(node.value))]
+            elif named := named_by_string(node):
+                used = [(name, "<string>") for name in named if name not in own]
             else:
                 continue
             found += [f"{path.relative_to(REPO)}:{node.lineno} {where}.{name}" for name, where in used]
@@ -228,3 +247,47 @@ def test_the_preview_weights_and_what_they_import_do_without_hydra():
         )
     ]
     assert not hydra_users, hydra_users
+
+
+TESTS = REPO / "tests"
+#: test owners outside the package, each a part of the repository (README.md as ``readme``)
+REPOSITORY_OWNERS = {
+    "conf": "conf",
+    "benchmarks": "benchmarks",
+    "notebooks": "notebooks",
+    "readme": "README.md",
+}
+#: test owners that are the whole: runs through the Hydra app, the package's shape
+END_TO_END = {"app", "architecture"}
+
+
+def known_owners() -> set[str]:
+    """What a test file may be about: the package's modules and subpackages, as src/ has them now."""
+    modules = {p.stem for p in PACKAGE.glob("*.py") if not p.stem.startswith("__")}
+    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    return modules | packages | REPOSITORY_OWNERS.keys() | END_TO_END
+
+
+def test_every_test_file_is_named_test_owner_feature():
+    """Issue 25: ``test_<owner>[_<feature>].py``, the owner a module or subpackage of pckd_lightning, a part of
+    the repository (conf, benchmarks, notebooks, readme) or the whole (app, architecture)."""
+    assert all((REPO / part).exists() for part in REPOSITORY_OWNERS.values())
+    owners = known_owners()
+    strays = [
+        p.name
+        for p in TESTS.glob("test_*.py")
+        if not any(p.stem == f"test_{o}" or p.stem.startswith(f"test_{o}_") for o in owners)
+    ]
+    assert not strays, f"{strays}: name each test_<owner>[_<feature>].py, <owner> one of {sorted(owners)}"
+
+
+def test_no_test_imports_conftest():
+    """conftest.py holds fixtures, which pytest hands out; plain helpers are imported from helpers.py."""
+    importers = [
+        p.name
+        for p in TESTS.glob("*.py")
+        for node in ast.walk(ast.parse(p.read_text()))
+        if (isinstance(node, ast.ImportFrom) and node.module == "conftest")
+        or (isinstance(node, ast.Import) and any(a.name == "conftest" for a in node.names))
+    ]
+    assert not importers, importers

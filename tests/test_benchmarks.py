@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose_config, load_benchmark
+from helpers import compose_config, load_benchmark
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SHARED_DATA, dump_pickle, needs_cifar, write_fake_cifar
+from helpers import SHARED_DATA, dump_pickle, needs_cifar, write_fake_cifar
 from pckd_lightning.data import (
     CIFAR100_MEAN,
     CIFAR100_STD,

@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import SHARED_DATA, compose_config, needs_cifar, write_fake_cifar
+from helpers import SHARED_DATA, compose_config, needs_cifar, write_fake_cifar
 from pckd_lightning.config_schema import validate
 from pckd_lightning.data import CIFAR100DataModule, DigitsDataModule, ImageFolderDataModule
 from pckd_lightning.data.classes import parse_classes, select_classes
@@ -233,7 +233,7 @@ def test_real_cifar_classes_are_the_raw_pickles_images_and_labels():
 
 @pytest.mark.slow
 def test_the_summary_and_the_report_name_the_classes_a_run_kept(tmp_path):
-    from conftest import QUIET, SCRATCH_RUN
+    from helpers import QUIET, SCRATCH_RUN
     from pckd_lightning.report.collect import collect_runs, dataset_name
     from pckd_lightning.run import fit
 

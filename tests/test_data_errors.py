@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import dump_pickle, write_fake_cifar
+from helpers import dump_pickle, write_fake_cifar
 from pckd_lightning.data import (
     CIFAR100DataModule,
     DigitsDataModule,

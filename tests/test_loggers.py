@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import compose_config
+from helpers import compose_config
 from pckd_lightning.run import fit
 
 SHORT = [

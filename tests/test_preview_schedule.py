@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import compose_config
+from helpers import compose_config
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.preview import PreviewWeights
 from pckd_lightning.run.build import instantiate
-from test_module import NUM_CLASSES, make_module, quiet_trainer
+from test_distillation_module import NUM_CLASSES, make_module, quiet_trainer
 
 
 def test_epoch_schedule_is_the_published_base_to_the_epoch():

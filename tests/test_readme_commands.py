@@ -20,7 +20,7 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
 
-from conftest import CONF_DIR, REPO, load_benchmark
+from helpers import CONF_DIR, REPO, load_benchmark
 
 #: what a reader puts in for the README's placeholders
 PLACEHOLDERS = {"<task>": "pckd_resnet32x4_resnet8x4", "<date>_<id>": "2026-01-01_00-00-00_abcdef"}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import compose_config
+from helpers import compose_config
 from pckd_lightning.report import build_report, collect_runs
 from pckd_lightning.report.cli import main as report_main
 from pckd_lightning.report.collect import row_key

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import load_benchmark
+from helpers import load_benchmark
 from pckd_lightning.report import build_report, seeds_for_power
 from test_report import BEST, P1, PNG_MAGIC, edit_config, parse_table, write_run, write_runs
 

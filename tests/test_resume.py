@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import compose_config
+from helpers import compose_config
 from pckd_lightning.run import fit
 
 COMMON = [

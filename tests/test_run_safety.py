@@ -18,7 +18,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from conftest import PCKD_TRAIN, REPO, SCRATCH_RUN, compose_config, pckd_train
+from helpers import PCKD_TRAIN, REPO, SCRATCH_RUN, compose_config, pckd_train
 from pckd_lightning.config_schema import CHECKS, markdown_table
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.report.collect import collect_runs

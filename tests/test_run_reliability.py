@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import compose_config
+from helpers import compose_config
 from pckd_lightning.distillation import DistillationModule
 from pckd_lightning.distillation.checkpoint_io import AtomicCheckpointIO
 from pckd_lightning.distillation.loss_meter import NonFiniteLossError

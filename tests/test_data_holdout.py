@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose_config
+from helpers import compose_config
 from pckd_lightning.data import DigitsDataModule
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.report.collect import dataset_name

@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 
 import ddp_workers
 from pckd_lightning.distillation.loss_meter import LossMeter, NonFiniteLossError
-from test_ddp import free_port
+from test_distributed import free_port
 
 
 def t(value: float) -> torch.Tensor:

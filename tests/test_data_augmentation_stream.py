@@ -10,7 +10,7 @@ import pytest
 import torch
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
-from conftest import compose_config, load_benchmark, write_fake_cifar
+from helpers import compose_config, load_benchmark, write_fake_cifar
 from pckd_lightning.data import CIFAR100DataModule
 from pckd_lightning.data.augmentation import ViewSeeds, view_seed
 from pckd_lightning.data.gpu_resident import GPUResidentCIFAR100DataModule

@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import compose_config
+from helpers import compose_config
 from pckd_lightning.callbacks import GradientShare
 from pckd_lightning.distillation import DistillationModule, TeacherOptions
 from pckd_lightning.errors import ConfigError
@@ -21,7 +21,7 @@ from pckd_lightning.losses import CRDTerm, CrossEntropyTerm, KDTerm
 from pckd_lightning.models import ModelOutput, ZooModel
 from pckd_lightning.preview import PreviewWeights
 from pckd_lightning.run.build import instantiate
-from test_module import NUM_CLASSES, make_module, pckd_terms
+from test_distillation_module import NUM_CLASSES, make_module, pckd_terms
 
 T = 4.0
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import compose_config
+from helpers import compose_config
 from pckd_lightning.evaluate import evaluate, find_run_config, load_for_eval
 from pckd_lightning.evaluate import main as eval_main
 from pckd_lightning.export import export_onnx, export_state_dict, export_torchscript, onnx_exporter_available

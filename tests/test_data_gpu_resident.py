@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_DATA, needs_cifar, write_fake_cifar
+from helpers import SHARED_DATA, needs_cifar, write_fake_cifar
 from pckd_lightning.data import CIFAR100_MEAN, CIFAR100_STD, CIFAR100DataModule, GPUResidentCIFAR100DataModule
 from pckd_lightning.data.gpu_resident import (
     ResidentEvalLoader,

@@ -13,7 +13,7 @@ import torch
 import torch.multiprocessing as mp
 
 import ddp_workers
-from conftest import REPO, compose_config
+from helpers import REPO, compose_config
 
 
 def free_port() -> str:

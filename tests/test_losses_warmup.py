@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from conftest import CONF_DIR, compose_config
+from helpers import CONF_DIR, compose_config
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import terms as term_classes
 from pckd_lightning.losses.context import DistillContext

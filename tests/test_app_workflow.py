@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.types import Glob
 
-from conftest import CONF_DIR, REPO, SCRATCH_RUN, compose_config
+from helpers import CONF_DIR, REPO, SCRATCH_RUN, compose_config
 from pckd_lightning.report.cli import build_report
 from pckd_lightning.run import fit
 from pckd_lightning.run.loggers import WANDB_RUN_FOLDER

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import pckd_train
+from helpers import pckd_train
 from pckd_lightning.distillation import load_teacher
 from pckd_lightning.resolvers import CATALOG_WIDTH, catalog
 from pckd_lightning.run_folder import remove_if_unused

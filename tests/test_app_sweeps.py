@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from conftest import CONF_DIR, REPO
+from helpers import CONF_DIR, REPO
 
 TINY = [
     "data.image_size=8",

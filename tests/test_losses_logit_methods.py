@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, compose_config, save_teacher, two_step_run
+from helpers import REPO, compose_config, save_teacher, two_step_run
 from pckd_lightning.distillation.dot import DistillationOrientedSGD, DOTGradientSplit
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import (

@@ -9,7 +9,7 @@ from functools import partial
 import pytest
 import torch
 
-from conftest import CONF_DIR, compose_config
+from helpers import CONF_DIR, compose_config
 from pckd_lightning.distillation import DistillationModule
 from pckd_lightning.models import create_model
 from pckd_lightning.run.build import build_terms, instantiate

@@ -9,7 +9,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from conftest import load_benchmark, write_fake_cifar
+from helpers import load_benchmark, write_fake_cifar
 from pckd_lightning.data.cifar100 import read_cifar100, read_cifar100_class_names
 from pckd_lightning.errors import DataError
 

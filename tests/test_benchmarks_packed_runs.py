@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from conftest import REPO, load_benchmark, write_fake_cifar
+from helpers import REPO, load_benchmark, write_fake_cifar
 
 BENCHMARKS = REPO / "benchmarks"
 #: a few images, one step per epoch: the harness, not the numbers

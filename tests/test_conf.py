@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import CONF_DIR, compose_config
+from helpers import CONF_DIR, compose_config
 from pckd_lightning.errors import CheckpointError
 from pckd_lightning.models import list_models
 from pckd_lightning.run.build import build_terms, instantiate

@@ -17,7 +17,7 @@ from hydra.utils import get_class
 from torch import nn
 
 import user_models
-from conftest import QUIET, REPO, compose_config, save_teacher
+from helpers import QUIET, REPO, compose_config, save_teacher
 from pckd_lightning.distillation import load_teacher
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.evaluate import load_for_eval

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, compose_config
+from helpers import REPO, compose_config
 from pckd_lightning.models import list_models, unregister_model
 from pckd_lightning.run import fit
 

@@ -8,7 +8,7 @@ from functools import partial
 import pytest
 import torch
 
-from conftest import REPO, load_benchmark
+from helpers import REPO, load_benchmark
 from pckd_lightning.distillation import DistillationModule, TeacherOptions
 from pckd_lightning.models import create_model
 from pckd_lightning.run.build import build_terms, instantiate
@@ -38,7 +38,7 @@ def test_a_stopped_or_killed_run_continues_from_its_last_epoch_and_a_finished_on
     """The harness of hours-long studies: a run cut short is resumed, never restarted from epoch 0."""
     import json
 
-    from conftest import QUIET, SCRATCH_RUN
+    from helpers import QUIET, SCRATCH_RUN
 
     compare = load_benchmark("compare", "compare")
     run = tmp_path / "run"
@@ -166,7 +166,7 @@ def test_the_readme_links_the_results_page_and_its_figure_is_committed():
 
 def test_the_warmup_variant_config_is_the_ablation_row(tmp_path):
     """distill=pckd_warmup composes to what the ablation's pckd_fa_cc_warmup row trained (less its monitor)."""
-    from conftest import compose_config
+    from helpers import compose_config
 
     compare = load_benchmark("compare")
     row = compose_config(

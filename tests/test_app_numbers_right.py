@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import QUIET, SCRATCH_RUN, compose_config, save_teacher, two_step_run
+from helpers import QUIET, SCRATCH_RUN, compose_config, save_teacher, two_step_run
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.loggers import EpochLineLogger
 from pckd_lightning.models import create_model

@@ -86,7 +86,7 @@ def cached_run(tmp_path, name: str, method: str = "kd", *extra: str) -> tuple[di
     ``tmp_path/cache``; the summary and the CSV rows."""
     import csv
 
-    from conftest import QUIET, compose_config, save_teacher
+    from helpers import QUIET, compose_config, save_teacher
     from pckd_lightning.run import fit
 
     teacher = tmp_path / "teacher.pth"

@@ -1,0 +1,140 @@
+"""Plain helpers the tests share (``from helpers import ...``): config composition against the repository's
+conf/, the real-data location, fake data, tiny runs. Fixtures stay in conftest.py, which no test imports."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from pckd_lightning.models import create_model
+from pckd_lightning.run import fit
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def load_benchmark(name: str, module_name: str | None = None) -> ModuleType:
+    """``benchmarks/<name>.py`` as a module (the scripts are not a package), registered in sys.modules."""
+    spec = importlib.util.spec_from_file_location(
+        module_name or f"bench_{name}", REPO / "benchmarks" / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+PCKD_TRAIN = str(Path(sys.executable).with_name("pckd-train"))
+
+
+def pckd_train(args: list[str], env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+    """``pckd-train args`` started from the repository as a user starts it (no HYDRA_FULL_ERROR), plus ``env``."""
+    user_env = {**os.environ, "WANDB_MODE": "offline"}
+    user_env.pop("PCKD_LAUNCH_ID", None)  # each launch names its own folders
+    user_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen(
+        [PCKD_TRAIN, *args],
+        cwd=REPO,
+        env=user_env | (env or {}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def compose_config(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
+    """Compose ``train.yaml`` like the CLI would; ``output_dir`` stands in for Hydra's run folder."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=False)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+            cfg.paths.cache_dir = str(output_dir / "cache")
+    return cfg
+
+
+#: skips a test where the real CIFAR-100 (../shared/data) is absent
+needs_cifar = pytest.mark.skipif(
+    not (SHARED_DATA / "cifar-100-python").is_dir(),
+    reason=f"real CIFAR-100 not found at {SHARED_DATA}/cifar-100-python (../shared/data)",
+)
+
+
+def dump_pickle(path: Path, obj: object) -> None:
+    with path.open("wb") as f:
+        pickle.dump(obj, f)
+
+
+def write_fake_cifar(root: Path, n: int = 100) -> Path:
+    """A cut-down but well-formed ``cifar-100-python`` folder: n images per split, every class present."""
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        dump_pickle(
+            folder / split,
+            {"data": data, "fine_labels": [i % 100 for i in range(n)], "coarse_labels": [0] * n},
+        )
+    dump_pickle(
+        folder / "meta", {"fine_label_names": [f"c{i}" for i in range(100)], "coarse_label_names": []}
+    )
+    return folder
+
+
+#: the quickest real run: a digits student from scratch, 8x8 images, two training batches, one validation batch
+SCRATCH_RUN = [
+    "model=digits_scratch_resnet8",
+    "distill=ce",
+    "data.image_size=8",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=1",
+]
+#: quiet runs: the CSV record only, no progress bar, no loader workers
+QUIET = ["logger=csv", "callbacks.progress_bar=null", "data.num_workers=0"]
+
+
+def save_teacher(path: Path, name: str, num_classes: int) -> Path:
+    torch.manual_seed(0)
+    torch.save({"model": create_model(name, num_classes=num_classes).state_dict()}, path)
+    return path
+
+
+def two_step_run(tmp_path: Path, method: str, *overrides: str) -> tuple[dict, dict[str, list[float]]]:
+    """Two steps of ``distill=method`` on the digits pair resnet20 -> resnet8 (8x8 images); the summary and
+    every term's logged epoch values."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    teacher = save_teacher(tmp_path / "teacher.pth", "resnet20", 10)
+    cfg = compose_config(
+        [
+            f"distill={method}",
+            f"model.teacher.checkpoint={teacher}",
+            "data.image_size=8",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=2",
+            "+trainer.limit_val_batches=1",
+            *QUIET,
+            *overrides,
+        ],
+        output_dir=tmp_path,
+    )
+    summary = fit(cfg)  # a non-finite loss would raise NonFiniteLossError
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    values = {t: [float(r[f"train/{t}"]) for r in rows if r.get(f"train/{t}")] for t in summary["terms"]}
+    return summary, values
