@@ -291,3 +291,15 @@ def test_no_test_imports_conftest():
         or (isinstance(node, ast.Import) and any(a.name == "conftest" for a in node.names))
     ]
     assert not importers, importers
+
+
+def test_no_config_reads_a_setting_that_may_be_missing():
+    """Issue 25: every setting has one declared home, so a config reads it as ``${key}``; ``oc.select`` (a
+    default where the key may be absent) would hide a second home or a missing one."""
+    users = [
+        f"{p.relative_to(REPO)}:{n}"
+        for p in sorted((REPO / "conf").rglob("*.yaml"))
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if "oc.select" in line
+    ]
+    assert not users, users
