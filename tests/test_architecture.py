@@ -281,14 +281,21 @@ def test_every_test_file_is_named_test_owner_feature():
     assert not strays, f"{strays}: name each test_<owner>[_<feature>].py, <owner> one of {sorted(owners)}"
 
 
-def test_no_test_imports_conftest():
-    """conftest.py holds fixtures, which pytest hands out; plain helpers are imported from helpers.py."""
+def test_no_test_imports_conftest_or_another_test_file():
+    """conftest.py holds fixtures, which pytest hands out; a test file holds tests. What tests share they import
+    from helpers.py or a helper module of its own (report_runs.py, tiny_module.py, ...)."""
+
+    def imported(node: ast.AST) -> list[str]:
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            return [node.module]
+        return [a.name for a in node.names] if isinstance(node, ast.Import) else []
+
     importers = [
-        p.name
+        f"{p.name} imports {name}"
         for p in TESTS.glob("*.py")
         for node in ast.walk(ast.parse(p.read_text()))
-        if (isinstance(node, ast.ImportFrom) and node.module == "conftest")
-        or (isinstance(node, ast.Import) and any(a.name == "conftest" for a in node.names))
+        for name in imported(node)
+        if name == "conftest" or name.startswith("test_")
     ]
     assert not importers, importers
 
