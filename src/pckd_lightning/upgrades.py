@@ -92,13 +92,11 @@ def _settings_homes(cfg: Config) -> bool:
 CIFAR_IMAGE_SIZE = 32
 
 
-def upgrade_data_section(data: dict[str, Any]) -> bool:
-    """A CIFAR-100 data section without ``image_size`` gets the one size its images have; returns whether it
-    did. Shared with the teacher cache, whose key holds the data section as it was written."""
-    if "image_size" in data or "CIFAR100" not in str(data.get("_target_", "")):
-        return False
-    data["image_size"] = CIFAR_IMAGE_SIZE
-    return True
+def upgrade_data_section(data: dict[str, Any]) -> None:
+    """A CIFAR-100 data section without ``image_size`` gets the one size its images have. Shared with the
+    teacher cache, whose key holds the data section as it was written."""
+    if "image_size" not in data and "CIFAR100" in str(data.get("_target_", "")):
+        data["image_size"] = CIFAR_IMAGE_SIZE
 
 
 def _group_homes(cfg: Config) -> bool:
