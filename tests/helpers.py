@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import os
 import pickle
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +139,25 @@ def two_step_run(tmp_path: Path, method: str, *overrides: str) -> tuple[dict, di
         rows = list(csv.DictReader(f))
     values = {t: [float(r[f"train/{t}"]) for r in rows if r.get(f"train/{t}")] for t in summary["terms"]}
     return summary, values
+
+
+def free_port() -> str:
+    """A free local TCP address for a process group's rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def avg_pool_2x(f: list) -> list:
+    """[C][H][W] -> [C][H/2][W/2] by averaging 2x2 blocks."""
+    return [
+        [
+            [
+                (ch[2 * i][2 * j] + ch[2 * i][2 * j + 1] + ch[2 * i + 1][2 * j] + ch[2 * i + 1][2 * j + 1])
+                / 4
+                for j in range(len(ch[0]) // 2)
+            ]
+            for i in range(len(ch) // 2)
+        ]
+        for ch in f
+    ]

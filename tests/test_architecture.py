@@ -281,13 +281,32 @@ def test_every_test_file_is_named_test_owner_feature():
     assert not strays, f"{strays}: name each test_<owner>[_<feature>].py, <owner> one of {sorted(owners)}"
 
 
-def test_no_test_imports_conftest():
-    """conftest.py holds fixtures, which pytest hands out; plain helpers are imported from helpers.py."""
+def test_no_test_imports_conftest_or_another_test_file():
+    """conftest.py holds fixtures, which pytest hands out; a test file holds tests. What tests share they import
+    from helpers.py or a helper module of its own (report_runs.py, tiny_module.py, ...)."""
+
+    def imported(node: ast.AST) -> list[str]:
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            return [node.module]
+        return [a.name for a in node.names] if isinstance(node, ast.Import) else []
+
     importers = [
-        p.name
+        f"{p.name} imports {name}"
         for p in TESTS.glob("*.py")
         for node in ast.walk(ast.parse(p.read_text()))
-        if (isinstance(node, ast.ImportFrom) and node.module == "conftest")
-        or (isinstance(node, ast.Import) and any(a.name == "conftest" for a in node.names))
+        for name in imported(node)
+        if name == "conftest" or name.startswith("test_")
     ]
     assert not importers, importers
+
+
+def test_no_config_reads_a_setting_that_may_be_missing():
+    """Issue 25: every setting has one declared home, so a config reads it as ``${key}``; ``oc.select`` (a
+    default where the key may be absent) would hide a second home or a missing one."""
+    users = [
+        f"{p.relative_to(REPO)}:{n}"
+        for p in sorted((REPO / "conf").rglob("*.yaml"))
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if "oc.select" in line
+    ]
+    assert not users, users

@@ -21,7 +21,7 @@ from pckd_lightning.losses import CRDTerm, CrossEntropyTerm, KDTerm
 from pckd_lightning.models import ModelOutput, ZooModel
 from pckd_lightning.preview import PreviewWeights
 from pckd_lightning.run.build import instantiate
-from test_distillation_module import NUM_CLASSES, make_module, pckd_terms
+from tiny_module import NUM_CLASSES, make_module, pckd_terms
 
 T = 4.0
 

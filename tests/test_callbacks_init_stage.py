@@ -16,7 +16,7 @@ from omegaconf import open_dict
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from helpers import compose_config
+from helpers import avg_pool_2x, compose_config
 from pckd_lightning.callbacks import InitStage
 from pckd_lightning.distillation import DistillationModule, TeacherOptions
 from pckd_lightning.errors import ConfigError
@@ -26,7 +26,6 @@ from pckd_lightning.losses.terms import PairInfo
 from pckd_lightning.losses.terms.factor_transfer import Paraphraser, translator
 from pckd_lightning.models import ModelOutput, create_model
 from pckd_lightning.run.build import build_callbacks, build_terms
-from test_losses_baselines import avg_pool_2x
 
 REL = 1e-4
 NUM_CLASSES = 10

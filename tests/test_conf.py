@@ -237,7 +237,23 @@ def test_a_data_set_without_a_recipe_gets_none(tmp_path):
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("train", overrides=["data=my_digits", f"paths.output_dir={tmp_path}"])
         digits = compose("train", overrides=["data=digits"])
-    assert (cfg.trainer.max_epochs, cfg.optimizer.lr, cfg.get("lr_milestones")) == (240, 0.05, None)
-    assert list(cfg.scheduler.milestones) == []  # no decay, and no interpolation left dangling
+    assert (cfg.trainer.max_epochs, cfg.optimizer.lr, list(cfg.lr_milestones)) == (240, 0.05, [])
+    assert list(cfg.scheduler.milestones) == []  # no decay: train.yaml's lr_milestones, the one home
     validate(cfg)
     assert (digits.trainer.max_epochs, list(digits.lr_milestones)) == (10, [6, 8])
+
+
+DATA = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml") if p.stem != "base")
+
+
+@pytest.mark.parametrize("data", DATA)
+def test_every_data_config_extends_the_base_and_declares_what_it_must(data):
+    """conf/data/base.yaml holds the keys every data set shares; a data set sets its ``_target_`` and
+    ``image_size`` (its ??? keys), which the methods with adapters read (``${data.image_size}``)."""
+    from omegaconf import OmegaConf
+
+    base = OmegaConf.load(CONF_DIR / "data" / "base.yaml")
+    cfg = compose_config([f"data={data}", "distill=fitnet"])
+    assert set(base) - {"defaults"} <= set(cfg.data)
+    assert not OmegaConf.missing_keys(cfg.data)
+    assert cfg.distill.terms.fitnet.input_size == cfg.data.image_size

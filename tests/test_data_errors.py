@@ -343,6 +343,15 @@ def test_image_size_below_what_the_models_take_names_the_minimum_and_the_fix(tmp
     )
 
 
+@pytest.mark.parametrize("size", [16, 64])
+def test_cifar_takes_its_one_image_size_and_names_it(cifar: Path, size):
+    """data.image_size has one home in every data config (issue 25); CIFAR-100's files hold 32x32 only."""
+    assert CIFAR100DataModule(str(cifar.parent), image_size=32).image_size == 32
+    with pytest.raises(ConfigError) as err:
+        CIFAR100DataModule(str(cifar.parent), image_size=size)
+    assert_message(err, f"data.image_size={size}", "32x32", "Fix: leave data.image_size at 32")
+
+
 def test_the_minimum_image_size_is_the_smallest_every_model_takes():
     """The VGGs pool three times before their last block: 8x8 reaches it at 1x1, 7x7 at 0x0."""
     vgg = create_model("vgg8", 10).eval()

@@ -9,8 +9,8 @@ import torch
 import torch.multiprocessing as mp
 
 import ddp_workers
+from helpers import free_port
 from pckd_lightning.distillation.loss_meter import LossMeter, NonFiniteLossError
-from test_distributed import free_port
 
 
 def t(value: float) -> torch.Tensor:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from functools import partial
 from types import SimpleNamespace
 
 import lightning as L
@@ -11,49 +10,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from pckd_lightning.distillation import DistillationModule, Performance, TeacherOptions
+from pckd_lightning.distillation import Performance
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import (
-    CategoryContrastTerm,
-    CenterAlignTerm,
     CrossEntropyTerm,
-    FeatureAlignTerm,
     KDTerm,
 )
 from pckd_lightning.losses import functional as LF
-from pckd_lightning.models import create_model
 from pckd_lightning.preview import PreviewWeights
-
-NUM_CLASSES = 5
-
-
-def pckd_terms(preview: bool = True) -> dict:
-    return {
-        "ce": CrossEntropyTerm(),
-        "kd": KDTerm(preview=preview),
-        "category_contrast": CategoryContrastTerm(preview=preview),
-        "center_align": CenterAlignTerm(),
-        "feature_align": FeatureAlignTerm(hidden_factor=2),
-    }
-
-
-def make_module(
-    student="resnet8", teacher="resnet8", terms=None, seed=0, teacher_float32=False, **kwargs
-) -> DistillationModule:
-    """PCKD's terms by default, with the published preview weights when a term is marked preview."""
-    torch.manual_seed(seed)
-    terms = pckd_terms() if terms is None else terms
-    if "preview" not in kwargs and any(term.preview for term in terms.values()):
-        kwargs["preview"] = PreviewWeights()
-    return DistillationModule(
-        student=create_model(student, num_classes=NUM_CLASSES),
-        teacher=None if teacher is None else create_model(teacher, num_classes=NUM_CLASSES),
-        terms=terms,
-        optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9),
-        num_classes=NUM_CLASSES,
-        teacher_options=TeacherOptions(measure=False, float32=teacher_float32),
-        **kwargs,
-    )
+from tiny_module import NUM_CLASSES, make_module, pckd_terms, quiet_trainer
 
 
 def batch(num_images=4, views=4, size=16, seed=0):
@@ -61,19 +26,6 @@ def batch(num_images=4, views=4, size=16, seed=0):
     x = torch.randn(num_images, views, 3, size, size, generator=g)
     y = torch.arange(num_images) % NUM_CLASSES
     return x, y, torch.arange(num_images)
-
-
-def quiet_trainer(tmp_path, callbacks, **kwargs) -> L.Trainer:
-    """A CPU trainer without logger, checkpoints or progress bar."""
-    return L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        callbacks=callbacks,
-        default_root_dir=tmp_path,
-        **kwargs,
-    )
 
 
 def total_loss(module, b):

@@ -67,6 +67,16 @@ def test_a_cache_written_for_other_settings_is_refused_naming_what_differs(tmp_p
     assert json.loads((tmp_path / "meta.json").read_text())["key"] == KEY
 
 
+def test_a_cifar_cache_written_before_data_image_size_had_a_home_is_this_runs(tmp_path):
+    """CIFAR-100's data section declares image_size (32, its one size) since issue 25; a cache keyed before
+    then holds the same teacher outputs, and another image size is still another key."""
+    data = {"_target_": "pckd_lightning.data.CIFAR100DataModule", "views": 2}
+    TeacherCache(tmp_path, KEY | {"data": data}, LAYOUT, max_gib=1)
+    TeacherCache(tmp_path, KEY | {"data": data | {"image_size": 32}}, LAYOUT, max_gib=1)
+    with pytest.raises(ConfigError, match=r"data: .*\(cache\) vs .*'image_size': 16"):
+        TeacherCache(tmp_path, KEY | {"data": data | {"image_size": 16}}, LAYOUT, max_gib=1)
+
+
 def test_the_size_is_computed_and_capped_before_anything_is_written(tmp_path):
     assert LAYOUT.bytes == 3 * 10 * 2 * (5 + 4) * 2 + 3 * 10
     big = CacheLayout(epochs=240, images=50_000, views=4, outputs={"logits": 100, "pooled": 256})

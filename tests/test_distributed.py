@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +12,7 @@ import torch
 import torch.multiprocessing as mp
 
 import ddp_workers
-from helpers import REPO, compose_config
-
-
-def free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+from helpers import REPO, compose_config, free_port
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from helpers import compose_config
-from pckd_lightning.evaluate import evaluate, find_run_config, load_for_eval
+from pckd_lightning.evaluate import data_choices, data_section, evaluate, find_run_config, load_for_eval
 from pckd_lightning.evaluate import main as eval_main
 from pckd_lightning.export import export_onnx, export_state_dict, export_torchscript, onnx_exporter_available
 from pckd_lightning.models import create_model
@@ -157,3 +157,11 @@ def test_exports_give_the_eager_logits(name, tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"input": x.numpy()})
     torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("data", [d for d in data_choices() if d != "base"])
+def test_data_gives_the_data_config_as_hydra_composes_it(data, tmp_path):
+    """``--data <name>``: conf/data/<name>.yaml with the base it extends, one plain view, the given root."""
+    section = data_section(data, data_root=str(tmp_path))
+    assert "defaults" not in section and section["views"] == 1 and section["view_recipe"] == "rotation"
+    assert isinstance(section["image_size"], int) and section.get("root", str(tmp_path)) == str(tmp_path)

@@ -17,6 +17,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from torch import nn
 
+from helpers import avg_pool_2x
 from pckd_lightning.distillation import DistillationModule, TeacherOptions
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import (
@@ -65,21 +66,6 @@ def dot(a: list[float], b: list[float]) -> float:
 def unit(v: list[float]) -> list[float]:
     n = math.sqrt(dot(v, v))
     return [x / n for x in v] if n > 0 else [0.0] * len(v)
-
-
-def avg_pool_2x(f: list) -> list:
-    """[C][H][W] -> [C][H/2][W/2] by averaging 2x2 blocks."""
-    return [
-        [
-            [
-                (ch[2 * i][2 * j] + ch[2 * i][2 * j + 1] + ch[2 * i + 1][2 * j] + ch[2 * i + 1][2 * j + 1])
-                / 4
-                for j in range(len(ch[0]) // 2)
-            ]
-            for i in range(len(ch) // 2)
-        ]
-        for ch in f
-    ]
 
 
 def flat(x) -> list[float]:

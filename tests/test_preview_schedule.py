@@ -14,7 +14,7 @@ from helpers import compose_config
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.preview import PreviewWeights
 from pckd_lightning.run.build import instantiate
-from test_distillation_module import NUM_CLASSES, make_module, quiet_trainer
+from tiny_module import NUM_CLASSES, make_module, quiet_trainer
 
 
 def test_epoch_schedule_is_the_published_base_to_the_epoch():

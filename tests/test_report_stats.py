@@ -14,7 +14,7 @@ import pytest
 
 from helpers import load_benchmark
 from pckd_lightning.report import build_report, seeds_for_power
-from test_report import BEST, P1, PNG_MAGIC, edit_config, parse_table, write_run, write_runs
+from report_runs import BEST, P1, PNG_MAGIC, edit_config, parse_table, write_run, write_runs
 
 # Student's t quantiles t(0.975, df) from a printed table (e.g. NIST/SEMATECH e-Handbook, table 1.3.6.7.2)
 T_975 = {2: 4.303, 4: 2.776, 8: 2.306, 9: 2.262}

@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from pckd_lightning.devices import resolve_device
@@ -157,6 +158,12 @@ def data_choices() -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml"))
 
 
+def composed_data_config(data: str) -> DictConfig:
+    """``conf/data/<data>.yaml`` as Hydra composes it: with the base it extends (``defaults``), unresolved."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(overrides=[f"+data={data}"]).data
+
+
 def data_section(
     data: str | None = None,
     run_config: Mapping[str, Any] | None = None,
@@ -173,9 +180,10 @@ def data_section(
         context = OmegaConf.create(
             {
                 "paths": {"data_dir": data_root or "data"},
-                "distill": {"views": 1},
+                # what the data config reads from the method: evaluation's one plain view
+                "distill": {"views": 1, "view_recipe": "rotation"},
                 "seed": seed,
-                "data": OmegaConf.load(path),
+                "data": composed_data_config(data),
             }
         )
         section: dict[str, Any] = OmegaConf.to_container(context.data, resolve=True)  # type: ignore[assignment]

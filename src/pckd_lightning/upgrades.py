@@ -88,6 +88,30 @@ def _settings_homes(cfg: Config) -> bool:
     return cfg != before
 
 
+#: the one size of CIFAR-100's images, which its data configs did not declare before data.image_size had a home
+CIFAR_IMAGE_SIZE = 32
+
+
+def upgrade_data_section(data: dict[str, Any]) -> None:
+    """A CIFAR-100 data section without ``image_size`` gets the one size its images have. Shared with the
+    teacher cache, whose key holds the data section as it was written."""
+    if "image_size" not in data and "CIFAR100" in str(data.get("_target_", "")):
+        data["image_size"] = CIFAR_IMAGE_SIZE
+
+
+def _group_homes(cfg: Config) -> bool:
+    before = copy.deepcopy(cfg)
+    data = cfg.get("data")
+    if isinstance(data, dict):
+        upgrade_data_section(data)
+    distill = cfg.get("distill")
+    if isinstance(distill, dict) and "view_recipe" not in distill:
+        distill["view_recipe"] = data.get("view_recipe", "rotation") if isinstance(data, dict) else "rotation"
+    cfg.setdefault("scheduler", None)
+    cfg.setdefault("lr_milestones", [])
+    return cfg != before
+
+
 #: the upgrades, in the order they apply
 UPGRADES = (
     Upgrade(
@@ -117,6 +141,13 @@ UPGRADES = (
         "module (teacher as module.teacher_options), the model's per-pair dkd_beta, ls_temperature, "
         "ls_kd_weight and lr go (conf/distill and the recipe hold them as per-pair tables)",
         apply=_settings_homes,
+    ),
+    Upgrade(
+        "group-homes",
+        since="issue 25 (config groups without mirrors: each setting declared once)",
+        changes="distill.view_recipe (the data's view_recipe), a CIFAR-100 data.image_size (32), scheduler "
+        "(null) and lr_milestones ([]) are declared where an earlier config left them out",
+        apply=_group_homes,
     ),
 )
 

@@ -16,7 +16,7 @@ import numpy as np
 from pckd_lightning.data.base import ClassificationDataModule
 from pckd_lightning.data.datasets import ArraySource
 from pckd_lightning.data.transforms import CIFAR100_MEAN, CIFAR100_STD
-from pckd_lightning.errors import DataError
+from pckd_lightning.errors import ConfigError, DataError
 
 FOLDER = "cifar-100-python"
 NUM_CLASSES = 100
@@ -109,6 +109,8 @@ class CIFAR100DataModule(ClassificationDataModule):
     ``root`` is the folder containing ``cifar-100-python``. ``download=True`` fetches the data with
     torchvision, but only when files are missing (a valid copy with other checksums is kept).
     ``check_sizes=False`` accepts a cut-down copy (any size, all 100 classes still required).
+    ``image_size`` is 32, the one size the files hold: it is a parameter so that every data config declares
+    ``data.image_size``, which the methods with adapters read.
     """
 
     mean = CIFAR100_MEAN
@@ -116,7 +118,19 @@ class CIFAR100DataModule(ClassificationDataModule):
     flip_p = 0.5
     known_classes = NUM_CLASSES
 
-    def __init__(self, root: str | Path, download: bool = False, check_sizes: bool = True, **kwargs: Any):
+    def __init__(
+        self,
+        root: str | Path,
+        download: bool = False,
+        check_sizes: bool = True,
+        image_size: int = IMAGE_SIZE,
+        **kwargs: Any,
+    ):
+        if image_size != IMAGE_SIZE:
+            raise ConfigError(
+                f"data.image_size={image_size!r}: CIFAR-100's images are {IMAGE_SIZE}x{IMAGE_SIZE}, the one size "
+                f"it takes. Fix: leave data.image_size at {IMAGE_SIZE} (the methods' adapters follow it)."
+            )
         super().__init__(**kwargs)
         self.root = Path(root)
         self.download = download

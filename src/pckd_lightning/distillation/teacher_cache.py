@@ -25,6 +25,7 @@ import torch
 
 from pckd_lightning.atomic import atomic_write_text
 from pckd_lightning.errors import ConfigError
+from pckd_lightning.upgrades import upgrade_data_section
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ class TeacherCache:
 
     def _check_key(self, meta: dict[str, Any]) -> None:
         written = {**meta.get("key", {}), "layout": meta.get("layout")}
+        if isinstance(written.get("data"), dict):  # a cache written before data.image_size had a home
+            upgrade_data_section(written["data"])
         wanted = {**self.key, "layout": asdict(self.layout)}
         differs = sorted(k for k in set(written) | set(wanted) if written.get(k) != wanted.get(k))
         if differs:
