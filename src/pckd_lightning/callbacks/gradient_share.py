@@ -16,6 +16,7 @@ from torch import nn
 
 from pckd_lightning.distributed import reduced_to_host, world_size
 from pckd_lightning.errors import ConfigError
+from pckd_lightning.schema.fields import Int, accepts
 
 #: the supervised term the others' gradient directions are compared with
 REFERENCE_TERM = "ce"
@@ -37,7 +38,7 @@ class GradientShare(L.Callback):
     """
 
     def __init__(self, every_n_steps: int = 0) -> None:
-        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 0:
+        if not accepts(Int(0), every_n_steps):
             raise ConfigError(
                 f"GradientShare: every_n_steps must be an int >= 0 (0 switches it off; e.g. 50), got "
                 f"{every_n_steps!r}; set callbacks.gradient_share.every_n_steps"

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import functools
 import types
+from numbers import Integral
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types as at
-from pydantic import AllowInfNan, BaseModel, ConfigDict, Strict, TypeAdapter, ValidationError
+from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Strict, TypeAdapter, ValidationError
 
 
 class Nullable:
@@ -30,6 +31,14 @@ Str = Annotated[str, Strict()]
 NullableStr = Annotated[str, Strict(), NULLABLE]
 StrList = list[Str]
 IntList = list[Annotated[int, Strict()]]
+
+
+def _integral(value: object) -> object:
+    return int(value) if isinstance(value, Integral) and not isinstance(value, bool) else value
+
+
+#: an int, numpy's ints included (a list of class ids made with ``np.arange``)
+AnyInt = Annotated[int, BeforeValidator(_integral), Strict()]
 
 
 def _marked(field: Any, nullable: bool) -> Any:

@@ -8,6 +8,7 @@ from torch import nn
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import functional as LF
 from pckd_lightning.losses.terms._common import check_count, check_positive
+from pckd_lightning.schema.fields import Number, accepts
 
 
 class CurriculumTemperature(nn.Module):
@@ -38,7 +39,7 @@ class CurriculumTemperature(nn.Module):
         self.reversal_start = check_positive(name, "reversal_start", reversal_start, allow_zero=True)
         self.reversal_end = check_positive(name, "reversal_end", reversal_end, allow_zero=True)
         self.reversal_epochs = check_count(name, "reversal_epochs", reversal_epochs)
-        if isinstance(init, bool) or not isinstance(init, (int, float)):
+        if not accepts(Number(), init):
             raise ConfigError(f"{name}: init (the raw θ before the sigmoid) must be a number, got {init!r}")
         self.theta = nn.Parameter(torch.tensor(float(init)))
         # recomputed at every epoch start, hence not saved

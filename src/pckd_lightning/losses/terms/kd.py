@@ -15,10 +15,11 @@ from pckd_lightning.losses.terms.ctkd import (
     current_temperature,
     pass_epoch,
 )
+from pckd_lightning.schema.fields import Bool, accepts
 
 
 def check_flag(term: str, option: str, value: object) -> bool:
-    if not isinstance(value, bool):
+    if not accepts(Bool, value):
         raise ConfigError(f"{term}: {option} must be true or false, got {value!r}")
     return value
 
