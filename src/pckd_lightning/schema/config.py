@@ -40,7 +40,7 @@ def _group(field: Any) -> tuple[type[BaseModel] | None, bool]:
     """The group model ``field`` holds and whether it holds one per key (``dict[str, Group]``), or None."""
     if typing.get_origin(field) is dict:
         value = typing.get_args(field)[1]
-        return value, True
+        return (value, True) if isinstance(value, type) and issubclass(value, BaseModel) else (None, False)
     if isinstance(field, type) and issubclass(field, BaseModel):
         return field, False
     return None, False

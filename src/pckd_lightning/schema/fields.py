@@ -31,6 +31,8 @@ Str = Annotated[str, Strict()]
 NullableStr = Annotated[str, Strict(), NULLABLE]
 StrList = list[Str]
 IntList = list[Annotated[int, Strict()]]
+#: options handed on as keyword arguments (``model.<role>.kwargs``)
+Options = dict[str, Any]
 
 
 def _integral(value: object) -> object:
@@ -89,6 +91,8 @@ def describe(field: Any) -> str:
     base, metadata = _parts(field)
     if get_origin(base) is Literal:
         text = "one of " + ", ".join(map(repr, get_args(base)))
+    elif get_origin(base) is dict:
+        text = "a mapping of options"
     elif get_origin(base) is list:
         (item,) = get_args(base)
         text = {int: "a list of ints", str: "a list of strings", float: "a list of numbers"}[_parts(item)[0]]

@@ -21,6 +21,7 @@ from pckd_lightning.schema.fields import (
     NullableStr,
     Number,
     OneOf,
+    Options,
     Str,
     StrList,
 )
@@ -87,6 +88,21 @@ class DataOptions(Group):
     holdout_per_class: Int(1) | None = None
 
 
+class RoleOptions(Group):
+    """A model of the pair (``model.teacher``, ``model.student``): the keys every kind of model shares; the
+    rest are the architecture's own keyword arguments, checked when it is built."""
+
+    name: Str | None = None
+    checkpoint: NullableStr | None = None
+    kwargs: Options | None = None
+    taps: Options | None = None
+
+
+class ModelOptions(Group):
+    teacher: RoleOptions | None = None
+    student: RoleOptions | None = None
+
+
 class TermOptions(Group):
     """The options every loss term shares; a term's own options are checked by its constructor."""
 
@@ -140,6 +156,7 @@ class RunConfig(Group):
     resume: ResumeOptions | None = None
     print_config: Bool | None = None
     module: ModuleOptions | None = None
+    model: ModelOptions | None = None
     data: DataOptions | None = None
     distill: DistillOptions | None = None
     optimizer: OptimizerOptions | None = None
