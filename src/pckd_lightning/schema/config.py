@@ -7,6 +7,7 @@ so a typo costs seconds instead of an epoch (or a teacher trained for seed "1.5"
 
 from __future__ import annotations
 
+import types
 import typing
 from collections.abc import Iterator
 from typing import Any
@@ -29,11 +30,9 @@ def _fields(model: type[BaseModel]) -> Iterator[tuple[str, Any]]:
     hints = typing.get_type_hints(model, include_extras=True)
     for name, info in model.model_fields.items():
         field = hints[name]
-        args = [a for a in typing.get_args(field) if a is not type(None)]
-        yield (
-            info.alias or name,
-            args[0] if len(args) == 1 and typing.get_origin(field) is not None else field,
-        )
+        if typing.get_origin(field) in (typing.Union, types.UnionType):
+            (field,) = (a for a in typing.get_args(field) if a is not type(None))
+        yield info.alias or name, field
 
 
 def _group(field: Any) -> tuple[type[BaseModel] | None, bool]:
@@ -56,16 +55,20 @@ def leaves(model: type[BaseModel] = RunConfig, prefix: str = "") -> Iterator[tup
             yield from leaves(group, f"{prefix}{name}.{ANY + '.' if per_key else ''}")
 
 
+def _present(cfg: DictConfig, name: str) -> bool:
+    """Whether ``cfg.name`` is checked: set, not ``???`` (``in`` is False for it: reported as missing), not
+    an interpolation (checked where it points: data.views -> distill.views) and not null."""
+    return name in cfg and not OmegaConf.is_interpolation(cfg, name) and cfg[name] is not None
+
+
 def _read(cfg: DictConfig, model: type[BaseModel], prefix: str, problems: list[str]) -> dict[str, Any]:
-    """The values of ``cfg`` that ``model`` checks, as plain Python. Absent keys (this data set has none),
-    ``???`` (reported as missing), interpolations (checked where they point: data.views -> distill.views)
-    and nulls are left out, as are values that are not a group where the model has one."""
+    """The values of ``cfg`` that ``model`` checks, as plain Python: those :func:`_present`, and of a group
+    only a mapping (a data set without ``image_size`` has no such key: nothing to check)."""
     out: dict[str, Any] = {}
     for name, field in _fields(model):
         key = prefix + name
         try:
-            # `in` is False for ??? values; an interpolation is not resolved here
-            if name not in cfg or OmegaConf.is_interpolation(cfg, name) or cfg[name] is None:
+            if not _present(cfg, name):
                 continue
             value = cfg[name]
             group, per_key = _group(field)
@@ -79,7 +82,7 @@ def _read(cfg: DictConfig, model: type[BaseModel], prefix: str, problems: list[s
                 out[name] = {
                     str(k): _read(value[k], group, f"{key}.{k}.", problems)
                     for k in value
-                    if isinstance(value.get(k), DictConfig)
+                    if _present(value, str(k)) and isinstance(value[k], DictConfig)
                 }
             elif isinstance(value, DictConfig):
                 out[name] = _read(value, group, key + ".", problems)

@@ -95,7 +95,7 @@ def describe(field: Any) -> str:
         text = "a mapping of options"
     elif get_origin(base) is list:
         (item,) = get_args(base)
-        text = {int: "a list of ints", str: "a list of strings", float: "a list of numbers"}[_parts(item)[0]]
+        text = {int: "a list of ints", str: "a list of strings"}[_parts(item)[0]]
     else:
         text = {int: "an int", float: "a number", bool: "true or false", str: "a string"}[base]
         low = next((m for m in metadata if isinstance(m, (at.Ge, at.Gt))), None)
@@ -135,7 +135,7 @@ def _adapter(field: Any) -> TypeAdapter:
     return TypeAdapter(field)
 
 
-def problem(value: object, field: Any) -> str | None:
+def problem(field: Any, value: object) -> str | None:
     """Why ``value`` is refused as a ``field`` ("is a bool", "is out of range"), or None when it is valid."""
     try:
         _adapter(field).validate_python(value, strict=True)
@@ -147,7 +147,7 @@ def problem(value: object, field: Any) -> str | None:
 def accepts(field: Any, value: object) -> bool:
     """Whether ``value`` is a valid ``field``: the library's argument checks ask this, then word their own
     refusal (which option, its published value, the config key that sets it)."""
-    return problem(value, field) is None
+    return problem(field, value) is None
 
 
 class Group(BaseModel):
