@@ -22,7 +22,7 @@ from torch import nn
 from pckd_lightning.distributed import world_size
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.modes import eval_mode
-from pckd_lightning.schema.fields import Int, Number, accepts
+from pckd_lightning.schema.fields import Int, Number, accepts, require
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +74,15 @@ class InitStage(L.Callback):
         weight_decay: float | None = None,
         log_every_n_steps: int = 50,
     ) -> None:
-        if not accepts(Int(0), init_epochs):
-            raise ConfigError(
-                f"InitStage: init_epochs must be an int >= 0 (published 30; 0 skips the stage), got "
-                f"{init_epochs!r}; set distill.callbacks.init_stage.init_epochs"
-            )
-        if not accepts(Int(1), log_every_n_steps):
-            raise ConfigError(f"InitStage: log_every_n_steps must be an int >= 1, got {log_every_n_steps!r}")
-        self.init_epochs = init_epochs
+        self.init_epochs = require(
+            Int(0),
+            init_epochs,
+            "InitStage",
+            "init_epochs",
+            note=" (published 30; 0 skips the stage)",
+            fix="; set distill.callbacks.init_stage.init_epochs",
+        )
+        require(Int(1), log_every_n_steps, "InitStage", "log_every_n_steps")
         self.lr = _optional_number("lr", lr, 0.0, low_inclusive=False)
         self.momentum = _optional_number("momentum", momentum, 0.0, low_inclusive=True, high=1.0)
         self.weight_decay = _optional_number("weight_decay", weight_decay, 0.0, low_inclusive=True)

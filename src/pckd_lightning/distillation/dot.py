@@ -24,7 +24,7 @@ from torch import nn
 from pckd_lightning.distillation.module import DistillationModule
 from pckd_lightning.distributed import world_size
 from pckd_lightning.errors import ConfigError
-from pckd_lightning.schema.fields import Number, accepts
+from pckd_lightning.schema.fields import Number, require
 
 
 class DistillationOrientedSGD(torch.optim.Optimizer):
@@ -49,8 +49,7 @@ class DistillationOrientedSGD(torch.optim.Optimizer):
             ("momentum", momentum, 1),
             ("momentum_kd", momentum_kd, 1),
         ):
-            if not accepts(Number(0), value):
-                raise ConfigError(f"DistillationOrientedSGD: {name} must be a number >= 0, got {value!r}")
+            require(Number(0), value, "DistillationOrientedSGD", name)
             if high is not None and value >= high:
                 raise ConfigError(f"DistillationOrientedSGD: {name} must be < 1, got {value!r}")
         if weight_decay < 0:
@@ -135,9 +134,7 @@ class DOTGradientSplit(L.Callback):
     """
 
     def __init__(self, delta: float = 0.075, task_terms: Sequence[str] = ("ce",)) -> None:
-        if not accepts(Number(0), delta):
-            raise ConfigError(f"DOTGradientSplit: delta must be a number >= 0, got {delta!r}")
-        self.delta = float(delta)
+        self.delta = float(require(Number(0), delta, "DOTGradientSplit", "delta"))
         if isinstance(task_terms, str) or not task_terms:
             raise ConfigError(
                 f"DOTGradientSplit: task_terms must be a non-empty list of term names, got {task_terms!r}"

@@ -16,7 +16,7 @@ import torch
 from pckd_lightning.distributed import global_mean, reduced_to_host, world_size
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import functional as LF
-from pckd_lightning.schema.fields import Int, Number, accepts
+from pckd_lightning.schema.fields import Int, Number, accepts, require
 
 SCHEDULES = ("epoch", "progress")
 
@@ -51,11 +51,14 @@ class PreviewWeights:
                 f"published one; progress: t = base^(e·reference_epochs/max_epochs)), got {schedule!r}; "
                 "set distill.preview.schedule"
             )
-        if not accepts(Int(1), reference_epochs):
-            raise ConfigError(
-                f"PreviewWeights: reference_epochs must be an int >= 1 (the recipe's length, 240), got "
-                f"{reference_epochs!r}; set distill.preview.reference_epochs"
-            )
+        require(
+            Int(1),
+            reference_epochs,
+            "PreviewWeights",
+            "reference_epochs",
+            note=" (the recipe's length, 240)",
+            fix="; set distill.preview.reference_epochs",
+        )
         # a float: an int base would make int thresholds, which overflow int64 against a tensor
         self.base = float(base)
         self.schedule = schedule

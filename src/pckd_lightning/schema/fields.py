@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import annotated_types as at
 from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Strict, TypeAdapter, ValidationError
 
+from pckd_lightning.errors import ConfigError
+
 
 class Nullable:
     """Marks a field whose null is meaningful (the docs say "or null"); a null value is never refused."""
@@ -148,6 +150,14 @@ def accepts(field: Any, value: object) -> bool:
     """Whether ``value`` is a valid ``field``: the library's argument checks ask this, then word their own
     refusal (which option, its published value, the config key that sets it)."""
     return problem(field, value) is None
+
+
+def require(field: Any, value: Any, owner: str, option: str, *, note: str = "", fix: str = "") -> Any:
+    """``value`` when it is a valid ``field``, else a :class:`ConfigError` in the library's words:
+    "{owner}: {option} must be {what the field accepts}{note}, got {value}{fix}"."""
+    if not accepts(field, value):
+        raise ConfigError(f"{owner}: {option} must be {describe(field)}{note}, got {value!r}{fix}")
+    return value
 
 
 class Group(BaseModel):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.models.base import ZooModel
 from pckd_lightning.modes import eval_mode
-from pckd_lightning.schema.fields import Int, Number, accepts
+from pckd_lightning.schema.fields import Int, Number, accepts, require
 
 
 @dataclass(frozen=True)
@@ -50,16 +50,11 @@ def check_input_size(term: str, input_size: object) -> int:
 
 
 def check_positive(term: str, option: str, value: object, allow_zero: bool = False) -> float:
-    if not accepts(Number(0, low_open=not allow_zero), value):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{term}: {option} must be a number {bound}, got {value!r}")
-    return float(value)
+    return float(require(Number(0, low_open=not allow_zero), value, term, option))
 
 
 def check_count(term: str, option: str, value: object, minimum: int = 0) -> int:
-    if not accepts(Int(minimum), value):
-        raise ConfigError(f"{term}: {option} must be an int >= {minimum}, got {value!r}")
-    return value
+    return require(Int(minimum), value, term, option)
 
 
 def match_spatial(f_s: torch.Tensor, f_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

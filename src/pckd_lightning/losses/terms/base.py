@@ -15,7 +15,7 @@ from torch import nn
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.models.base import Capability, ZooModel
-from pckd_lightning.schema.fields import Int, accepts
+from pckd_lightning.schema.fields import Int, accepts, require
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,14 @@ class PairInfo:
 
 
 def check_warmup_epochs(term: str, value: object) -> int:
-    if not accepts(Int(0), value):
-        raise ConfigError(
-            f"{term}: warmup_epochs must be an int >= 0 (0: no warm-up; n: the weight ramps linearly "
-            f"from 1/n in epoch 1 to 1 from epoch n), got {value!r}; set distill.terms.<name>.warmup_epochs"
-        )
-    return value
+    return require(
+        Int(0),
+        value,
+        term,
+        "warmup_epochs",
+        note=" (0: no warm-up; n: the weight ramps linearly from 1/n in epoch 1 to 1 from epoch n)",
+        fix="; set distill.terms.<name>.warmup_epochs",
+    )
 
 
 def _with_warmup_option(init: Callable[..., None]) -> Callable[..., None]:
