@@ -310,3 +310,24 @@ def test_no_config_reads_a_setting_that_may_be_missing():
         if "oc.select" in line
     ]
     assert not users, users
+
+
+def test_no_inline_bool_type_check_outside_the_schema_package():
+    """Issue 25: "an int, not a bool" and its kin are field types of :mod:`pckd_lightning.schema.fields`
+    (``accepts(Int(1), value)``), declared once with the words of their refusal, not ``isinstance(x, bool)``
+    conditions repeated in every module."""
+    schema = PACKAGE / "schema"
+    found = []
+    for path in MODULES.values():
+        if schema in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", "") == "isinstance"
+                and len(node.args) == 2
+            ):
+                kinds = node.args[1].elts if isinstance(node.args[1], ast.Tuple) else [node.args[1]]
+                if any(isinstance(kind, ast.Name) and kind.id == "bool" for kind in kinds):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno} {ast.unparse(node)}")
+    assert not found, found

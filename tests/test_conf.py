@@ -229,7 +229,7 @@ def test_a_data_set_without_a_recipe_gets_none(tmp_path):
     trainer's and the optimizer's own values."""
     from hydra import compose, initialize_config_dir
 
-    from pckd_lightning.config_schema import validate
+    from pckd_lightning.schema.config import validate
 
     conf = tmp_path / "conf"
     shutil.copytree(CONF_DIR, conf)

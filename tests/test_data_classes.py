@@ -12,11 +12,11 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from helpers import SHARED_DATA, compose_config, needs_cifar, write_fake_cifar
-from pckd_lightning.config_schema import validate
 from pckd_lightning.data import CIFAR100DataModule, DigitsDataModule, ImageFolderDataModule
 from pckd_lightning.data.classes import parse_classes, select_classes
 from pckd_lightning.data.gpu_resident import GPUResidentCIFAR100DataModule
 from pckd_lightning.errors import ConfigError
+from pckd_lightning.schema.config import validate
 
 NO_DATA = "/nonexistent/data"  # a refusal must come before any data is read
 

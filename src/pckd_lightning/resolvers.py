@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pckd_lightning.paths import CONFIG_DIR
+from pckd_lightning.schema.fields import Int, accepts
 
 #: names one launch of ``pckd-train``; set by the first process, inherited by its DDP ranks and sweep workers
 LAUNCH_ID_ENV = "PCKD_LAUNCH_ID"
@@ -83,7 +84,7 @@ def scaled_milestones(max_epochs: int, fractions: list[float]) -> ListConfig:
     The published CIFAR-100 recipe decays at 150, 180 and 210 of 240 epochs (0.625, 0.75, 0.875); a short
     run keeps that shape (20 epochs: 13, 15, 18) instead of never reaching the recipe's fixed milestones.
     """
-    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+    if not accepts(Int(1), max_epochs):
         raise ValueError(f"scaled milestones need trainer.max_epochs >= 1, got {max_epochs!r}")
     if any(not 0 < f < 1 for f in fractions):
         raise ValueError(f"scaled milestones take fractions in (0, 1), got {list(fractions)}")

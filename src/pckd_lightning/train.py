@@ -65,9 +65,9 @@ def train(cfg: DictConfig) -> float | None:
     _started()
     from lightning.pytorch.utilities import rank_zero_only
 
-    from pckd_lightning.config_schema import validate
     from pckd_lightning.console import print_config_tree, print_summary
     from pckd_lightning.run import check_config, fit
+    from pckd_lightning.schema.config import validate
 
     try:
         validate(cfg)  # before the config is printed, so that an error is not buried under it

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from pckd_lightning.distributed import reduced_to_host, world_size
-from pckd_lightning.errors import ConfigError
+from pckd_lightning.schema.fields import Int, require
 
 #: the supervised term the others' gradient directions are compared with
 REFERENCE_TERM = "ce"
@@ -37,12 +37,14 @@ class GradientShare(L.Callback):
     """
 
     def __init__(self, every_n_steps: int = 0) -> None:
-        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 0:
-            raise ConfigError(
-                f"GradientShare: every_n_steps must be an int >= 0 (0 switches it off; e.g. 50), got "
-                f"{every_n_steps!r}; set callbacks.gradient_share.every_n_steps"
-            )
-        self.every_n_steps = every_n_steps
+        self.every_n_steps = require(
+            Int(0),
+            every_n_steps,
+            "GradientShare",
+            "every_n_steps",
+            note=" (0 switches it off; e.g. 50)",
+            fix="; set callbacks.gradient_share.every_n_steps",
+        )
         #: the values of the latest measurement, as logged
         self.last: dict[str, float] = {}
         #: the latest optimizer step measured (-1 before the first)

@@ -22,6 +22,7 @@ from torch import nn
 from pckd_lightning.distributed import world_size
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.modes import eval_mode
+from pckd_lightning.schema.fields import Int, Number, accepts, require
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,7 @@ log = logging.getLogger(__name__)
 def _optional_number(option: str, value: object, low: float, low_inclusive: bool, high: float | None = None):
     if value is None:
         return None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value >= low if low_inclusive else value > low) and (high is None or value < high)
-    if not ok:
+    if not accepts(Number(low, high, low_open=not low_inclusive, high_open=True), value):
         bound = f"{'>=' if low_inclusive else '>'} {low}" + ("" if high is None else f" and < {high}")
         raise ConfigError(
             f"InitStage: {option} must be null (take it from the run's optimizer) or a number {bound}, "
@@ -76,18 +74,15 @@ class InitStage(L.Callback):
         weight_decay: float | None = None,
         log_every_n_steps: int = 50,
     ) -> None:
-        if isinstance(init_epochs, bool) or not isinstance(init_epochs, int) or init_epochs < 0:
-            raise ConfigError(
-                f"InitStage: init_epochs must be an int >= 0 (published 30; 0 skips the stage), got "
-                f"{init_epochs!r}; set distill.callbacks.init_stage.init_epochs"
-            )
-        if (
-            isinstance(log_every_n_steps, bool)
-            or not isinstance(log_every_n_steps, int)
-            or log_every_n_steps < 1
-        ):
-            raise ConfigError(f"InitStage: log_every_n_steps must be an int >= 1, got {log_every_n_steps!r}")
-        self.init_epochs = init_epochs
+        self.init_epochs = require(
+            Int(0),
+            init_epochs,
+            "InitStage",
+            "init_epochs",
+            note=" (published 30; 0 skips the stage)",
+            fix="; set distill.callbacks.init_stage.init_epochs",
+        )
+        require(Int(1), log_every_n_steps, "InitStage", "log_every_n_steps")
         self.lr = _optional_number("lr", lr, 0.0, low_inclusive=False)
         self.momentum = _optional_number("momentum", momentum, 0.0, low_inclusive=True, high=1.0)
         self.weight_decay = _optional_number("weight_decay", weight_decay, 0.0, low_inclusive=True)

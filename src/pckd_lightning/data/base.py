@@ -22,6 +22,7 @@ from pckd_lightning.data.transforms import (
     val_transform,
 )
 from pckd_lightning.errors import ConfigError, DataError
+from pckd_lightning.schema.fields import Int, accepts
 
 #: the smallest image side every model of the zoo takes: the VGGs max-pool their input three times
 #: (2x2, stride 2) before the last block, so a side below 8 leaves them an empty feature map
@@ -34,7 +35,7 @@ VAL_SOURCES = ("test", "holdout")
 
 def check_image_size(image_size: object, dataset: str) -> int:
     """``image_size`` as an int >= :data:`MIN_IMAGE_SIZE`, else a :class:`ConfigError` saying how to fix it."""
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+    if not accepts(Int(MIN_IMAGE_SIZE), image_size):
         raise ConfigError(
             f"data.image_size={image_size!r} cannot be used for {dataset}: the images must be at least "
             f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} pixels (an int), the smallest input every model of the zoo "

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from numbers import Integral
 
 from pckd_lightning.errors import ConfigError
+from pckd_lightning.schema.fields import AnyInt, accepts
 
 #: the range form of ``data.classes``: "first-last", both ends included (e.g. "20-39": 20 classes)
 RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
@@ -50,7 +50,7 @@ def parse_classes(value: object, total: int | None = None) -> tuple[int, ...]:
     else:
         raise refuse("is neither a list nor a range", f"write {_FORMS}, or null to keep every class")
     for i in ids:
-        if not isinstance(i, Integral) or isinstance(i, bool):
+        if not accepts(AnyInt, i):
             raise refuse(f"holds {i!r}, not an int", "list ints only, e.g. data.classes=[20,21,22]")
     out = tuple(int(i) for i in ids)  # type: ignore[arg-type]
     if len(out) < MIN_CLASSES:
@@ -88,7 +88,7 @@ def select_classes(
         return parse_classes(classes, total)
     if class_subset is None:
         return None
-    if isinstance(class_subset, bool) or not isinstance(class_subset, Integral):
+    if not accepts(AnyInt, class_subset):
         raise ConfigError(f"data.class_subset={class_subset!r} is not an int. Fix: set an int >= 2 or null.")
     if class_subset < MIN_CLASSES:
         raise ConfigError(

@@ -24,6 +24,7 @@ from torch import nn
 from pckd_lightning.distillation.module import DistillationModule
 from pckd_lightning.distributed import world_size
 from pckd_lightning.errors import ConfigError
+from pckd_lightning.schema.fields import Number, require
 
 
 class DistillationOrientedSGD(torch.optim.Optimizer):
@@ -48,8 +49,7 @@ class DistillationOrientedSGD(torch.optim.Optimizer):
             ("momentum", momentum, 1),
             ("momentum_kd", momentum_kd, 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"DistillationOrientedSGD: {name} must be a number >= 0, got {value!r}")
+            require(Number(0), value, "DistillationOrientedSGD", name)
             if high is not None and value >= high:
                 raise ConfigError(f"DistillationOrientedSGD: {name} must be < 1, got {value!r}")
         if weight_decay < 0:
@@ -134,9 +134,7 @@ class DOTGradientSplit(L.Callback):
     """
 
     def __init__(self, delta: float = 0.075, task_terms: Sequence[str] = ("ce",)) -> None:
-        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or delta < 0:
-            raise ConfigError(f"DOTGradientSplit: delta must be a number >= 0, got {delta!r}")
-        self.delta = float(delta)
+        self.delta = float(require(Number(0), delta, "DOTGradientSplit", "delta"))
         if isinstance(task_terms, str) or not task_terms:
             raise ConfigError(
                 f"DOTGradientSplit: task_terms must be a non-empty list of term names, got {task_terms!r}"

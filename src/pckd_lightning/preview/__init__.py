@@ -8,8 +8,8 @@ value checks, resumes and the config upgrades ask this package through the funct
 
 from pckd_lightning.preview.callback import PreviewWeighting, callbacks_for
 from pckd_lightning.preview.config import (
-    SCHEMA,
     TARGET,
+    PreviewOptions,
     check,
     check_marked,
     fixed_keys,
@@ -18,8 +18,8 @@ from pckd_lightning.preview.config import (
 from pckd_lightning.preview.weights import PreviewWeights
 
 __all__ = [
-    "SCHEMA",
     "TARGET",
+    "PreviewOptions",
     "PreviewWeighting",
     "PreviewWeights",
     "callbacks_for",

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.preview.weights import PreviewWeights
+from pckd_lightning.schema.fields import Group, Number
 
 #: what ``conf/preview/`` builds
 TARGET = "pckd_lightning.preview.PreviewWeights"
@@ -25,13 +26,12 @@ EARLIER_TARGETS = ("pckd_lightning.callbacks.PreviewWeighting", "pckd_lightning.
 #: the switch ``+preview=all`` sets in ``distill``
 EVERY_TERM = "preview_every_term"
 
-#: the preview keys' rows of the run config's value checks (:data:`pckd_lightning.config_schema.CHECKS`):
-#: key, kind and limits
-SCHEMA: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("distill.terms.*.preview", "bool", {}),
-    ("distill.preview.base", "number", {"low": 0, "low_open": True}),
-    (f"distill.{EVERY_TERM}", "bool", {}),
-)
+
+class PreviewOptions(Group):
+    """``distill.preview``'s values checked with the run config's (:mod:`pckd_lightning.schema.groups`); the
+    rest when :func:`check` builds the weights."""
+
+    base: Number(0, low_open=True) | None = None
 
 
 def marked_by_preview_all(distill: Mapping[str, Any], name: str, target: str | type) -> bool:

@@ -16,6 +16,7 @@ import torch
 from pckd_lightning.distributed import global_mean, reduced_to_host, world_size
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import functional as LF
+from pckd_lightning.schema.fields import Int, Number, accepts, require
 
 SCHEDULES = ("epoch", "progress")
 
@@ -39,12 +40,7 @@ class PreviewWeights:
     HISTOGRAM_BINS, HISTOGRAM_MAX = 50, 5.0
 
     def __init__(self, base: float = 1.005, schedule: str = "epoch", reference_epochs: int = 240) -> None:
-        if (
-            isinstance(base, bool)
-            or not isinstance(base, (int, float))
-            or not math.isfinite(base)
-            or base <= 0
-        ):
+        if not accepts(Number(0, low_open=True), base):
             raise ConfigError(
                 f"PreviewWeights: base must be a finite number > 0 (published 1.005), got {base!r}; "
                 "set distill.preview.base"
@@ -55,15 +51,14 @@ class PreviewWeights:
                 f"published one; progress: t = base^(e·reference_epochs/max_epochs)), got {schedule!r}; "
                 "set distill.preview.schedule"
             )
-        if (
-            isinstance(reference_epochs, bool)
-            or not isinstance(reference_epochs, int)
-            or reference_epochs < 1
-        ):
-            raise ConfigError(
-                f"PreviewWeights: reference_epochs must be an int >= 1 (the recipe's length, 240), got "
-                f"{reference_epochs!r}; set distill.preview.reference_epochs"
-            )
+        require(
+            Int(1),
+            reference_epochs,
+            "PreviewWeights",
+            "reference_epochs",
+            note=" (the recipe's length, 240)",
+            fix="; set distill.preview.reference_epochs",
+        )
         # a float: an int base would make int thresholds, which overflow int64 against a tensor
         self.base = float(base)
         self.schedule = schedule

@@ -38,6 +38,7 @@ from pckd_lightning.distillation.teacher import file_sha256
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.resume import experiment_config, flatten_config
 from pckd_lightning.run_folder import read_run_config
+from pckd_lightning.schema.fields import Bool, accepts
 
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
@@ -219,7 +220,7 @@ def _number(value: Any) -> float | None:
     """A float, or None for null; NaN for anything that is not a number (so it counts as non-finite)."""
     if value is None:
         return None
-    if isinstance(value, bool):
+    if accepts(Bool, value):  # true or false is no number
         return math.nan
     try:
         return float(value)

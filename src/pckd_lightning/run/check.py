@@ -1,5 +1,5 @@
 """Cross-group consistency of a composed config, which no single group can check by itself (after
-:func:`pckd_lightning.config_schema.validate`, before any work)."""
+:func:`pckd_lightning.schema.config.validate`, before any work)."""
 
 from __future__ import annotations
 

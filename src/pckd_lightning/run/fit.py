@@ -16,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from pckd_lightning.atomic import atomic_write_text
 from pckd_lightning.callbacks.config_record import RunConfigRecord
-from pckd_lightning.config_schema import validate
 from pckd_lightning.export import export_state_dict
 from pckd_lightning.resume import carry_history, plan_resume
 from pckd_lightning.run.build import build_callbacks, build_module, build_trainer, instantiate
@@ -26,6 +25,7 @@ from pckd_lightning.run.loggers import build_loggers, close_loggers
 from pckd_lightning.run.summary import final_test, provenance, set_aside_summary, summarize, write_summary
 from pckd_lightning.run.teacher import teacher_to_train
 from pckd_lightning.run_folder import RunFolder
+from pckd_lightning.schema.config import validate
 
 #: Lightning warnings that do not apply to these runs, silenced while a run trains (not at import): the frozen
 #: teacher is in eval mode on purpose, and the epoch values of train/*, preview/*, val/* and test/* are

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.models.base import ZooModel
 from pckd_lightning.modes import eval_mode
+from pckd_lightning.schema.fields import Int, Number, accepts, require
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def probe_shapes(model: ZooModel, input_size: int) -> FeatureShapes:
 
 
 def check_input_size(term: str, input_size: object) -> int:
-    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
+    if not accepts(Int(1), input_size):
         raise ConfigError(
             f"{term}: input_size must be a positive int (the training image side, 32 for CIFAR), "
             f"got {input_size!r}; set distill.terms.<name>.input_size"
@@ -49,19 +50,11 @@ def check_input_size(term: str, input_size: object) -> int:
 
 
 def check_positive(term: str, option: str, value: object, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok:
-        ok = value >= 0 if allow_zero else value > 0
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{term}: {option} must be a number {bound}, got {value!r}")
-    return float(value)
+    return float(require(Number(0, low_open=not allow_zero), value, term, option))
 
 
 def check_count(term: str, option: str, value: object, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{term}: {option} must be an int >= {minimum}, got {value!r}")
-    return value
+    return require(Int(minimum), value, term, option)
 
 
 def match_spatial(f_s: torch.Tensor, f_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,7 @@ from torch import nn
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.models.base import Capability, ZooModel
+from pckd_lightning.schema.fields import Int, accepts, require
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,14 @@ class PairInfo:
 
 
 def check_warmup_epochs(term: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(
-            f"{term}: warmup_epochs must be an int >= 0 (0: no warm-up; n: the weight ramps linearly "
-            f"from 1/n in epoch 1 to 1 from epoch n), got {value!r}; set distill.terms.<name>.warmup_epochs"
-        )
-    return value
+    return require(
+        Int(0),
+        value,
+        term,
+        "warmup_epochs",
+        note=" (0: no warm-up; n: the weight ramps linearly from 1/n in epoch 1 to 1 from epoch n)",
+        fix="; set distill.terms.<name>.warmup_epochs",
+    )
 
 
 def _with_warmup_option(init: Callable[..., None]) -> Callable[..., None]:
@@ -146,7 +149,7 @@ class LossTerm(nn.Module):
 
         A subclass that overrides it calls ``super().on_train_epoch_start(epoch)``.
         """
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        if not accepts(Int(1), epoch):
             raise ValueError(f"{type(self).__name__}: epochs are 1-indexed ints, got {epoch!r}")
         self.epoch, self._epoch_known = epoch, True
         self._warmup.fill_(min(epoch / self.warmup_epochs, 1.0) if self.warmup_epochs else 1.0)

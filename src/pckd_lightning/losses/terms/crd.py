@@ -14,6 +14,7 @@ from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms._common import check_count, check_positive, full_precision
 from pckd_lightning.losses.terms.base import LossTerm, PairInfo
 from pckd_lightning.models.base import Capability
+from pckd_lightning.schema.fields import Number, require
 
 MODES = ("exact",)
 NEGATIVES = ("other_class", "uniform")
@@ -74,9 +75,7 @@ class CRDTerm(LossTerm):
         self.feat_dim = check_count(name, "feat_dim", feat_dim, minimum=1)
         self.nce_k = check_count(name, "nce_k", nce_k, minimum=1)
         self.nce_t = check_positive(name, "nce_t", nce_t)
-        if not isinstance(nce_m, (int, float)) or isinstance(nce_m, bool) or not 0 <= nce_m < 1:
-            raise ConfigError(f"{name}: nce_m (the bank momentum) must be in [0, 1), got {nce_m!r}")
-        self.nce_m = float(nce_m)
+        self.nce_m = float(require(Number(0, 1, high_open=True), nce_m, name, "nce_m (the bank momentum)"))
         if mode not in MODES:
             raise ConfigError(f"{name}: mode={mode!r} is not supported; valid values: {', '.join(MODES)}")
         if negatives not in NEGATIVES:

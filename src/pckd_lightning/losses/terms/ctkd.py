@@ -8,6 +8,7 @@ from torch import nn
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import functional as LF
 from pckd_lightning.losses.terms._common import check_count, check_positive
+from pckd_lightning.schema.fields import Number, require
 
 
 class CurriculumTemperature(nn.Module):
@@ -38,8 +39,7 @@ class CurriculumTemperature(nn.Module):
         self.reversal_start = check_positive(name, "reversal_start", reversal_start, allow_zero=True)
         self.reversal_end = check_positive(name, "reversal_end", reversal_end, allow_zero=True)
         self.reversal_epochs = check_count(name, "reversal_epochs", reversal_epochs)
-        if isinstance(init, bool) or not isinstance(init, (int, float)):
-            raise ConfigError(f"{name}: init (the raw θ before the sigmoid) must be a number, got {init!r}")
+        require(Number(), init, name, "init (the raw θ before the sigmoid)")
         self.theta = nn.Parameter(torch.tensor(float(init)))
         # recomputed at every epoch start, hence not saved
         self.register_buffer("reversal", torch.tensor(self.reversal_start), persistent=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import functional as LF
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms._common import check_positive
@@ -15,12 +14,11 @@ from pckd_lightning.losses.terms.ctkd import (
     current_temperature,
     pass_epoch,
 )
+from pckd_lightning.schema.fields import Bool, require
 
 
 def check_flag(term: str, option: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{term}: {option} must be true or false, got {value!r}")
-    return value
+    return require(Bool, value, term, option)
 
 
 class TemperatureTerm(LossTerm):

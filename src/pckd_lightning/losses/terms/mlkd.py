@@ -23,6 +23,7 @@ from pckd_lightning.losses import functional as LF
 from pckd_lightning.losses.context import DistillContext
 from pckd_lightning.losses.terms.base import LossTerm
 from pckd_lightning.losses.terms.kd import check_flag
+from pckd_lightning.schema.fields import Number, accepts
 
 #: the reference's temperatures: its base temperature (KD.TEMPERATURE, 4) and 3, 5, 2, 6
 TEMPERATURES = (4.0, 3.0, 5.0, 2.0, 6.0)
@@ -36,7 +37,7 @@ def check_temperatures(term: str, temperatures: object) -> tuple[float, ...]:
         if isinstance(temperatures, Sequence) and not isinstance(temperatures, str)
         else ()
     )
-    if not values or any(isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0 for t in values):
+    if not values or not all(accepts(Number(0, low_open=True), t) for t in values):
         raise ConfigError(
             f"{term}: temperatures must be a non-empty list of numbers > 0, got {temperatures!r}; "
             "e.g. distill.terms.<name>.temperatures=[4,3,5,2,6] (MLKD's)"
