@@ -9,9 +9,6 @@ graph, the condition for replaying it as one CUDA graph.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -54,9 +51,13 @@ class CapturedStep:
                 f"a captured step computes torch.optim.SGD with one parameter group, got {type(optimizer).__name__} "
                 f"with {len(optimizer.param_groups)}"
             )
+        if step.teacher_cache is not None:
+            raise ConfigError("a captured step runs the teacher: its cache reads the batch's indices on the host")
         group = optimizer.param_groups[0]
         if group["dampening"] != 0 or group["maximize"]:
             raise ConfigError("a captured step computes SGD without dampening and without maximize")
+        #: the lr the optimizer starts with (the step takes it as a tensor argument)
+        self.lr: float = group["lr"]
         self.momentum: float = group["momentum"]
         self.weight_decay: float = group["weight_decay"]
         self.nesterov: bool = group["nesterov"]
@@ -114,7 +115,3 @@ class CapturedStep:
             for name, value in params.items():
                 current[name].copy_(value)
 
-
-def compiled(captured: CapturedStep, **options: Any) -> Callable[..., Any]:
-    """``captured`` under ``torch.compile(fullgraph=True)``: a graph break is an error that names it."""
-    return torch.compile(captured.__call__, fullgraph=True, **options)
