@@ -103,7 +103,9 @@ def compiled_run(graphs: list) -> Callable:
         return lookup_backend("aot_eager")(graph, inputs)
 
     def run(captured: CapturedStep, batch: tuple[torch.Tensor, ...], steps: int) -> list[dict]:
-        return captured_steps(captured, torch.compile(captured, fullgraph=True, backend=backend), batch, steps)
+        return captured_steps(
+            captured, torch.compile(captured, fullgraph=True, backend=backend), batch, steps
+        )
 
     return run
 
@@ -114,7 +116,7 @@ def test_the_whole_step_compiles_as_one_graph_and_gives_the_eager_step(method, o
     module, batch = method_module(method)
     assert not module.skipped_terms
     if method in NOT_CAPTURED:
-        with pytest.raises(ConfigError, match="torch.optim.SGD"):
+        with pytest.raises(ConfigError, match=r"torch\.optim\.SGD"):
             CapturedStep(module.step, module.configure_optimizers()["optimizer"])
         return
     torch.compiler.reset()
@@ -126,12 +128,16 @@ def test_the_whole_step_compiles_as_one_graph_and_gives_the_eager_step(method, o
 
 
 @pytest.mark.parametrize(
-    "sgd", [{}, {"nesterov": True}, {"momentum": 0.0}, {"weight_decay": 0.0}], ids=["sgd", "nesterov", "plain", "no_wd"]
+    "sgd",
+    [{}, {"nesterov": True}, {"momentum": 0.0}, {"weight_decay": 0.0}],
+    ids=["sgd", "nesterov", "plain", "no_wd"],
 )
 def test_the_captured_update_is_torchs_sgd(sgd, one_thread):
     """The update arithmetic, uncompiled: each of SGD's settings the captured step supports."""
     module, batch = method_module("kd", **sgd)
-    assert_same_run(module, batch, lambda captured, batch, steps: captured_steps(captured, captured, batch, steps))
+    assert_same_run(
+        module, batch, lambda captured, batch, steps: captured_steps(captured, captured, batch, steps)
+    )
 
 
 def test_sgd_settings_the_captured_step_does_not_compute_are_refused():

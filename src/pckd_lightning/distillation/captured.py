@@ -52,7 +52,9 @@ class CapturedStep:
                 f"with {len(optimizer.param_groups)}"
             )
         if step.teacher_cache is not None:
-            raise ConfigError("a captured step runs the teacher: its cache reads the batch's indices on the host")
+            raise ConfigError(
+                "a captured step runs the teacher: its cache reads the batch's indices on the host"
+            )
         group = optimizer.param_groups[0]
         if group["dampening"] != 0 or group["maximize"]:
             raise ConfigError("a captured step computes SGD without dampening and without maximize")
@@ -114,4 +116,3 @@ class CapturedStep:
         with torch.no_grad():
             for name, value in params.items():
                 current[name].copy_(value)
-
