@@ -15,7 +15,7 @@ from torch import nn
 from pckd_lightning.distillation.step import DistillStep
 from pckd_lightning.errors import ConfigError
 
-#: the parameters or the momenta, by their names under :class:`Trainable`
+#: parameters, buffers or momenta, by their names under :class:`Trainable`
 Tensors = dict[str, torch.Tensor]
 
 
@@ -39,8 +39,8 @@ class CapturedStep:
 
     ``optimizer`` gives the parameters (in its one group: the student's and the trainable heads') and the
     SGD settings (momentum, weight decay, Nesterov); the step computes what ``total.backward()`` and
-    ``optimizer.step()`` do. Buffers (BatchNorm's running statistics, CRD's memory banks) stay the
-    modules' own and are updated in place, as in the eager step. ``lr`` is a tensor, so that a scheduler
+    ``optimizer.step()`` do. Buffers (BatchNorm's running statistics, CRD's memory banks) are the modules'
+    own tensors, handed in as ``fixed`` and updated in place, as in the eager step. ``lr`` is a tensor, so that a scheduler
     changing it does not retrace. Momenta start at zero, which equals torch's first step (the momentum is
     the gradient itself) only without dampening: other settings are refused.
     """
@@ -48,8 +48,8 @@ class CapturedStep:
     def __init__(self, step: DistillStep, optimizer: torch.optim.Optimizer) -> None:
         if type(optimizer) is not torch.optim.SGD or len(optimizer.param_groups) != 1:
             raise ConfigError(
-                f"a captured step computes torch.optim.SGD with one parameter group, got {type(optimizer).__name__} "
-                f"with {len(optimizer.param_groups)}"
+                "a captured step computes torch.optim.SGD with one parameter group, got "
+                f"{type(optimizer).__name__} with {len(optimizer.param_groups)}"
             )
         if step.teacher_cache is not None:
             raise ConfigError(
