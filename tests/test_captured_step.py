@@ -75,23 +75,33 @@ def captured_steps(captured: CapturedStep, step, batch: tuple[torch.Tensor, ...]
     momenta, lr = captured.zero_momenta(), torch.tensor(captured.lr)
     out = []
     for _ in range(steps):
-        params, momenta, losses = step(captured.parameters(), captured.fixed(), momenta, batch, lr)
+        params, momenta, losses, preview = step(captured.parameters(), captured.fixed(), momenta, batch, lr)
         captured.load(params)
+        captured.record(preview)
         out.append(losses)
     return out
 
 
 def assert_same_run(module, batch, run, steps: int = 2) -> None:
-    """``run(captured, batch, steps)`` gives the eager steps' losses and leaves the same parameters and buffers."""
+    """``run(captured, batch, steps)`` gives the eager steps' losses and leaves the same parameters, buffers
+    and preview statistics."""
+    preview = module.step.preview
     state = copy.deepcopy(module.state_dict())
     torch.manual_seed(1)  # the same negatives (CRD)
+    if preview is not None:
+        preview.start_epoch(preview.epoch)  # its statistics afresh
     eager = eager_steps(module, batch, steps)
     eager_state = copy.deepcopy(module.state_dict())
+    eager_stats = None if preview is None else preview.epoch_statistics()
     module.load_state_dict(state)
     torch.manual_seed(1)
+    if preview is not None:
+        preview.start_epoch(preview.epoch)
     captured = run(CapturedStep(module.step, module.configure_optimizers()["optimizer"]), batch, steps)
     torch.testing.assert_close(captured, eager, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(dict(module.state_dict()), eager_state, rtol=1e-4, atol=1e-5)
+    if preview is not None:
+        torch.testing.assert_close(preview.epoch_statistics(), eager_stats)
 
 
 def compiled_run(graphs: list) -> Callable:

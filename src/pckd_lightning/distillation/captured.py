@@ -29,9 +29,17 @@ class Trainable(nn.Module):
         self.terms = step.terms
         self.step = [step]  # a list: not a submodule, so its parts are not registered twice
 
-    def forward(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        _, losses, total = self.step[0](batch)
-        return total, losses
+    def forward(
+        self, batch: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Tensors]:
+        """The total, each term's value and, with preview weights, ``difficulty``: view 0's per-image
+        cross-entropy, from which :meth:`CapturedStep.record` records the weights' epoch statistics."""
+        step = self.step[0]
+        ctx = step.context(batch)
+        losses = step.losses(ctx, record=False)
+        weighted = step.preview is not None and bool(step.preview_terms)
+        preview = {"difficulty": ctx.first_view().cross_entropy.detach()} if weighted else {}
+        return step.total(losses), losses, preview
 
 
 class CapturedStep:
@@ -90,15 +98,15 @@ class CapturedStep:
         momenta: Tensors,
         batch: tuple[torch.Tensor, ...],
         lr: torch.Tensor,
-    ) -> tuple[Tensors, Tensors, dict[str, torch.Tensor]]:
-        """The parameters and momenta after one step on ``batch``, and each term's value (``loss``: the
-        total); the buffers in ``fixed`` are updated in place."""
+    ) -> tuple[Tensors, Tensors, dict[str, torch.Tensor], Tensors]:
+        """The parameters and momenta after one step on ``batch``, each term's value (``loss``: the total)
+        and what :meth:`record` takes; the buffers in ``fixed`` are updated in place."""
 
-        def loss(trained: Tensors, fixed: Tensors) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            total, losses = torch.func.functional_call(self.trainable, (trained, fixed), (batch,))
-            return total, {**{k: v.detach() for k, v in losses.items()}, "loss": total.detach()}
+        def loss(trained: Tensors, fixed: Tensors) -> tuple[torch.Tensor, tuple[Tensors, Tensors]]:
+            total, losses, preview = torch.func.functional_call(self.trainable, (trained, fixed), (batch,))
+            return total, ({**{k: v.detach() for k, v in losses.items()}, "loss": total.detach()}, preview)
 
-        grads, (_, losses) = torch.func.grad_and_value(loss, has_aux=True)(params, fixed)
+        grads, (_, (losses, preview)) = torch.func.grad_and_value(loss, has_aux=True)(params, fixed)
         new_params, new_momenta = {}, {}
         for name, p in params.items():
             d_p = grads[name] if self.weight_decay == 0 else grads[name] + self.weight_decay * p
@@ -108,7 +116,13 @@ class CapturedStep:
             else:
                 new_momenta[name] = momenta[name]
             new_params[name] = p - lr * d_p
-        return new_params, new_momenta, losses
+        return new_params, new_momenta, losses, preview
+
+    def record(self, preview: Tensors) -> None:
+        """Add a step's images to the preview weights' epoch statistics, as the eager step does. Outside
+        the step: they are summed in Python attributes, which a graph would be retraced for at each step."""
+        if preview:
+            self.trainable.step[0].preview(preview["difficulty"])
 
     def load(self, params: Tensors) -> None:
         """Write ``params`` into the modules' parameters (what ``optimizer.step()`` leaves there)."""
