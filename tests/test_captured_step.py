@@ -29,8 +29,8 @@ NOT_CAPTURED = {"dkd_dot": DOT, "kd_dot": DOT}
 
 
 def method_module(method: str, **sgd: float | bool) -> tuple[DistillationModule, tuple[torch.Tensor, ...]]:
-    """``method`` on a tiny pair (resnet8 → resnet8, 8x8 images: the fewest operations to trace), its callbacks set up, its configured
-    optimizer (conf/optimizer/sgd.yaml, ``sgd`` overriding), and a batch of 4."""
+    """``method`` on a tiny pair (resnet8 → resnet8, 8x8 images: few operations to trace), its callbacks set
+    up, its configured optimizer (conf/optimizer/sgd.yaml, ``sgd`` overriding), and a batch of 4."""
     cfg = compose_config([f"distill={method}", "data.image_size=8"])
     torch.manual_seed(0)
     module = DistillationModule(
