@@ -1,8 +1,9 @@
 """The whole training step is one graph (issue 27): every method's forward passes, gradient and SGD update
 trace under torch.compile(fullgraph=True) as one graph, with no break and no recompilation on the next step,
 the condition for replaying a step as one CUDA graph; and two captured steps give the eager step's
-(DistillStep, ``total.backward()``, torch.optim.SGD) losses, parameters, buffers and preview statistics. On the CPU, with
-the ``aot_eager`` backend: AOTAutograd traces and functionalizes the graph as inductor would receive it."""
+(DistillStep, ``total.backward()``, torch.optim.SGD) losses, parameters, buffers and preview statistics.
+On the CPU, with the ``aot_eager`` backend: AOTAutograd traces and functionalizes the graph as inductor
+would receive it."""
 
 from __future__ import annotations
 
