@@ -43,14 +43,15 @@ class Trainable(nn.Module):
 
 
 class CapturedStep:
-    """One SGD step of ``step`` as a pure function of the parameters, the momenta, the batch and the lr.
+    """One SGD step of ``step`` as a function of the parameters, the buffers, the momenta, the batch and the lr.
 
     ``optimizer`` gives the parameters (in its one group: the student's and the trainable heads') and the
     SGD settings (momentum, weight decay, Nesterov); the step computes what ``total.backward()`` and
     ``optimizer.step()`` do. Buffers (BatchNorm's running statistics, CRD's memory banks) are the modules'
-    own tensors, handed in as ``fixed`` and updated in place, as in the eager step. ``lr`` is a tensor, so that a scheduler
-    changing it does not retrace. Momenta start at zero, which equals torch's first step (the momentum is
-    the gradient itself) only without dampening: other settings are refused.
+    own tensors, handed in as ``fixed`` and updated in place, as in the eager step. ``lr`` is a tensor, so
+    that a scheduler changing it does not retrace. Momenta start at zero, which equals torch's first step
+    (the momentum is the gradient itself) only without dampening: other settings are refused. Build it
+    after the module's ``setup`` (which may replace the student's BatchNorm layers).
     """
 
     def __init__(self, step: DistillStep, optimizer: torch.optim.Optimizer) -> None:
