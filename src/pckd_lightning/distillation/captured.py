@@ -43,7 +43,7 @@ class Trainable(nn.Module):
 
 
 class CapturedStep:
-    """One SGD step of ``step`` as a function of the parameters, the buffers, the momenta, the batch and the lr.
+    """One SGD step of ``step`` as a function of the parameters, buffers and momenta, the batch and the lr.
 
     ``optimizer`` gives the parameters (in its one group: the student's and the trainable heads') and the
     SGD settings (momentum, weight decay, Nesterov); the step computes what ``total.backward()`` and
