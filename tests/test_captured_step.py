@@ -72,7 +72,7 @@ def eager_steps(module: DistillationModule, batch: tuple[torch.Tensor, ...], ste
 
 
 def captured_steps(captured: CapturedStep, step, batch: tuple[torch.Tensor, ...], steps: int) -> list[dict]:
-    """Each step's losses of ``step`` (``captured``, compiled or not), its parameters written back after it."""
+    """Each step's losses of ``step`` (``captured``, compiled or not); the parameters written back after it."""
     momenta, lr = captured.zero_momenta(), torch.tensor(captured.lr)
     out = []
     for _ in range(steps):
@@ -106,7 +106,7 @@ def assert_same_run(module, batch, run, steps: int = 2) -> None:
 
 
 def compiled_run(graphs: list) -> Callable:
-    """Captured steps under torch.compile(fullgraph=True); each graph dynamo makes is appended to ``graphs``."""
+    """Captured steps under torch.compile(fullgraph=True); each graph dynamo makes goes into ``graphs``."""
 
     def backend(graph: torch.fx.GraphModule, inputs: list) -> Callable:
         graphs.append(graph)
