@@ -72,7 +72,7 @@ def eager_steps(module: DistillationModule, batch: tuple[torch.Tensor, ...], ste
 
 
 def captured_steps(captured: CapturedStep, step, batch: tuple[torch.Tensor, ...], steps: int) -> list[dict]:
-    """Each step's losses of ``step`` (``captured``, compiled or not); the parameters written back after it."""
+    """Each step's losses of ``step`` (``captured``, compiled or not), the parameters written back."""
     momenta, lr = captured.zero_momenta(), torch.tensor(captured.lr)
     out = []
     for _ in range(steps):
