@@ -16,7 +16,7 @@ import torch
 import torch._dynamo.utils
 from torch._dynamo.backends.registry import lookup_backend
 
-from conftest import CONF_DIR, compose_config
+from helpers import CONF_DIR, compose_config
 from pckd_lightning.distillation import CapturedStep, DistillationModule
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses.terms.base import InitStageTerm
