@@ -28,6 +28,7 @@ def teacher_training_config(cfg: DictConfig) -> DictConfig:
             "name": "ce",
             "views": 1,
             "preview": None,
+            "view_recipe": "rotation",  # with one view: the plain augmented image, whatever the student's
             "terms": {"ce": {"_target_": "pckd_lightning.losses.CrossEntropyTerm"}},
         }
         teacher_cfg.trainer.max_epochs = recipe.max_epochs
