@@ -18,7 +18,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -384,7 +384,8 @@ def compare(profile: Profile, root: str, out: Path, teacher_dir: Path | None = N
     """Train everything the profile lists (skipping finished runs) and return the report's markdown."""
     for teacher, student in profile.pairs:
         weights = teacher_path(out, teacher, teacher_dir)
-        if teacher_dir is None:
+        distills = any(profile.row(name, 1)[0] != "ce" for name in profile.methods)
+        if teacher_dir is None and distills:  # a from-scratch-only selection needs no teacher
             train_teacher(profile, root, teacher, weights)
         for epochs in profile.lengths:  # shortest first, seed by seed: what finished is whole rows
             for seed in profile.seeds:
@@ -398,6 +399,32 @@ def compare(profile: Profile, root: str, out: Path, teacher_dir: Path | None = N
     return markdown
 
 
+def select(
+    profile: Profile, seeds: list[int] | None, lengths: list[int] | None, rows: list[str] | None
+) -> Profile:
+    """The part of ``profile`` one process runs, so two processes can share a study (same output folder)."""
+    chosen = {
+        "seeds": (seeds, profile.seeds),
+        "lengths": (lengths, profile.lengths),
+        "rows": (rows, profile.methods),
+    }
+    for what, (asked, offered) in chosen.items():
+        unknown = sorted(set(asked or ()) - set(offered))
+        if unknown:
+            raise SystemExit(
+                f"--{what} {' '.join(map(str, unknown))}: not in this profile; choose from {list(offered)}"
+            )
+    changes: dict[str, object] = {}
+    if seeds:
+        changes["seeds"] = tuple(s for s in profile.seeds if s in seeds)
+    if lengths:
+        kept = tuple(n for n in profile.lengths if n in lengths)
+        changes["student_epochs"] = kept if isinstance(profile.student_epochs, tuple) else kept[0]
+    if rows:
+        changes["methods"] = tuple(r for r in profile.methods if r in rows)
+    return replace(profile, **changes)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -408,11 +435,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--teacher-dir", type=Path, default=None, help="published teachers (<arch>_vanilla/...)"
     )
+    parser.add_argument("--seeds", type=int, nargs="+", help="only these of the profile's seeds")
+    parser.add_argument("--lengths", type=int, nargs="+", help="only these of the profile's lengths")
+    parser.add_argument("--rows", nargs="+", help="only these of the profile's rows")
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "offline")
     out = args.out or Path("outputs") / f"compare_{args.profile}"
     start = time.perf_counter()
-    markdown = compare(PROFILES[args.profile], args.root, out, args.teacher_dir)
+    profile = select(PROFILES[args.profile], args.seeds, args.lengths, args.rows)
+    markdown = compare(profile, args.root, out, args.teacher_dir)
     print(markdown)
     print(
         f"[compare] profile {args.profile}: {time.perf_counter() - start:.0f} s in all; report in {out / 'report'}"

@@ -176,3 +176,31 @@ def test_the_warmup_variant_config_is_the_ablation_row(tmp_path):
     assert variant.distill.terms == row.distill.terms
     assert variant.distill.preview == row.distill.preview and variant.distill.views == row.distill.views
     assert variant.distill.terms.feature_align.warmup_epochs == compare.FA_CC_WARMUP_EPOCHS == 5
+
+
+@pytest.mark.cifar
+def test_a_selection_runs_part_of_a_profile_and_refuses_what_it_lacks(tmp_path, cifar_root, capsys):
+    """Two processes share a study by seeds/lengths/rows; a from-scratch-only part trains no teacher."""
+    compare = load_benchmark("compare", "compare")
+    schedule = compare.PROFILES["schedule"]
+    part = compare.select(schedule, [2, 0], [60], ["kd", "ce"])
+    assert (part.seeds, part.lengths, part.methods) == ((0, 2), (60,), ("ce", "kd"))
+    assert compare.select(schedule, None, None, None) == schedule
+    with pytest.raises(SystemExit, match=r"--lengths 240: not in this profile; choose from \[20, 60, 120\]"):
+        compare.select(schedule, None, [240], None)
+    compare.main(
+        [
+            "--profile",
+            "tiny",
+            "--root",
+            str(cifar_root),
+            "--out",
+            str(tmp_path),
+            "--rows",
+            "ce",
+            "--seeds",
+            "1",
+        ]
+    )
+    runs = sorted(p.parent.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("summary.json"))
+    assert runs == ["resnet14_resnet8/ce/seed1"]  # no teacher folder
