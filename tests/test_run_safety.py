@@ -111,22 +111,26 @@ def test_the_report_refuses_a_folder_whose_files_come_from_two_runs(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_saves_a_resumable_checkpoint_marks_the_summary_and_exits_143(tmp_path):
+    """Sent to the whole process group, as Slurm's scancel and ``kill -- -PGID`` do: the loader's worker
+    gets it too (a SIGTERM to the run alone takes the same path in the run)."""
     run_dir = tmp_path / "run"
     run = pckd_train(
         [
             *FAST[:-2],
             "logger=none",
             "trainer.max_epochs=200",
+            "data.num_workers=1",
             f"hydra.run.dir={run_dir}",
             f"paths.cache_dir={tmp_path}",
-        ]
+        ],
+        start_new_session=True,
     )
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
     while not last.is_file() and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
     assert last.is_file(), run.communicate()[1][-3000:]
-    run.send_signal(signal.SIGTERM)
+    os.killpg(run.pid, signal.SIGTERM)
     _, err = run.communicate(timeout=300)
     assert run.returncode == 143, err[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
