@@ -106,6 +106,12 @@ SCRATCH_RUN = [
     "+trainer.limit_train_batches=2",
     "+trainer.limit_val_batches=1",
 ]
+#: methods whose configured step CapturedStep does not compute, and why (test_distillation_captured proves
+#: every other method's whole step one graph; test_losses_capture proves these methods' loss path one graph)
+NOT_CAPTURED = {
+    method: "DOT's optimizer: two momenta, split by the task gradient taken from the step's retained graph"
+    for method in ("dkd_dot", "kd_dot")
+}
 #: quiet runs: the CSV record only, no progress bar, no loader workers
 QUIET = ["logger=csv", "callbacks.progress_bar=null", "data.num_workers=0"]
 

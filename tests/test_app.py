@@ -139,9 +139,15 @@ def test_teacher_float32_under_bf16_measures_the_float32_teacher(tmp_path):
     assert runs["bf16"]["teacher_top1"] == pytest.approx(runs["fp32"]["teacher_top1"], abs=5.0)
 
 
+#: the app's compile_losses path, inductor's code generation included, for a logit method, DKD's masks, CRD's
+#: drawn negatives and memory bank, and PCKD; that every method's terms trace (forward, gradient and update
+#: as one graph) and give the eager values is proven in test_distillation_captured, at a tenth of the cost
+COMPILED_METHODS = ("crd", "dkd", "kd", "pckd")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method", METHODS)
-def test_every_method_with_compiled_loss_terms_logs_the_eager_losses(tmp_path, method, monkeypatch, fp32_run):
+@pytest.mark.parametrize("method", COMPILED_METHODS)
+def test_compiled_loss_terms_log_the_eager_losses(tmp_path, method, monkeypatch, fp32_run):
     _, eager = fp32_run(method)
     compiled_terms = []
     compile_module = torch.nn.Module.compile

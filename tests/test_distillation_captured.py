@@ -16,7 +16,7 @@ import torch
 import torch._dynamo.utils
 from torch._dynamo.backends.registry import lookup_backend
 
-from helpers import CONF_DIR, compose_config
+from helpers import CONF_DIR, NOT_CAPTURED, compose_config
 from pckd_lightning.distillation import CapturedStep, DistillationModule
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses.terms.base import InitStageTerm
@@ -24,9 +24,6 @@ from pckd_lightning.models import create_model
 from pckd_lightning.run.build import build_terms, instantiate
 
 METHODS = sorted(p.stem for p in (CONF_DIR / "distill").glob("*.yaml"))
-DOT = "DOT's optimizer: two momenta, split by the task gradient taken from the step's retained graph"
-#: methods whose configured step the captured step does not compute, and why
-NOT_CAPTURED = {"dkd_dot": DOT, "kd_dot": DOT}
 
 
 def method_module(method: str, **sgd: float | bool) -> tuple[DistillationModule, tuple[torch.Tensor, ...]]:
