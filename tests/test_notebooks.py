@@ -32,8 +32,14 @@ CELL_TIMEOUT_S = 600
 ACCURACY = re.compile(r"^(teacher|student) \((\S+)\)\s+val top-1: ([-+\d.eE]+|nan|inf)%$", re.MULTILINE)
 
 
-def read(name: str):
-    return nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+def read(name: str, **parameters: object):
+    """The notebook, with ``parameters`` set in a cell right after its ``parameters`` cell (papermill's way)."""
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    if parameters:
+        position = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+        injected = "\n".join(f"{key} = {value!r}" for key, value in parameters.items())
+        nb.cells.insert(position + 1, nbformat.v4.new_code_cell(injected))
+    return nb
 
 
 def kernel_manager(workdir: Path) -> AsyncKernelManager:
@@ -108,7 +114,8 @@ def check_outputs(nb, workdir: Path) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("quickstart")
-    return execute(read("quickstart"), workdir), workdir
+    # shorter than the notebook's 6 + 5 epochs: the test checks what it shows, not how far it trains
+    return execute(read("quickstart", TEACHER_EPOCHS=2, STUDENT_EPOCHS=2), workdir), workdir
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -135,7 +142,9 @@ def test_quickstart_runs_and_shows_accuracies_and_plots(quickstart):
 
 @pytest.mark.slow
 def test_analysis_runs_on_its_own(tmp_path):
-    nb = execute(read("analysis"), tmp_path)
+    # its fallback training shortened, and PCA (t-SNE runs in the test that reads the quickstart's checkpoints)
+    parameters = {"FALLBACK_TEACHER_EPOCHS": 2, "FALLBACK_STUDENT_EPOCHS": 2, "EMBEDDING": "pca"}
+    nb = execute(read("analysis", **parameters), tmp_path)
     check_outputs(nb, tmp_path)
     text = stdout(nb)
     assert "trained a resnet20 teacher" in text and "distilled a resnet8 student" in text  # the fallback
@@ -153,11 +162,7 @@ def test_analysis_reads_the_quickstart_checkpoints(quickstart, tmp_path):
     }
     assert set(paths) == {"CHECKPOINT", "TEACHER_CHECKPOINT"}
     assert all(Path(p).is_file() for p in paths.values())
-    nb = read("analysis")
-    position = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    injected = "\n".join(f"{key} = {value!r}" for key, value in paths.items())
-    nb.cells.insert(position + 1, nbformat.v4.new_code_cell(injected))
-    nb = execute(nb, tmp_path)
+    nb = execute(read("analysis", **paths), tmp_path)
     result = check_outputs(nb, tmp_path)
     text = stdout(nb)
     assert "trained a" not in text and "distilled a" not in text
