@@ -9,10 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from helpers import compose_config
-from pckd_lightning.evaluate import data_choices, data_section, evaluate, find_run_config, load_for_eval
+from pckd_lightning.evaluate import (
+    build_datamodule,
+    data_choices,
+    data_section,
+    evaluate,
+    find_run_config,
+    load_for_eval,
+)
 from pckd_lightning.evaluate import main as eval_main
 from pckd_lightning.export import export_onnx, export_state_dict, export_torchscript, onnx_exporter_available
 from pckd_lightning.models import create_model
@@ -165,3 +173,12 @@ def test_data_gives_the_data_config_as_hydra_composes_it(data, tmp_path):
     section = data_section(data, data_root=str(tmp_path))
     assert "defaults" not in section and section["views"] == 1 and section["view_recipe"] == "rotation"
     assert isinstance(section["image_size"], int) and section.get("root", str(tmp_path)) == str(tmp_path)
+
+
+def test_a_run_trained_with_two_views_is_evaluated_on_one_plain_view(tmp_path):
+    """MLKD's run config (weak_strong, 2 views) builds a one-view data module for evaluation."""
+    run_data = compose_config(["distill=mlkd"], output_dir=tmp_path).data
+    assert (run_data.views, run_data.view_recipe) == (2, "weak_strong")
+    section = data_section(run_config={"data": OmegaConf.to_container(run_data, resolve=True)})
+    data = build_datamodule(section)
+    assert (data.views, data.view_recipe) == (1, "rotation")

@@ -196,8 +196,9 @@ def data_section(
         )
     if data_root is not None and "root" in section:
         section["root"] = data_root
-    if "views" in section:
-        section["views"] = 1  # evaluation uses one un-augmented view whatever the training used
+    if "views" in section:  # evaluation uses one un-augmented view whatever the training used
+        section["views"] = 1
+        section["view_recipe"] = "rotation"  # MLKD's weak_strong needs 2 views
     return section
 
 
