@@ -382,10 +382,10 @@ def train_teacher(profile: Profile, root: str, arch: str, weights: Path) -> None
 
 def compare(profile: Profile, root: str, out: Path, teacher_dir: Path | None = None) -> str:
     """Train everything the profile lists (skipping finished runs) and return the report's markdown."""
+    methods = {profile.variants.get(name, Variant(name)).method for name in profile.methods}
     for teacher, student in profile.pairs:
         weights = teacher_path(out, teacher, teacher_dir)
-        distills = any(profile.row(name, 1)[0] != "ce" for name in profile.methods)
-        if teacher_dir is None and distills:  # a from-scratch-only selection needs no teacher
+        if teacher_dir is None and methods != {"ce"}:  # a from-scratch-only selection needs no teacher
             train_teacher(profile, root, teacher, weights)
         for epochs in profile.lengths:  # shortest first, seed by seed: what finished is whole rows
             for seed in profile.seeds:

@@ -21,7 +21,7 @@ METHODS = sorted(NOT_CAPTURED)
 
 def loss_path(method: str):
     """The step's loss path of ``method`` on a tiny pair, and a batch for it."""
-    cfg = compose_config([f"distill={method}", "data.image_size=8"])  # terms sized by it (ReviewKD)
+    cfg = compose_config([f"distill={method}", "data.image_size=8"])
     torch.manual_seed(0)
     module = DistillationModule(
         student=create_model("resnet8", num_classes=10),
@@ -50,12 +50,12 @@ def loss_path(method: str):
 @pytest.mark.parametrize("method", METHODS)
 def test_the_loss_path_compiles_without_graph_breaks_and_gives_the_eager_value(method, one_thread):
     module, step_loss, batch = loss_path(method)
-    step_loss(*batch)  # CRD checks its indices on the first step only (a host read)
-    state = copy.deepcopy(module.state_dict())  # memory banks move at every step
+    step_loss(*batch)  # first-step host checks happen outside the traced step
+    state = copy.deepcopy(module.state_dict())  # the compiled step starts from the eager step's state
     torch.manual_seed(1)
     eager = step_loss(*batch)
     module.load_state_dict(state)
-    torch.manual_seed(1)  # the same negatives (CRD)
+    torch.manual_seed(1)
     torch.compiler.reset()
     # fullgraph: a graph break is an error that names it (backend "eager": traced by dynamo, run by aten)
     compiled = torch.compile(step_loss, fullgraph=True, backend="eager")(*batch)

@@ -110,9 +110,10 @@ def test_the_report_refuses_a_folder_whose_files_come_from_two_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_resumable_checkpoint_marks_the_summary_and_exits_143(tmp_path):
-    """Sent to the whole process group, as Slurm's scancel and ``kill -- -PGID`` do: the loader's worker
-    gets it too (a SIGTERM to the run alone takes the same path in the run)."""
+@pytest.mark.parametrize("to_group", [False, True], ids=["to_the_run", "to_its_process_group"])
+def test_sigterm_saves_a_resumable_checkpoint_marks_the_summary_and_exits_143(tmp_path, to_group):
+    """To the run (``timeout``), or to its whole process group as Slurm's scancel and ``kill -- -PGID`` do:
+    then the loader's worker dies of it too, and torch's error about it is the same stop."""
     run_dir = tmp_path / "run"
     run = pckd_train(
         [
@@ -130,7 +131,10 @@ def test_sigterm_saves_a_resumable_checkpoint_marks_the_summary_and_exits_143(tm
     while not last.is_file() and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
     assert last.is_file(), run.communicate()[1][-3000:]
-    os.killpg(run.pid, signal.SIGTERM)
+    if to_group:
+        os.killpg(run.pid, signal.SIGTERM)
+    else:
+        run.send_signal(signal.SIGTERM)
     _, err = run.communicate(timeout=300)
     assert run.returncode == 143, err[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())

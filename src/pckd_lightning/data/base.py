@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -44,13 +43,6 @@ def check_image_size(image_size: object, dataset: str) -> int:
             f"int >= {MIN_IMAGE_SIZE}, e.g. data.image_size=32 (CIFAR's size)."
         )
     return image_size
-
-
-def leave_sigterm_to_the_run(worker_id: int) -> None:
-    """A SIGTERM sent to the whole process group (Slurm's ``scancel``, ``kill -- -PGID``) would kill the
-    loader's workers first and the run would die with "DataLoader worker killed" before writing its summary;
-    the workers ignore it, so the run stops as for a SIGTERM of its own and shuts them down."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class ClassificationDataModule(L.LightningDataModule):
@@ -284,7 +276,6 @@ class ClassificationDataModule(L.LightningDataModule):
             # a private generator makes the workers' augmentation seeds follow `seed` too
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
             num_workers=self.num_workers,
-            worker_init_fn=leave_sigterm_to_the_run if self.num_workers > 0 else None,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             # a last training batch of a single image would break BatchNorm in training mode

@@ -84,6 +84,12 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
             if trainer.state.status != TrainerStatus.INTERRUPTED:
                 raise
             stop_interrupted(cfg, trainer, module, loggers, record, resume, summary)
+        except RuntimeError:
+            # a SIGTERM to the whole process group (scancel, kill -- -PGID) also ends the loader's workers,
+            # and torch raises "DataLoader worker ... killed" before Lightning's own stop: the same stop
+            if not trainer.received_sigterm:
+                raise
+            stop_interrupted(cfg, trainer, module, loggers, record, resume, summary)
         summary |= provenance(record, resume, teacher_summary)
         if writer:
             export_state_dict(module.student, student_path)
