@@ -385,7 +385,8 @@ def compare(profile: Profile, root: str, out: Path, teacher_dir: Path | None = N
     methods = {profile.variants.get(name, Variant(name)).method for name in profile.methods}
     for teacher, student in profile.pairs:
         weights = teacher_path(out, teacher, teacher_dir)
-        if teacher_dir is None and methods != {"ce"}:  # a from-scratch-only selection needs no teacher
+        # a from-scratch-only selection needs no teacher; an empty one is the teacher alone (packed_runs.py)
+        if teacher_dir is None and methods != {"ce"}:
             train_teacher(profile, root, teacher, weights)
         for epochs in profile.lengths:  # shortest first, seed by seed: what finished is whole rows
             for seed in profile.seeds:

@@ -67,14 +67,16 @@ def listing(folder: Path) -> set[str]:
 def execute(nb, workdir: Path):
     """Run every cell (an error in any cell fails the test with the cell's traceback)."""
     before = listing(NOTEBOOKS)
+    km = kernel_manager(workdir)
     client = nbclient.NotebookClient(
         nb,
-        km=kernel_manager(workdir),
+        km=km,
         timeout=CELL_TIMEOUT_S,
         allow_errors=False,
         resources={"metadata": {"path": str(NOTEBOOKS)}},
     )
-    client.execute()
+    client.execute(cleanup_kc=True)  # a client given a manager would leave its kernel running
+    assert not km.has_kernel, "the notebook's kernel was left running"
     assert listing(NOTEBOOKS) == before, "a notebook wrote into notebooks/ (it must use temporary folders)"
     return nb
 
