@@ -211,9 +211,11 @@ PROFILES = {
     # does PCKD's deficit shrink as the schedule grows toward the paper's? The cpu profile's data and pair with
     # the published step schedule scaled to each length (x0.1 at 62.5/75/87.5 %) and a teacher trained as
     # long as the longest student run. Rows at their published defaults (pckd_warmup as shipped: 5 epochs);
-    # DKD's warm-up scaled (2, 5, 10 epochs). Sized on this 2-core machine (nice'd beside other work): about
-    # 6 s/epoch one-view, 16 s/epoch four-view, so per seed 17 min at 20 epochs, 50 min at 60, 100 min at 120;
-    # the teacher 10-15 min. Runs go shortest length first, seed by seed: partial results are whole rows.
+    # DKD's warm-up scaled (2, 5, 10 epochs). Measured on this 2-core machine, two one-thread processes side
+    # by side (OMP_NUM_THREADS=1, --seeds/--rows splitting the work): the teacher 30-35 s/epoch (70 min);
+    # students about 22 s/epoch from scratch, 35-40 s/epoch KD or DKD, 100-110 s/epoch four-view PCKD, so
+    # per seed about 1.7 h at 20 epochs, 5 h at 60 and 10 h at 120 of one core (an earlier estimate of
+    # 17/50/100 min was 6x short). Runs go shortest length first, seed by seed: partial results are whole rows.
     "schedule": Profile(
         pairs=(("resnet20", "resnet8"),),
         methods=("ce", "kd", "pckd", "pckd_warmup", "dkd"),
