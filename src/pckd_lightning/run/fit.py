@@ -80,14 +80,15 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
                 trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
                 summary = summarize(cfg, trainer, module, student_path)  # before the test resets the metrics
                 summary |= final_test(trainer, module, datamodule)
-        except SystemExit:  # Lightning's answer to SIGTERM and Ctrl-C, in training or in the final test
-            if trainer.state.status != TrainerStatus.INTERRUPTED:
-                raise
-            stop_interrupted(cfg, trainer, module, loggers, record, resume, summary)
-        except RuntimeError:
-            # a SIGTERM to the whole process group (scancel, kill -- -PGID) also ends the loader's workers,
-            # and torch raises "DataLoader worker ... killed" before Lightning's own stop: the same stop
-            if not trainer.received_sigterm:
+        except (SystemExit, RuntimeError) as error:
+            # SystemExit: Lightning's answer to SIGTERM and Ctrl-C, in training or in the final test.
+            # RuntimeError after a SIGTERM: one to the whole process group (scancel, kill -- -PGID) also ends
+            # the loader's workers, and torch's "DataLoader worker ... killed" comes first: the same stop
+            if isinstance(error, SystemExit):
+                stopped = trainer.state.status == TrainerStatus.INTERRUPTED
+            else:
+                stopped = trainer.received_sigterm
+            if not stopped:
                 raise
             stop_interrupted(cfg, trainer, module, loggers, record, resume, summary)
         summary |= provenance(record, resume, teacher_summary)
