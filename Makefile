@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
+# pytest-xdist workers for `make test` (one torch thread each, set by tests/conftest.py); 2 fits the 2-core CI.
+# A test file goes whole to one worker, so that its module fixtures are made once (xdist_group marks are
+# ignored under pytest 9.2: xdist 3.8 groups by a node id pytest no longer reads)
+TEST_WORKERS ?= 2
 
 .PHONY: install run test test-fast lint format clean
 
@@ -20,10 +24,10 @@ run: install  ## the embedded demo: train a small teacher on digits (cached), di
 	$(BIN)/pckd-train
 
 test: install  ## the whole test suite, slow tests included
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=15
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope -m "not slow"
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

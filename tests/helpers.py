@@ -10,6 +10,7 @@ import pickle
 import socket
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
@@ -19,11 +20,16 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+from pckd_lightning.distillation import DistillationModule
+from pckd_lightning.losses.terms.base import InitStageTerm
 from pckd_lightning.models import create_model
 from pckd_lightning.run import fit
+from pckd_lightning.run.build import build_terms, instantiate
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
+#: every distill config, by name
+METHODS = sorted(p.stem for p in (CONF_DIR / "distill").glob("*.yaml"))
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -150,6 +156,48 @@ def two_step_run(tmp_path: Path, method: str, *overrides: str) -> tuple[dict, di
         rows = list(csv.DictReader(f))
     values = {t: [float(r[f"train/{t}"]) for r in rows if r.get(f"train/{t}")] for t in summary["terms"]}
     return summary, values
+
+
+def method_module(method: str, **sgd: float | bool) -> tuple[DistillationModule, tuple[torch.Tensor, ...]]:
+    """``method`` on a tiny pair (resnet8 → resnet8, 8x8 images: few operations to trace), its callbacks set
+    up, its configured optimizer (conf/optimizer/sgd.yaml, ``sgd`` overriding), and a batch of 4."""
+    cfg = compose_config([f"distill={method}", "data.image_size=8"])
+    torch.manual_seed(0)
+    module = DistillationModule(
+        student=create_model("resnet8", num_classes=10),
+        teacher=create_model("resnet8", num_classes=10),
+        terms=build_terms(cfg.distill),
+        optimizer=partial(instantiate(cfg.optimizer), **sgd),
+        num_classes=10,
+        train_labels=torch.arange(64) % 10,
+        preview=None if cfg.distill.get("preview") is None else instantiate(cfg.distill.preview),
+    )
+    for callback in (cfg.distill.get("callbacks") or {}).values():
+        instantiate(callback).setup(None, module, "fit")  # DOT registers its optimizer here
+    if module.step.preview is not None:
+        module.step.preview.set_max_epochs(10)
+    for term in module.terms.values():
+        if isinstance(term, InitStageTerm):  # AB, FSP, FT: the main step, as after their init stage
+            term.mark_initialized()
+        term.on_train_epoch_start(2)
+    views = cfg.distill.views
+    shape = (4, views, 3, 8, 8) if views > 1 else (4, 3, 8, 8)
+    module.train()
+    module.step((torch.randn(shape), torch.arange(4), torch.arange(4)))  # CRD's first-step host checks
+    return module, (torch.randn(shape), torch.arange(4) % 10, torch.arange(4, 8))
+
+
+def wandb_record(run_dir: Path) -> bytes:
+    """The offline W&B record of the run fitted in this process, read once W&B's service has written it.
+
+    ``finish()`` returns before W&B's service process has flushed the record (about a second later); shutting
+    the service down waits for it.
+    """
+    import wandb
+
+    wandb.teardown()
+    (record,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    return record.read_bytes()
 
 
 def free_port() -> str:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from helpers import METHODS, method_module
 from pckd_lightning.distillation import Performance
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import (
@@ -353,3 +354,24 @@ def test_the_module_adds_final_validation_and_the_preview_scheduler_only_with_pr
     assert [type(c) for c in make_module().configure_callbacks()] == [ValidateFinalEpoch, PreviewWeighting]
     plain = make_module(terms=pckd_terms(preview=False)).configure_callbacks()
     assert [type(c) for c in plain] == [ValidateFinalEpoch]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_methods_step_under_bf16_autocast_gives_float32_finite_losses_and_gradients(method, one_thread):
+    """What a bf16-mixed run's training step does (Lightning wraps it in autocast), for every distill config:
+    each loss a finite float32 scalar, and finite gradients that reach the student."""
+    module, b = method_module(method)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, losses, total = module.step(b)
+    assert losses and set(losses) <= set(module.terms)
+    for name, value in {**losses, "total": total}.items():
+        assert value.dtype == torch.float32 and value.dim() == 0 and torch.isfinite(value), (name, value)
+    total.backward()
+    trained = [
+        (n, p) for n, p in module.named_parameters() if p.requires_grad and not n.startswith("teacher.")
+    ]
+    student = [n for n, p in trained if n.startswith("student.") and p.grad is not None]
+    assert student, "no gradient reached the student"
+    for name, p in trained:
+        if p.grad is not None:
+            assert torch.isfinite(p.grad).all(), name

@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from helpers import CONF_DIR, compose_config
+from helpers import METHODS, compose_config
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import terms as term_classes
 from pckd_lightning.losses.context import DistillContext
@@ -18,7 +18,6 @@ from pckd_lightning.models import ModelOutput, create_model
 from pckd_lightning.run.build import build_terms
 
 NUM_CLASSES, NUM_DATA, IMAGES, SIZE = 10, 64, 4, 16
-METHODS = sorted(p.stem for p in (CONF_DIR / "distill").glob("*.yaml"))
 #: the term classes a config can name (the abstract bases left out)
 CLASSES = [
     getattr(term_classes, name)

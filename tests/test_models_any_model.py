@@ -17,7 +17,7 @@ from hydra.utils import get_class
 from torch import nn
 
 import user_models
-from helpers import QUIET, REPO, compose_config, save_teacher
+from helpers import METHODS, QUIET, REPO, compose_config, save_teacher
 from pckd_lightning.distillation import load_teacher
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.evaluate import load_for_eval
@@ -295,7 +295,6 @@ VIT_TEACHER = [
 #: two training steps; validation on the whole split (360 digits), which pckd-eval measures again
 TRAIN_TWO_STEPS = ["data.image_size=8", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", *QUIET]
 TWO_STEPS = [*TRAIN_TWO_STEPS, "+trainer.limit_val_batches=1"]
-METHODS = sorted(p.stem for p in (REPO / "conf" / "distill").glob("*.yaml"))
 #: the methods a ViT teacher -> timm CNN student pair cannot serve, and the refusal that says why
 REFUSED = {
     "fitnet": "distill.terms.fitnet: FitNetTerm: hint_layer=2 does not exist for this pair (5 student and 2 "
