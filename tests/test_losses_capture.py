@@ -1,44 +1,23 @@
 """The loss path is one graph: torch.compile traces context, every term and the weighted sum without a
 break (what a CUDA-graph capture of the step needs), and the traced path gives the eager values (issue 14).
-Every other method's loss path is traced inside its whole captured step (test_distillation_captured); here
-the methods whose step CapturedStep refuses (their optimizer), so each method's loss path is proven once."""
+Every other method's loss path (or, for a row made of other rows' parts, theirs) is traced inside its whole
+captured step (test_distillation_captured); here the methods whose step CapturedStep refuses (their optimizer)."""
 
 from __future__ import annotations
 
 import copy
-from functools import partial
 
 import pytest
 import torch
 
-from helpers import NOT_CAPTURED, compose_config
-from pckd_lightning.distillation import DistillationModule
-from pckd_lightning.models import create_model
-from pckd_lightning.run.build import build_terms, instantiate
+from helpers import NOT_CAPTURED, method_module
 
 METHODS = sorted(NOT_CAPTURED)
 
 
 def loss_path(method: str):
-    """The step's loss path of ``method`` on a tiny pair, and a batch for it."""
-    cfg = compose_config([f"distill={method}", "data.image_size=8"])
-    torch.manual_seed(0)
-    module = DistillationModule(
-        student=create_model("resnet8", num_classes=10),
-        teacher=create_model("resnet20", num_classes=10),
-        terms=build_terms(cfg.distill),
-        optimizer=partial(torch.optim.SGD, lr=0.1),
-        num_classes=10,
-        train_labels=torch.arange(64) % 10,
-        preview=None if cfg.distill.get("preview") is None else instantiate(cfg.distill.preview),
-    )
-    if module.step.preview is not None:
-        module.step.preview.set_max_epochs(10)
-    for term in module.terms.values():
-        term.on_train_epoch_start(2)
-    views = cfg.distill.views
-    shape = (8, views, 3, 8, 8) if views > 1 else (8, 3, 8, 8)
-    batch = (torch.randn(shape), torch.arange(8) % 10, torch.arange(8))
+    """The step's loss path of ``method`` on a tiny pair (helpers.method_module), and a batch for it."""
+    module, batch = method_module(method)
 
     def step_loss(images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return module.step((images, labels, indices))[2]
