@@ -113,7 +113,8 @@ SCRATCH_RUN = [
     "+trainer.limit_val_batches=1",
 ]
 #: methods whose configured step CapturedStep does not compute, and why (test_distillation_captured proves
-#: every other method's whole step one graph; test_losses_capture proves these methods' loss path one graph)
+#: every other method's whole step one graph, or the rows it is made of; test_losses_capture proves these
+#: methods' loss path one graph)
 NOT_CAPTURED = {
     method: "DOT's optimizer: two momenta, split by the task gradient taken from the step's retained graph"
     for method in ("dkd_dot", "kd_dot")

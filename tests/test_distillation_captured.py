@@ -87,6 +87,7 @@ def compiled_run(graphs: list) -> Callable:
 #: less KD), pckd_warmup (PCKD; a warm-up's weight follows the epoch without retracing, as DKD's does in
 #: test_losses_baselines); each traces in about 9 s on the CPU
 COVERED_BY_OTHER_ROWS = {"ce", "dkd_ls", "mlkd_ls", "pckd_wo_kd", "pckd_warmup"}
+assert set(METHODS) >= COVERED_BY_OTHER_ROWS, "a covered row's config was renamed or removed"
 
 
 @pytest.mark.slow

@@ -361,9 +361,15 @@ def test_every_methods_step_under_bf16_autocast_gives_float32_finite_losses_and_
     """What a bf16-mixed run's training step does (Lightning wraps it in autocast), for every distill config:
     each loss a finite float32 scalar, and finite gradients that reach the student."""
     module, b = method_module(method)
+    assert not module.skipped_terms
+    raw = {}  # each term's own value, before a float32 preview weight could hide a bf16 one
+    for name, term in module.terms.items():
+        term.register_forward_hook(lambda _m, _i, out, name=name: raw.__setitem__(name, out))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _, losses, total = module.step(b)
-    assert losses and set(losses) <= set(module.terms)
+    assert set(raw) == set(losses) == set(module.terms) and losses
+    for name, value in raw.items():
+        assert value.dtype == torch.float32 and torch.isfinite(value).all(), (name, value.dtype)
     for name, value in {**losses, "total": total}.items():
         assert value.dtype == torch.float32 and value.dim() == 0 and torch.isfinite(value), (name, value)
     total.backward()
