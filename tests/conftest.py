@@ -5,17 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# `make test` runs two pytest-xdist workers on two cores: one intra-op thread each (and in the runs they start),
-# else four threads fight over two cores and tiny ops slow down many times over
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ["OMP_NUM_THREADS"] = "1"
-
 import pytest
 import torch
 
 from helpers import SHARED_DATA
 
+# `make test` runs two pytest-xdist workers on two cores: one intra-op thread each (and in the runs they start,
+# which read OMP_NUM_THREADS), else four threads fight over two cores and tiny ops slow down many times over
 if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 
 os.environ.setdefault("WANDB_MODE", "offline")
