@@ -1,4 +1,4 @@
-"""Process bodies for the DDP tests (a module of its own so that spawned processes can import them)."""
+"""Process bodies for the DDP tests (a module of its own, which the ranks import)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Process bodies for the DOT DDP test (a module of its own so that spawned processes can import it)."""
+"""Process bodies for the DOT DDP test (a module of its own, which the ranks import)."""
 
 from __future__ import annotations
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import multiprocessing
 import os
 import pickle
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from types import ModuleType
@@ -199,6 +201,14 @@ def wandb_record(run_dir: Path) -> bytes:
     wandb.teardown()
     (record,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
     return record.read_bytes()
+
+
+def run_ranks(fn: Callable[..., None], *args: object, nprocs: int = 2) -> None:
+    """``fn(rank, *args)`` in ``nprocs`` processes forked from a server that imported the library once:
+    ``mp.spawn`` would start each rank afresh, importing torch and Lightning again (~10 s of CPU a rank)."""
+    # read when the server starts; an installed module, as the server's sys.path lacks tests/
+    multiprocessing.set_forkserver_preload(["pckd_lightning.run"])
+    torch.multiprocessing.start_processes(fn, args=args, nprocs=nprocs, start_method="forkserver")
 
 
 def free_port() -> str:

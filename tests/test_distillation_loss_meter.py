@@ -6,10 +6,9 @@ import json
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 import ddp_workers
-from helpers import free_port
+from helpers import free_port, run_ranks
 from pckd_lightning.distillation.loss_meter import LossMeter, NonFiniteLossError
 
 
@@ -56,7 +55,7 @@ def test_values_are_read_from_the_graph_without_keeping_it():
 
 @pytest.mark.slow
 def test_means_and_the_non_finite_check_cover_every_rank(tmp_path):
-    mp.spawn(ddp_workers.loss_meter, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    run_ranks(ddp_workers.loss_meter, 2, free_port(), str(tmp_path))
     results = [json.loads((tmp_path / f"meter{rank}.json").read_text()) for rank in (0, 1)]
     # rank 0: kd = 1 on 2 samples; rank 1: kd = 4 on 6 samples, and ce NaN at step 3
     for result in results:
@@ -66,7 +65,7 @@ def test_means_and_the_non_finite_check_cover_every_rank(tmp_path):
 
 @pytest.mark.slow
 def test_preview_statistics_are_logged_over_every_rank(tmp_path):
-    mp.spawn(ddp_workers.preview_statistics, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    run_ranks(ddp_workers.preview_statistics, 2, free_port(), str(tmp_path))
     logged = [json.loads((tmp_path / f"preview{rank}.json").read_text()) for rank in (0, 1)]
     assert logged[0] == logged[1]
     # 2 of the 9 images are hard (γ > 1.5); their weights are exp(-γ²), the other 7 weigh 1

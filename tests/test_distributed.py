@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from omegaconf import OmegaConf
 
 import ddp_workers
-from helpers import REPO, compose_config, free_port
+from helpers import REPO, compose_config, free_port, run_ranks
 
 
 @pytest.mark.slow
@@ -20,7 +21,7 @@ from helpers import REPO, compose_config, free_port
 def test_first_step_gradients_of_2x8_equal_1x16_with_sync_bn_and_gathered_contrast(tmp_path, compile_losses):
     """The two-process run with compiled loss terms too (the single process stays eager)."""
     args = (2, free_port(), str(tmp_path / "ddp.pt"), compile_losses)
-    mp.spawn(ddp_workers.first_step_gradients, args=args, nprocs=2)
+    run_ranks(ddp_workers.first_step_gradients, *args)
     ddp_workers.first_step_gradients(0, 1, "", str(tmp_path / "single.pt"))
     ddp, single = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "single.pt")
     assert ddp.keys() == single.keys()
@@ -36,11 +37,7 @@ def test_first_step_gradients_of_2x8_equal_1x16_with_sync_bn_and_gathered_contra
 @pytest.mark.slow
 def test_first_step_gradients_of_2x8_equal_1x16_for_a_vit_teacher_and_a_timm_cnn_student(tmp_path):
     """timm's BatchNormAct2d layers take global statistics and keep their activation (GlobalBatchNormAct)."""
-    mp.spawn(
-        ddp_workers.first_step_gradients,
-        args=(2, free_port(), str(tmp_path / "ddp.pt"), False, True),
-        nprocs=2,
-    )
+    run_ranks(ddp_workers.first_step_gradients, 2, free_port(), str(tmp_path / "ddp.pt"), False, True)
     ddp_workers.first_step_gradients(0, 1, "", str(tmp_path / "single.pt"), timm_pair=True)
     ddp, single = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "single.pt")
     assert ddp.keys() == single.keys() and any(k.startswith("student.model.blocks") for k in ddp)
@@ -51,7 +48,7 @@ def test_first_step_gradients_of_2x8_equal_1x16_for_a_vit_teacher_and_a_timm_cnn
 
 @pytest.mark.slow
 def test_global_batchnorm_under_bf16_autocast_takes_float32_statistics_of_the_global_batch(tmp_path):
-    mp.spawn(ddp_workers.bf16_global_batchnorm, args=(2, free_port(), str(tmp_path / "bn.pt")), nprocs=2)
+    run_ranks(ddp_workers.bf16_global_batchnorm, 2, free_port(), str(tmp_path / "bn.pt"))
     got = torch.load(tmp_path / "bn.pt")
     x = ddp_workers.bf16_batch().float().requires_grad_()
     reference = torch.nn.BatchNorm2d(x.shape[1]).train()
@@ -69,7 +66,7 @@ def test_global_batchnorm_under_bf16_autocast_takes_float32_statistics_of_the_gl
 
 @pytest.mark.slow
 def test_crd_memory_bank_is_identical_across_ranks(tmp_path):
-    mp.spawn(ddp_workers.crd_banks, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    run_ranks(ddp_workers.crd_banks, 2, free_port(), str(tmp_path))
     rank0, rank1 = torch.load(tmp_path / "banks0.pt"), torch.load(tmp_path / "banks1.pt")
     for bank in ("student", "teacher"):
         assert torch.equal(rank0[bank], rank1[bank]), bank
@@ -79,14 +76,15 @@ def test_crd_memory_bank_is_identical_across_ranks(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
-def test_two_process_pckd_run_through_the_app(tmp_path, precision):
+def test_two_process_pckd_runs_through_the_app_in_fp32_and_bf16(tmp_path):
+    """A sweep of two DDP jobs (float32, bf16-mixed), each job's second rank started from its own job."""
     teacher = tmp_path / "teacher.pth"
     torch.manual_seed(0)
     torch.save({"model": ddp_workers.create_model("resnet20", num_classes=10).state_dict()}, teacher)
     out = tmp_path / "outputs"
     args = [
         str(Path(sys.executable).with_name("pckd-train")),
+        "-m",
         "trainer=ddp_cpu",
         "trainer.max_epochs=1",
         "+trainer.limit_train_batches=2",
@@ -94,29 +92,28 @@ def test_two_process_pckd_run_through_the_app(tmp_path, precision):
         f"model.teacher.checkpoint={teacher}",
         f"paths.log_dir={out}",
         "callbacks.progress_bar=null",
-        f"trainer.precision={precision}",
+        "trainer.precision=32-true,bf16-mixed",
     ]
     run = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    runs = [p.parent for p in out.rglob("summary.json")]
-    assert len(runs) == 1, runs  # one output folder for the run, not one per rank
-    assert (runs[0] / "train_ddp_process_1.log").exists()  # the second rank ran, and logged there
-    # the epoch values reduced by the library over the ranks were logged (and Lightning did not warn)
-    with open(runs[0] / "csv" / "metrics.csv") as f:
-        logged = {k for row in csv.DictReader(f) for k, v in row.items() if v}
-    assert {"train/loss", "train/top1", "train/category_contrast", "preview/hard_fraction"} <= logged
+    folders = [p.parent for p in out.rglob("summary.json")]
+    runs = {OmegaConf.load(folder / "config.yaml").trainer.precision: folder for folder in folders}
+    assert len(folders) == 2 and runs.keys() == {"32-true", "bf16-mixed"}  # a folder per job, not per rank
+    for folder in runs.values():
+        assert (folder / "train_ddp_process_1.log").exists()  # the second rank ran, and logged there
+        # the epoch values reduced by the library over the ranks were logged (and Lightning did not warn)
+        with open(folder / "csv" / "metrics.csv") as f:
+            logged = {k for row in csv.DictReader(f) for k, v in row.items() if v}
+        assert {"train/loss", "train/top1", "train/category_contrast", "preview/hard_fraction"} <= logged
     assert "It is recommended to use" not in run.stderr
-    if precision != "32-true":
-        return  # the float32 comparison below is for float32 runs
-    # the synchronized val top-1 is the single-process accuracy of the same weights on the whole val set
-    import json
-
+    # the synchronized val top-1 of the float32 job is the single-process accuracy of the same weights on the
+    # whole val set
     from pckd_lightning.evaluate import evaluate
     from pckd_lightning.run.build import instantiate
 
-    summary = json.loads((runs[0] / "summary.json").read_text())
+    summary = json.loads((runs["32-true"] / "summary.json").read_text())
     student = ddp_workers.create_model("resnet8", num_classes=10)
-    student.load_state_dict(torch.load(runs[0] / "student.pth")["model"])
+    student.load_state_dict(torch.load(runs["32-true"] / "student.pth")["model"])
     cfg = compose_config(["data.image_size=8", "data.views=1", "distill=ce"])
     datamodule = instantiate(cfg.data)
     datamodule.setup("validate")

@@ -8,6 +8,7 @@ through the app (fp32/bf16, eager/compiled, one process and ddp_cpu).
 from __future__ import annotations
 
 import csv
+import json
 import math
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import REPO, compose_config, save_teacher, two_step_run
+from helpers import REPO, compose_config, free_port, run_ranks, save_teacher, two_step_run
 from pckd_lightning.distillation.dot import DistillationOrientedSGD, DOTGradientSplit
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import (
@@ -502,16 +503,9 @@ def test_the_dot_callback_turns_sgd_into_dot_and_splits_the_gradient():
 @pytest.mark.slow
 def test_dot_steps_of_2x8_equal_1x16(tmp_path):
     """Two DOT steps under DDP (the task gradient all-reduced by hand, the rest by DDP) equal one process's."""
-    import socket
-
-    import torch.multiprocessing as mp
-
     import dot_workers
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        init = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
-    mp.spawn(dot_workers.dot_steps, args=(2, init, str(tmp_path / "ddp.pt")), nprocs=2)
+    run_ranks(dot_workers.dot_steps, 2, free_port(), str(tmp_path / "ddp.pt"))
     dot_workers.dot_steps(0, 1, "", str(tmp_path / "single.pt"))
     ddp, single = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "single.pt")
     start = dot_workers.kd_module().student.state_dict()
@@ -680,17 +674,18 @@ def test_kd_dot_trains_with_both_momenta_in_the_app(tmp_path):
 #: the methods with state that DDP must keep in step: CTKD's learned temperature (a synchronized parameter),
 #: MLKD's strong view drawn per rank, DOT's optimizer wrapped around DDP's gradients (DKD + DOT takes the same
 #: path as KD + DOT); the others are stateless losses that the every-method runs already cover
-DDP_METHODS = ["ctkd", "mlkd", "kd_dot"]
+DDP_METHODS = {"ctkd": "kd", "mlkd": "instance", "kd_dot": "kd"}  # method: a term it logs
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", DDP_METHODS)
-def test_each_method_with_state_runs_under_ddp_cpu(tmp_path, method):
+def test_each_method_with_state_runs_under_ddp_cpu_in_one_sweep(tmp_path):
+    """One multirun of DDP jobs, as a user sweeps them: each job's second rank starts from its own job."""
     teacher = save_teacher(tmp_path / "teacher.pth", "resnet20", 10)
     out = tmp_path / "outputs"
     args = [
         str(Path(sys.executable).with_name("pckd-train")),
-        f"distill={method}",
+        "-m",
+        f"distill={','.join(DDP_METHODS)}",
         "trainer=ddp_cpu",
         "trainer.max_epochs=1",
         "+trainer.limit_train_batches=2",
@@ -702,9 +697,10 @@ def test_each_method_with_state_runs_under_ddp_cpu(tmp_path, method):
     ]
     run = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    runs = [p.parent for p in out.rglob("summary.json")]
-    assert len(runs) == 1, runs
-    with open(runs[0] / "csv" / "metrics.csv") as f:
-        logged = {k for row in csv.DictReader(f) for k, v in row.items() if v}
-    term = {"ctkd": "kd", "mlkd": "instance", "kd_dot": "kd"}[method]
-    assert {"train/loss", f"train/{term}"} <= logged
+    jobs = {json.loads(p.read_text())["method"]: p.parent for p in out.rglob("summary.json")}
+    assert jobs.keys() == DDP_METHODS.keys(), jobs  # one folder per job, not one per rank
+    for method, term in DDP_METHODS.items():
+        assert (jobs[method] / "train_ddp_process_1.log").exists(), method  # its second rank ran there
+        with open(jobs[method] / "csv" / "metrics.csv") as f:
+            logged = {k for row in csv.DictReader(f) for k, v in row.items() if v}
+        assert {"train/loss", f"train/{term}"} <= logged, method
