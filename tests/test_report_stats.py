@@ -174,6 +174,48 @@ def test_the_schedule_study_is_reported_per_length(tmp_path):
     assert png[:8] == PNG_MAGIC and len(png) > 1000
 
 
+def test_a_length_whose_scratch_runs_finished_first_shows_them_in_its_pair(tmp_path):
+    """A study in progress: KD and PCKD at 10 epochs, only the from-scratch student at 20 so far."""
+    root = tmp_path / "runs"
+    for (method, length), values in LENGTH_BEST.items():
+        if length == 10:
+            for seed, best in enumerate(values):
+                write_length(root, method, seed, length, best, best - 1)
+    for length, values in ((10, [45.0, 46.0, 47.0]), (20, [50.0, 51.0])):
+        for seed, best in enumerate(values):
+            write_length(root, "ce", seed, length, best, best - 1)
+    report, markdown = build_report(root, tmp_path / "out")
+    pair = report.pairs[0]
+    assert report.schedule[20].rows == ["student (scratch)"]
+    assert report.schedule[20].cells[("student (scratch)", pair, "best")].values == (50.0, 51.0)
+    assert parse_table(markdown, "### 20 epochs")["student (scratch)"][:2] == ["50.50 ± 0.71", "49.50 ± 0.71"]
+    # before any distilled run: no pair yet, each length says so instead of an empty heading
+    _, markdown = build_report(root / "ce", tmp_path / "scratch_only")
+    section = markdown.split("### 20 epochs")[1]
+    assert section.split("##")[0].strip() == "No run of a pair has finished at this length yet."
+    assert not (tmp_path / "scratch_only" / "schedule.png").exists()  # no Δ to draw
+
+
+def test_the_plain_rows_of_a_study_are_all_at_one_length(tmp_path):
+    """KD and PCKD at 10 and 20 epochs (3 seeds each), scratch at 10 (3 seeds) and 20 (2): the unlabelled rows
+    of the main table are all at 10 epochs, the most common length; the others name their length."""
+    root = tmp_path / "runs"
+    for (method, length), values in LENGTH_BEST.items():
+        for seed, best in enumerate(values):
+            write_length(root, method, seed, length, best, best - 1)
+    for length, values in ((10, [45.0, 46.0, 47.0]), (20, [50.0, 51.0])):
+        for seed, best in enumerate(values):
+            write_length(root, "ce", seed, length, best, best - 1)
+    report, _ = build_report(root, tmp_path / "out", plot=False)
+    pair = report.pairs[0]
+    assert report.cells[("student (scratch)", pair, "best")].values == (45.0, 46.0, 47.0)
+    for method in ("kd", "pckd"):
+        assert report.cells[(method, pair, "best")].values == tuple(LENGTH_BEST[(method, 10)])
+        (longer,) = [row for row in report.rows if row.startswith(f"{method} (")]
+        assert "trainer.max_epochs=20" in longer
+        assert report.cells[(longer, pair, "best")].values == tuple(LENGTH_BEST[(method, 20)])
+
+
 def test_one_length_writes_no_schedule_study(runs, tmp_path):
     report, markdown = build_report(runs, tmp_path / "out")
     assert report.schedule == {} and "Schedule study" not in markdown

@@ -216,17 +216,31 @@ def variant_labels(
 
     Per pair (data set, teacher file, student), so that per-pair published settings (DKD's β, lr 0.01 for
     MobileNet/ShuffleNet students) stay the method's row instead of a variant of it; ties go to the setting
-    that sorts first. Distinct settings always get distinct labels.
+    that sorts first. Distinct settings always get distinct labels. Runs of several lengths: every method's
+    plain row is at one length, the student's most common one (ties: the longest), so that no unlabelled row
+    stands beside another of a different length; a method not run at that length has only labelled rows.
     """
+    records = list(records)
+    lengths: dict[tuple, Counter] = defaultdict(Counter)
+    for record in records:
+        if record.max_epochs is not None:
+            lengths[(record.dataset, record.student)][record.max_epochs] += 1
+    shared = {key: max(counts, key=lambda n: (counts[n], n)) for key, counts in lengths.items()}
     by_method: dict[tuple, list[RunRecord]] = defaultdict(list)
     for record in records:
         by_method[(str(record.method), *_pair_identity(record))].append(record)
     labels: dict[int, str] = {}
     for (method, *_), group in by_method.items():
         settings = {id(r): {k: v for k, v in r.settings.items() if k not in ignored(r)} for r in group}
-        signatures = Counter(settings_key(settings[id(r)]) for r in group)
+        length = shared.get((group[0].dataset, group[0].student))
+        timed = [r for r in group if LENGTH_KEY in settings[id(r)]]
+        at_length = [r for r in timed if r.max_epochs == length]
+        pool = at_length or group
+        signatures = Counter(settings_key(settings[id(r)]) for r in pool)
         reference_key = min(signatures, key=lambda s: (-signatures[s], s))
-        reference = next(settings[id(r)] for r in group if settings_key(settings[id(r)]) == reference_key)
+        reference = next(settings[id(r)] for r in pool if settings_key(settings[id(r)]) == reference_key)
+        if timed and not at_length:
+            reference = {**reference, LENGTH_KEY: length}
         seen: dict[str, tuple] = {}
         for record in group:
             own = settings[id(record)]
@@ -292,15 +306,16 @@ def pair_of(record: RunRecord) -> Pair:
 
 
 def _groups(
-    records: list[RunRecord], labels: dict[int, str]
+    records: list[RunRecord], labels: dict[int, str], known: set[Pair] = frozenset()
 ) -> tuple[dict[tuple[str, Pair], list[RunRecord]], list[Pair], list[RunRecord]]:
     """The cells' runs: (row, pair) -> runs, the distillation rows' and each pair's scratch row (the runs
-    labelled plain ``ce``); the pairs; and the from-scratch runs no pair's scratch row took."""
+    labelled plain ``ce``); the pairs (``known`` ones too: a schedule length whose scratch runs finished
+    before its distilled ones); and the from-scratch runs no pair's scratch row took."""
     groups: dict[tuple[str, Pair], list[RunRecord]] = defaultdict(list)
     for r in records:
         if not r.is_scratch:
             groups[(labels[id(r)], pair_of(r))].append(r)
-    pairs = sorted({pair for _, pair in groups})
+    pairs = sorted({pair for _, pair in groups} | set(known))
     matched: set[int] = set()
     for pair in pairs:
         for r in records:
@@ -398,8 +413,9 @@ def _schedule(records: list[RunRecord]) -> dict[int, LengthTable]:
     if not any(len(lengths) > 1 for lengths in lengths_of.values()):
         return {}
     tables = {}
+    known = {pair_of(r) for r in timed if not r.is_scratch}
     for length in sorted({int(r.max_epochs) for r in timed}):
-        groups, pairs, _ = _groups([r for r in timed if r.max_epochs == length], labels)
+        groups, pairs, _ = _groups([r for r in timed if r.max_epochs == length], labels, known)
         rows = sorted({label for label, _ in groups if label != SCRATCH_ROW}, key=_row_order)
         cells = _cells(groups)
         present = [SCRATCH_ROW] if any(k[0] == SCRATCH_ROW for k in cells) else []

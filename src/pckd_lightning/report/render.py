@@ -332,6 +332,8 @@ def _schedule_section(report: Report, decimals: int) -> list[str]:
     ]
     for length, table in report.schedule.items():
         lines += [f"### {length} epoch{'s' if length != 1 else ''}", ""]
+        if not table.cells:
+            lines += ["No run of a pair has finished at this length yet.", ""]
         for pair in report.pairs:
             rows = [r for r in table.rows if any((r, pair, m) in table.cells for m in METRICS)]
             if not rows:
@@ -529,8 +531,8 @@ def write_curves_png(report: Report, path: Path) -> Path:
 
 def schedule_figure(report: Report) -> Figure | None:
     """Δ vs KD against the schedule length, one line per row, its 95 % interval as error bars; one panel per
-    pair and metric (best, last). None when the runs have one length."""
-    if not report.schedule:
+    pair and metric (best, last). None when the runs have one length, or no pair yet (scratch runs only)."""
+    if not report.schedule or not report.pairs:
         return None
     lengths = list(report.schedule)
     panels = [(pair, metric) for pair in report.pairs for metric in ("best", "last")]
@@ -561,7 +563,7 @@ def schedule_figure(report: Report) -> Figure | None:
 
 
 def write_schedule_png(report: Report, path: Path) -> Path | None:
-    """:func:`schedule_figure` as a PNG; None (and no file) when the runs have one length."""
+    """:func:`schedule_figure` as a PNG; None (and no file) when it draws nothing."""
     fig = schedule_figure(report)
     if fig is None:
         return None
