@@ -144,6 +144,39 @@ def test_the_demo_teacher_has_its_own_seed_so_a_seed_sweep_shares_it(tmp_path, s
     assert teacher_training_config(other).seed == 3
 
 
+@pytest.mark.parametrize(
+    "shortening",
+    ["+trainer.limit_train_batches=1", "+trainer.limit_val_batches=0.5", "+trainer.fast_dev_run=true"],
+)
+def test_a_shortened_run_caches_its_demo_teacher_apart(tmp_path, shortening):
+    """A teacher trained on a few batches is never the one a full run finds (one batch is the int 1)."""
+    full = Path(compose_config([], output_dir=tmp_path).model.teacher.checkpoint)
+    names = {
+        Path(compose_config([shortening, f"seed={s}"], output_dir=tmp_path).model.teacher.checkpoint).name
+        for s in (0, 1)
+    }
+    (name,) = names  # one teacher for a seed sweep of the same shortened runs
+    assert name.startswith("digits_resnet20_seed0_e15_short-") and name != full.name
+    for same_as_full in (
+        "+trainer.limit_train_batches=1.0",
+        "+trainer.fast_dev_run=false",
+        "+trainer.max_steps=-1",
+    ):
+        assert Path(compose_config([same_as_full], output_dir=tmp_path).model.teacher.checkpoint) == full
+
+
+@pytest.mark.slow
+def test_the_teacher_a_shortened_run_trains_is_cached_under_its_own_name(tmp_path):
+    overrides = ["trainer.max_epochs=1", "model.train_teacher_if_missing.max_epochs=1", "data.image_size=8"]
+    short = ["+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1"]
+    summary = fit(compose_config([*overrides, *short, *QUIET], output_dir=tmp_path / "short"))
+    (cached,) = (tmp_path / "short" / "cache" / "teachers").iterdir()
+    assert "_short-" in cached.name and summary["teacher_checkpoint"] == str(cached)
+    assert not compose_config(overrides, output_dir=tmp_path / "short").model.teacher.checkpoint.endswith(
+        cached.name
+    )
+
+
 # -- 6. every term logged one way ---------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import secrets
@@ -103,6 +104,40 @@ def by_pair(table: dict[str, Any], default: Any, *, _root_: DictConfig) -> Any:
     return table.get("_".join(names), default) if all(names) else default
 
 
+#: trainer settings that cut a run short (smoke tests, quick checks)
+SHORTENING = (
+    "fast_dev_run",
+    "limit_train_batches",
+    "limit_val_batches",
+    "limit_test_batches",
+    "limit_predict_batches",
+    "overfit_batches",
+    "max_steps",
+    "max_time",
+)
+
+
+def _cuts(key: str, value: Any) -> bool:
+    """Whether ``trainer.<key>=value`` shortens the run (Lightning reads an int ``limit_*`` of 1 as one batch,
+    the float 1.0 as all of them)."""
+    if value is None or value is False:
+        return False
+    if key.startswith("limit_"):
+        return not (isinstance(value, float) and value == 1.0)
+    return value != {"fast_dev_run": 0, "overfit_batches": 0, "max_steps": -1}.get(key)
+
+
+def shortened(*, _root_: DictConfig) -> str:
+    """``""``, or ``_short-<8 hex>`` naming the run's settings among :data:`SHORTENING`: the demo teacher's
+    cache file carries it, so a teacher trained in a shortened run is never the one a full run finds."""
+    trainer = _root_.get("trainer") or {}
+    cut = {k: trainer[k] for k in SHORTENING if _cuts(k, trainer.get(k))}
+    if not cut:
+        return ""
+    text = ",".join(f"{k}={v!r}" for k, v in sorted(cut.items()))
+    return f"_short-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
 def register() -> None:
     """Register the resolvers (idempotent)."""
     if not OmegaConf.has_resolver("pckd.run_dir"):
@@ -113,3 +148,5 @@ def register() -> None:
         OmegaConf.register_new_resolver("pckd.catalog", catalog)
     if not OmegaConf.has_resolver("pckd.by_pair"):
         OmegaConf.register_new_resolver("pckd.by_pair", by_pair)
+    if not OmegaConf.has_resolver("pckd.shortened"):
+        OmegaConf.register_new_resolver("pckd.shortened", shortened)
