@@ -4,6 +4,7 @@ was distilled from, one teacher per seed sweep, loss terms logged on one documen
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ from pckd_lightning.loggers import EpochLineLogger
 from pckd_lightning.models import create_model
 from pckd_lightning.run import fit
 from pckd_lightning.run.build import instantiate
-from pckd_lightning.run.teacher import teacher_training_config
+from pckd_lightning.run.teacher import teacher_to_train, teacher_training_config
 
 
 def metric_rows(run_dir: Path) -> list[dict[str, str]]:
@@ -166,15 +167,30 @@ def test_a_shortened_run_caches_its_demo_teacher_apart(tmp_path, shortening):
 
 
 @pytest.mark.slow
-def test_the_teacher_a_shortened_run_trains_is_cached_under_its_own_name(tmp_path):
-    overrides = ["trainer.max_epochs=1", "model.train_teacher_if_missing.max_epochs=1", "data.image_size=8"]
+def test_a_cached_teacher_records_its_recipe_and_a_run_with_other_settings_is_warned(tmp_path, caplog):
+    """The teacher a shortened run trains is cached under its own name with what made it; a run that would
+    train it otherwise (another image size) is told what differs, a run with the same settings is not."""
+    overrides = ["trainer.max_epochs=1", "model.train_teacher_if_missing.max_epochs=1", *QUIET]
     short = ["+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1"]
-    summary = fit(compose_config([*overrides, *short, *QUIET], output_dir=tmp_path / "short"))
-    (cached,) = (tmp_path / "short" / "cache" / "teachers").iterdir()
-    assert "_short-" in cached.name and summary["teacher_checkpoint"] == str(cached)
-    assert not compose_config(overrides, output_dir=tmp_path / "short").model.teacher.checkpoint.endswith(
-        cached.name
+    run = tmp_path / "short"
+    summary = fit(compose_config([*overrides, *short, "data.image_size=8"], output_dir=run))
+    cached = Path(summary["teacher_checkpoint"])
+    assert sorted(p.name for p in cached.parent.iterdir()) == [cached.name, f"{cached.stem}.recipe.json"]
+    assert "_short-" in cached.name
+    recorded = json.loads((cached.parent / f"{cached.stem}.recipe.json").read_text())
+    assert recorded["data.image_size"] == 8 and recorded["trainer.limit_train_batches"] == 1
+    assert recorded["model.teacher"] == "resnet20" and recorded["trainer.max_epochs"] == 1
+    full = compose_config([*overrides, "data.image_size=8"], output_dir=run)
+    assert Path(full.model.teacher.checkpoint) != cached  # a full run trains its own
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="pckd_lightning.run.teacher")
+    assert teacher_to_train(compose_config([*overrides, *short, "data.image_size=8"], output_dir=run)) is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (
+        teacher_to_train(compose_config([*overrides, *short, "data.image_size=16"], output_dir=run)) is None
     )
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "data.image_size: 8 -> 16" in warning and "Delete it" in warning
 
 
 # -- 6. every term logged one way ---------------------------------------------------------------------------

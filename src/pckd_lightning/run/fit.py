@@ -23,7 +23,7 @@ from pckd_lightning.run.check import check_config
 from pckd_lightning.run.interrupts import stop_interrupted
 from pckd_lightning.run.loggers import build_loggers, close_loggers
 from pckd_lightning.run.summary import final_test, provenance, set_aside_summary, summarize, write_summary
-from pckd_lightning.run.teacher import teacher_to_train
+from pckd_lightning.run.teacher import record_recipe, teacher_to_train
 from pckd_lightning.run_folder import RunFolder
 from pckd_lightning.schema.config import validate
 
@@ -59,7 +59,10 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
     writer = rank_zero_only.rank == 0  # one writer under DDP
     with RunFolder(output_dir) if writer else nullcontext():
         teacher_cfg = teacher_to_train(cfg)
-        teacher_summary = None if teacher_cfg is None else fit(teacher_cfg)
+        teacher_summary = None
+        if teacher_cfg is not None:
+            teacher_summary = fit(teacher_cfg)
+            record_recipe(teacher_cfg)
         # seeded after the (optional) teacher training, so a run does not depend on whether it was cached
         L.seed_everything(cfg.seed, workers=True)
         datamodule = instantiate(cfg.data)

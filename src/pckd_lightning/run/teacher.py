@@ -3,14 +3,42 @@ not exist yet, :func:`pckd_lightning.run.fit` first trains one with :func:`teach
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pckd_lightning.atomic import atomic_write_text
 from pckd_lightning.errors import CheckpointError
 
 log = logging.getLogger(__name__)
+
+#: settings of the teacher's training run that do not change its weights: where files go and how fast they
+#: are read, the hardware, logging and progress display
+NOT_RECIPE = {
+    "data": {"root", "download", "num_workers", "pin_memory", "val_batch_size", "persistent_workers"},
+    "trainer": {
+        "_target_",
+        "default_root_dir",
+        "accelerator",
+        "devices",
+        "num_nodes",
+        "strategy",
+        "plugins",
+        "logger",
+        "callbacks",
+        "enable_progress_bar",
+        "enable_model_summary",
+        "enable_checkpointing",
+        "log_every_n_steps",
+        "num_sanity_val_steps",
+        "deterministic",
+        "benchmark",
+        "use_distributed_sampler",
+    },
+}
 
 
 def teacher_training_config(cfg: DictConfig) -> DictConfig:
@@ -42,6 +70,67 @@ def teacher_training_config(cfg: DictConfig) -> DictConfig:
     return teacher_cfg
 
 
+def training_recipe(teacher_cfg: DictConfig) -> dict[str, Any]:
+    """What made the cached teacher's weights, as ``{dotted key: value}``: its architecture, seed, data,
+    optimizer, schedule and trainer settings (not :data:`NOT_RECIPE`)."""
+    resolved = OmegaConf.to_container(teacher_cfg, resolve=True)
+    parts = {
+        "model.teacher": resolved["model"]["student"].get("name"),
+        "seed": resolved.get("seed"),
+        "data": resolved.get("data"),
+        "optimizer": resolved.get("optimizer"),
+        "scheduler": resolved.get("scheduler"),
+        "lr_milestones": resolved.get("lr_milestones"),
+        "module.lr_scaling": (resolved.get("module") or {}).get("lr_scaling"),
+        "trainer": resolved.get("trainer"),
+    }
+    flat: dict[str, Any] = {}
+
+    def add(prefix: str, value: Any, skip: set[str]) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key not in skip:
+                    add(f"{prefix}.{key}", item, set())
+        else:
+            flat[prefix] = value
+
+    for key, value in parts.items():
+        add(key, value, NOT_RECIPE.get(key, set()))
+    return flat
+
+
+def recipe_file(checkpoint: str | Path) -> Path:
+    """The recipe recorded beside a cached teacher: ``<name>.recipe.json``."""
+    return Path(checkpoint).expanduser().with_suffix(".recipe.json")
+
+
+def record_recipe(teacher_cfg: DictConfig) -> None:
+    """Write the recipe of the teacher just trained beside its cache file (after the file itself)."""
+    atomic_write_text(
+        recipe_file(teacher_cfg.export_path), json.dumps(training_recipe(teacher_cfg), indent=1, default=str)
+    )
+
+
+def check_recipe(cfg: DictConfig) -> None:
+    """Warn when the cached teacher was trained with other settings than this run would train it with (another
+    image size, classes, schedule, ...): it is used as is, and the run measures and records its accuracy."""
+    path = recipe_file(cfg.model.train_teacher_if_missing.checkpoint)
+    if not path.is_file():
+        return  # cached before recipes were recorded
+    recorded = json.loads(path.read_text())
+    wanted = json.loads(json.dumps(training_recipe(teacher_training_config(cfg)), default=str))
+    differ = sorted(k for k in recorded.keys() | wanted.keys() if recorded.get(k) != wanted.get(k))
+    if differ:
+        changes = ", ".join(f"{k}: {recorded.get(k)!r} -> {wanted.get(k)!r}" for k in differ)
+        log.warning(
+            "the cached teacher %s was trained with other settings than this run would use (%s); it is used as "
+            "is. Delete it (and %s) to train one with this run's settings",
+            cfg.model.teacher.checkpoint,
+            changes,
+            path.name,
+        )
+
+
 def teacher_to_train(cfg: DictConfig) -> DictConfig | None:
     """The config that trains and caches the teacher, when the config asks for it and its checkpoint does not
     exist yet; None when there is nothing to train.
@@ -54,10 +143,12 @@ def teacher_to_train(cfg: DictConfig) -> DictConfig | None:
     if teacher is None or recipe is None:
         return None
     path = Path(teacher.checkpoint).expanduser()
+    cached = Path(recipe.checkpoint).expanduser()
     if path.is_file():
         log.info("teacher checkpoint found at %s: skipping teacher training", teacher.checkpoint)
+        if path.resolve() == cached.resolve():
+            check_recipe(cfg)
         return None
-    cached = Path(recipe.checkpoint).expanduser()
     if path.resolve() != cached.resolve():
         raise CheckpointError(
             f"model.teacher.checkpoint={str(path)!r} does not exist. A teacher is trained automatically only "
