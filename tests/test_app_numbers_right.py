@@ -162,6 +162,7 @@ def test_a_shortened_run_caches_its_demo_teacher_apart(tmp_path, shortening):
         "+trainer.limit_train_batches=1.0",
         "+trainer.fast_dev_run=false",
         "+trainer.max_steps=-1",
+        "+trainer.limit_test_batches=2",  # the exported weights are the last training epoch's
     ):
         assert Path(compose_config([same_as_full], output_dir=tmp_path).model.teacher.checkpoint) == full
 
@@ -191,6 +192,11 @@ def test_a_cached_teacher_records_its_recipe_and_a_run_with_other_settings_is_wa
     )
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "data.image_size: 8 -> 16" in warning and "Delete it" in warning
+    caplog.clear()
+    (cached.parent / f"{cached.stem}.recipe.json").unlink()  # as an earlier version cached it
+    assert teacher_to_train(compose_config([*overrides, *short, "data.image_size=8"], output_dir=run)) is None
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "no recipe was recorded" in warning
 
 
 # -- 6. every term logged one way ---------------------------------------------------------------------------

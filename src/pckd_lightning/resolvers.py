@@ -104,27 +104,25 @@ def by_pair(table: dict[str, Any], default: Any, *, _root_: DictConfig) -> Any:
     return table.get("_".join(names), default) if all(names) else default
 
 
-#: trainer settings that cut a run short (smoke tests, quick checks)
-SHORTENING = (
-    "fast_dev_run",
-    "limit_train_batches",
-    "limit_val_batches",
-    "limit_test_batches",
-    "limit_predict_batches",
-    "overfit_batches",
-    "max_steps",
-    "max_time",
-)
+#: trainer settings that cut a run's training short (smoke tests, quick checks); with the value that does not,
+#: where it is neither None nor False (an int ``limit_*`` of 1 is one batch, the float 1.0 all of them)
+SHORTENING = {
+    "fast_dev_run": 0,
+    "limit_train_batches": 1.0,
+    "limit_val_batches": 1.0,
+    "overfit_batches": 0,
+    "max_steps": -1,
+    "max_time": None,
+}
 
 
 def _cuts(key: str, value: Any) -> bool:
-    """Whether ``trainer.<key>=value`` shortens the run (Lightning reads an int ``limit_*`` of 1 as one batch,
-    the float 1.0 as all of them)."""
+    """Whether ``trainer.<key>=value`` shortens the run."""
     if value is None or value is False:
         return False
     if key.startswith("limit_"):
-        return not (isinstance(value, float) and value == 1.0)
-    return value != {"fast_dev_run": 0, "overfit_batches": 0, "max_steps": -1}.get(key)
+        return not (isinstance(value, float) and value == SHORTENING[key])
+    return value != SHORTENING[key]
 
 
 def shortened(*, _root_: DictConfig) -> str:

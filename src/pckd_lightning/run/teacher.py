@@ -15,29 +15,20 @@ from pckd_lightning.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-#: settings of the teacher's training run that do not change its weights: where files go and how fast they
-#: are read, the hardware, logging and progress display
-NOT_RECIPE = {
-    "data": {"root", "download", "num_workers", "pin_memory", "val_batch_size", "persistent_workers"},
-    "trainer": {
-        "_target_",
-        "default_root_dir",
-        "accelerator",
-        "devices",
-        "num_nodes",
-        "strategy",
-        "plugins",
-        "logger",
-        "callbacks",
-        "enable_progress_bar",
-        "enable_model_summary",
-        "enable_checkpointing",
-        "log_every_n_steps",
-        "num_sanity_val_steps",
-        "deterministic",
-        "benchmark",
-        "use_distributed_sampler",
-    },
+#: data settings that do not change the teacher's weights (where and how fast the images are read)
+DATA_NOT_RECIPE = {"root", "download", "num_workers", "pin_memory", "val_batch_size", "persistent_workers"}
+#: the trainer settings that change the weights a run exports, with the value Lightning takes when unset
+TRAINER_RECIPE = {
+    "max_epochs": None,
+    "max_steps": -1,
+    "max_time": None,
+    "precision": "32-true",
+    "accumulate_grad_batches": 1,
+    "gradient_clip_val": None,
+    "gradient_clip_algorithm": None,
+    "limit_train_batches": 1.0,
+    "fast_dev_run": False,
+    "overfit_batches": 0.0,
 }
 
 
@@ -71,32 +62,30 @@ def teacher_training_config(cfg: DictConfig) -> DictConfig:
 
 
 def training_recipe(teacher_cfg: DictConfig) -> dict[str, Any]:
-    """What made the cached teacher's weights, as ``{dotted key: value}``: its architecture, seed, data,
-    optimizer, schedule and trainer settings (not :data:`NOT_RECIPE`)."""
-    resolved = OmegaConf.to_container(teacher_cfg, resolve=True)
+    """What made the cached teacher's weights, as ``{dotted key: value}`` as JSON stores it: architecture,
+    seed, data (not :data:`DATA_NOT_RECIPE`), optimizer, scheduler and :data:`TRAINER_RECIPE`, an unset trainer
+    setting as its default (so that setting the default explicitly is no change)."""
     parts = {
-        "model.teacher": resolved["model"]["student"].get("name"),
-        "seed": resolved.get("seed"),
-        "data": resolved.get("data"),
-        "optimizer": resolved.get("optimizer"),
-        "scheduler": resolved.get("scheduler"),
-        "lr_milestones": resolved.get("lr_milestones"),
-        "module.lr_scaling": (resolved.get("module") or {}).get("lr_scaling"),
-        "trainer": resolved.get("trainer"),
+        key: OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+        for key in ("data", "optimizer", "scheduler")
+        if (node := teacher_cfg.get(key)) is not None
     }
-    flat: dict[str, Any] = {}
+    trainer = teacher_cfg.trainer
+    flat: dict[str, Any] = {"model.teacher": teacher_cfg.model.student.name, "seed": teacher_cfg.seed}
+    flat |= {
+        f"trainer.{k}": trainer.get(k) if trainer.get(k) is not None else d for k, d in TRAINER_RECIPE.items()
+    }
 
-    def add(prefix: str, value: Any, skip: set[str]) -> None:
+    def add(prefix: str, value: Any) -> None:
         if isinstance(value, dict):
             for key, item in value.items():
-                if key not in skip:
-                    add(f"{prefix}.{key}", item, set())
+                add(f"{prefix}.{key}", item)
         else:
             flat[prefix] = value
 
     for key, value in parts.items():
-        add(key, value, NOT_RECIPE.get(key, set()))
-    return flat
+        add(key, {k: v for k, v in value.items() if key != "data" or k not in DATA_NOT_RECIPE})
+    return json.loads(json.dumps(flat, default=str))
 
 
 def recipe_file(checkpoint: str | Path) -> Path:
@@ -105,29 +94,36 @@ def recipe_file(checkpoint: str | Path) -> Path:
 
 
 def record_recipe(teacher_cfg: DictConfig) -> None:
-    """Write the recipe of the teacher just trained beside its cache file (after the file itself)."""
+    """Write the recipe of the teacher just trained beside its cache file (once the file is written)."""
     atomic_write_text(
-        recipe_file(teacher_cfg.export_path), json.dumps(training_recipe(teacher_cfg), indent=1, default=str)
+        recipe_file(teacher_cfg.export_path), json.dumps(training_recipe(teacher_cfg), indent=1)
     )
 
 
 def check_recipe(cfg: DictConfig) -> None:
     """Warn when the cached teacher was trained with other settings than this run would train it with (another
-    image size, classes, schedule, ...): it is used as is, and the run measures and records its accuracy."""
+    image size, classes, schedule, ...), or when no recipe says how it was trained: it is used as is, and the
+    run measures and records its accuracy."""
     path = recipe_file(cfg.model.train_teacher_if_missing.checkpoint)
-    if not path.is_file():
-        return  # cached before recipes were recorded
-    recorded = json.loads(path.read_text())
-    wanted = json.loads(json.dumps(training_recipe(teacher_training_config(cfg)), default=str))
+    fix = f"Delete it (and {path.name}, if present) to train one with this run's settings"
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        reason = "no recipe was recorded (an earlier version cached it)" if not path.exists() else f"{err}"
+        log.warning(
+            "the cached teacher %s is used as is, but %s. %s", cfg.model.teacher.checkpoint, reason, fix
+        )
+        return
+    wanted = training_recipe(teacher_training_config(cfg))
     differ = sorted(k for k in recorded.keys() | wanted.keys() if recorded.get(k) != wanted.get(k))
     if differ:
         changes = ", ".join(f"{k}: {recorded.get(k)!r} -> {wanted.get(k)!r}" for k in differ)
         log.warning(
             "the cached teacher %s was trained with other settings than this run would use (%s); it is used as "
-            "is. Delete it (and %s) to train one with this run's settings",
+            "is. %s",
             cfg.model.teacher.checkpoint,
             changes,
-            path.name,
+            fix,
         )
 
 
@@ -136,7 +132,8 @@ def teacher_to_train(cfg: DictConfig) -> DictConfig | None:
     exist yet; None when there is nothing to train.
 
     Only at the exact cache file ``model.train_teacher_if_missing.checkpoint`` names: any other missing
-    file is most likely a typo, and training a teacher at the typo's path would hide it.
+    file is most likely a typo, and training a teacher at the typo's path would hide it. A cached teacher
+    found there is checked against the recipe recorded beside it (:func:`check_recipe`).
     """
     teacher = cfg.model.get("teacher")
     recipe = cfg.model.get("train_teacher_if_missing")
