@@ -32,6 +32,7 @@ import math
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,15 +218,20 @@ def variant_labels(
     Per pair (data set, teacher file, student), so that per-pair published settings (DKD's β, lr 0.01 for
     MobileNet/ShuffleNet students) stay the method's row instead of a variant of it; ties go to the setting
     that sorts first. Distinct settings always get distinct labels. Runs of several lengths: every method's
-    plain row is at one length, the student's most common one (ties: the longest), so that no unlabelled row
-    stands beside another of a different length; a method not run at that length has only labelled rows.
+    plain row is at one length, KD's most common one (ties: the longest), so that no unlabelled row stands
+    beside another of a different length and the Δ vs KD has its baseline; a method not run at that length has
+    only labelled rows. Without KD: the distilled runs' most common length, else all runs'.
     """
     records = list(records)
-    lengths: dict[tuple, Counter] = defaultdict(Counter)
+    by_student: dict[tuple, list[RunRecord]] = defaultdict(list)
     for record in records:
-        if record.max_epochs is not None:
-            lengths[(record.dataset, record.student)][record.max_epochs] += 1
-    shared = {key: max(counts, key=lambda n: (counts[n], n)) for key, counts in lengths.items()}
+        by_student[(record.dataset, record.student)].append(record)
+    shared = {}
+    for key, group in by_student.items():
+        baseline = [r for r in group if r.method == KD_ROW] or [r for r in group if not r.is_scratch] or group
+        counts = Counter(r.max_epochs for r in baseline if r.max_epochs is not None)
+        if counts:
+            shared[key] = max(counts, key=lambda n: (counts[n], n))
     by_method: dict[tuple, list[RunRecord]] = defaultdict(list)
     for record in records:
         by_method[(str(record.method), *_pair_identity(record))].append(record)
@@ -306,7 +312,7 @@ def pair_of(record: RunRecord) -> Pair:
 
 
 def _groups(
-    records: list[RunRecord], labels: dict[int, str], known: set[Pair] = frozenset()
+    records: list[RunRecord], labels: dict[int, str], known: AbstractSet[Pair] = frozenset()
 ) -> tuple[dict[tuple[str, Pair], list[RunRecord]], list[Pair], list[RunRecord]]:
     """The cells' runs: (row, pair) -> runs, the distillation rows' and each pair's scratch row (the runs
     labelled plain ``ce``); the pairs (``known`` ones too: a schedule length whose scratch runs finished

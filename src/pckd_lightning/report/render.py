@@ -531,8 +531,9 @@ def write_curves_png(report: Report, path: Path) -> Path:
 
 def schedule_figure(report: Report) -> Figure | None:
     """Δ vs KD against the schedule length, one line per row, its 95 % interval as error bars; one panel per
-    pair and metric (best, last). None when the runs have one length, or no pair yet (scratch runs only)."""
-    if not report.schedule or not report.pairs:
+    pair and metric (best, last). None when it would draw nothing: the runs have one length, or no row has a
+    paired interval vs KD yet (scratch runs only, one seed, no KD)."""
+    if not any(table.comparison.intervals for table in report.schedule.values()):
         return None
     lengths = list(report.schedule)
     panels = [(pair, metric) for pair in report.pairs for metric in ("best", "last")]
