@@ -203,12 +203,13 @@ def wandb_record(run_dir: Path) -> bytes:
     return record.read_bytes()
 
 
-def run_ranks(fn: Callable[..., None], *args: object, nprocs: int = 2) -> None:
-    """``fn(rank, *args)`` in ``nprocs`` processes forked from a server that imported the library once:
-    ``mp.spawn`` would start each rank afresh, importing torch and Lightning again (~10 s of CPU a rank)."""
+def run_ranks(fn: Callable[..., None], world: int, *args: object) -> None:
+    """``fn(rank, world, *args)`` in ``world`` processes forked from a server that imported the library once:
+    ``mp.spawn`` would start each rank afresh, importing torch and Lightning again (~10 s of CPU a rank). The
+    ranks see the environment of the server's start (the first call), not a variable set by a test since."""
     # read when the server starts; an installed module, as the server's sys.path lacks tests/
     multiprocessing.set_forkserver_preload(["pckd_lightning.run"])
-    torch.multiprocessing.start_processes(fn, args=args, nprocs=nprocs, start_method="forkserver")
+    torch.multiprocessing.start_processes(fn, args=(world, *args), nprocs=world, start_method="forkserver")
 
 
 def free_port() -> str:

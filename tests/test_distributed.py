@@ -77,7 +77,8 @@ def test_crd_memory_bank_is_identical_across_ranks(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_pckd_runs_through_the_app_in_fp32_and_bf16(tmp_path):
-    """A sweep of two DDP jobs (float32, bf16-mixed), each job's second rank started from its own job."""
+    """A sweep of two DDP jobs (float32, bf16-mixed), as a user sweeps them: Lightning starts rank 1 once with
+    the whole sweep, and the two ranks run the jobs in step (README, "Multi-GPU")."""
     teacher = tmp_path / "teacher.pth"
     torch.manual_seed(0)
     torch.save({"model": ddp_workers.create_model("resnet20", num_classes=10).state_dict()}, teacher)
