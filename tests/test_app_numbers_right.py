@@ -143,11 +143,13 @@ def test_the_demo_teacher_has_its_own_seed_so_a_seed_sweep_shares_it(tmp_path, s
     other = compose_config([f"seed={seed}", "model.train_teacher_if_missing.seed=3"], output_dir=tmp_path)
     assert Path(other.model.teacher.checkpoint).name == "digits_resnet20_seed3_e15.pth"
     assert teacher_training_config(other).seed == 3
+    streams = compose_config([f"seed={seed}", "data.aug_seed=5"], output_dir=tmp_path)
+    assert teacher_training_config(streams).data.aug_seed == 0  # nor the student's augmentation stream
 
 
 @pytest.mark.parametrize(
     "shortening",
-    ["+trainer.limit_train_batches=1", "+trainer.limit_val_batches=0.5", "+trainer.fast_dev_run=true"],
+    ["+trainer.limit_train_batches=1", "+trainer.max_steps=3", "+trainer.fast_dev_run=true"],
 )
 def test_a_shortened_run_caches_its_demo_teacher_apart(tmp_path, shortening):
     """A teacher trained on a few batches is never the one a full run finds (one batch is the int 1)."""
@@ -162,7 +164,8 @@ def test_a_shortened_run_caches_its_demo_teacher_apart(tmp_path, shortening):
         "+trainer.limit_train_batches=1.0",
         "+trainer.fast_dev_run=false",
         "+trainer.max_steps=-1",
-        "+trainer.limit_test_batches=2",  # the exported weights are the last training epoch's
+        "+trainer.limit_val_batches=0.5",  # the exported weights are the last training epoch's,
+        "+trainer.limit_test_batches=2",  # whatever validation and testing read
     ):
         assert Path(compose_config([same_as_full], output_dir=tmp_path).model.teacher.checkpoint) == full
 
@@ -185,18 +188,30 @@ def test_a_cached_teacher_records_its_recipe_and_a_run_with_other_settings_is_wa
     assert Path(full.model.teacher.checkpoint) != cached  # a full run trains its own
     caplog.clear()
     caplog.set_level(logging.INFO, logger="pckd_lightning.run.teacher")
-    assert teacher_to_train(compose_config([*overrides, *short, "data.image_size=8"], output_dir=run)) is None
+    # the same settings, some spelt otherwise: Lightning's short precision, clipping off by a 0
+    same = [*short, "data.image_size=8", "trainer.precision=32", "+trainer.gradient_clip_val=0"]
+    assert teacher_to_train(compose_config([*overrides, *same], output_dir=run)) is None
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert (
         teacher_to_train(compose_config([*overrides, *short, "data.image_size=16"], output_dir=run)) is None
     )
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "data.image_size: 8 -> 16" in warning and "Delete it" in warning
-    caplog.clear()
-    (cached.parent / f"{cached.stem}.recipe.json").unlink()  # as an earlier version cached it
-    assert teacher_to_train(compose_config([*overrides, *short, "data.image_size=8"], output_dir=run)) is None
-    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert "no recipe was recorded" in warning
+    recipe = cached.parent / f"{cached.stem}.recipe.json"
+    for text, reason in (
+        ("[]", "recorded by another version"),
+        ('{"data.image_size": 8}', "recorded by another version"),
+        ("{not json", "its recipe is unreadable"),
+        (None, "no recipe was recorded"),  # as an earlier version cached it
+    ):
+        caplog.clear()
+        recipe.write_text(text) if text is not None else recipe.unlink()
+        assert (
+            teacher_to_train(compose_config([*overrides, *short, "data.image_size=8"], output_dir=run))
+            is None
+        )
+        (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert reason in warning and "is used as is" in warning, text
 
 
 # -- 6. every term logged one way ---------------------------------------------------------------------------

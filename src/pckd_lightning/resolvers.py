@@ -109,7 +109,6 @@ def by_pair(table: dict[str, Any], default: Any, *, _root_: DictConfig) -> Any:
 SHORTENING = {
     "fast_dev_run": 0,
     "limit_train_batches": 1.0,
-    "limit_val_batches": 1.0,
     "overfit_batches": 0,
     "max_steps": -1,
     "max_time": None,

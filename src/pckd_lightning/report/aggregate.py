@@ -220,7 +220,8 @@ def variant_labels(
     that sorts first. Distinct settings always get distinct labels. Runs of several lengths: every method's
     plain row is at one length, KD's most common one (ties: the longest), so that no unlabelled row stands
     beside another of a different length and the Δ vs KD has its baseline; a method not run at that length has
-    only labelled rows. Without KD: the distilled runs' most common length, else all runs'.
+    only labelled rows. Without KD runs of a known length: the distilled runs' most common length, else all
+    runs'.
     """
     records = list(records)
     by_student: dict[tuple, list[RunRecord]] = defaultdict(list)
@@ -228,10 +229,15 @@ def variant_labels(
         by_student[(record.dataset, record.student)].append(record)
     shared = {}
     for key, group in by_student.items():
-        baseline = [r for r in group if r.method == KD_ROW] or [r for r in group if not r.is_scratch] or group
-        counts = Counter(r.max_epochs for r in baseline if r.max_epochs is not None)
-        if counts:
-            shared[key] = max(counts, key=lambda n: (counts[n], n))
+        for baseline in (
+            [r for r in group if r.method == KD_ROW],
+            [r for r in group if not r.is_scratch],
+            group,
+        ):
+            counts = Counter(r.max_epochs for r in baseline if r.max_epochs is not None)
+            if counts:
+                shared[key] = max(counts, key=lambda n: (counts[n], n))
+                break
     by_method: dict[tuple, list[RunRecord]] = defaultdict(list)
     for record in records:
         by_method[(str(record.method), *_pair_identity(record))].append(record)

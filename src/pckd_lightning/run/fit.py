@@ -61,8 +61,8 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
         teacher_cfg = teacher_to_train(cfg)
         teacher_summary = None
         if teacher_cfg is not None:
-            teacher_summary = fit(teacher_cfg)
             record_recipe(teacher_cfg)
+            teacher_summary = fit(teacher_cfg)
         # seeded after the (optional) teacher training, so a run does not depend on whether it was cached
         L.seed_everything(cfg.seed, workers=True)
         datamodule = instantiate(cfg.data)

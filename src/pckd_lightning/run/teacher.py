@@ -25,11 +25,15 @@ TRAINER_RECIPE = {
     "precision": "32-true",
     "accumulate_grad_batches": 1,
     "gradient_clip_val": None,
-    "gradient_clip_algorithm": None,
+    "gradient_clip_algorithm": "norm",
     "limit_train_batches": 1.0,
     "fast_dev_run": False,
     "overfit_batches": 0.0,
 }
+#: Lightning's short spellings of a precision, as the unified names it uses
+PRECISION_ALIASES = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}
+#: written into each recipe; a recipe of another format is not compared key by key
+RECIPE_FORMAT = 1
 
 
 def teacher_training_config(cfg: DictConfig) -> DictConfig:
@@ -52,6 +56,8 @@ def teacher_training_config(cfg: DictConfig) -> DictConfig:
         }
         teacher_cfg.trainer.max_epochs = recipe.max_epochs
         teacher_cfg.seed = recipe.seed  # the teacher's own seed: every student seed shares one teacher
+        if teacher_cfg.data.get("aug_seed") is not None:  # and its own augmentation stream
+            teacher_cfg.data.aug_seed = recipe.seed
         # one process: DDP workers re-run the script and must find the teacher already written
         teacher_cfg.trainer.update({"devices": 1, "num_nodes": 1, "strategy": "auto"})
         teacher_cfg.module.sync_batchnorm = False
@@ -70,11 +76,17 @@ def training_recipe(teacher_cfg: DictConfig) -> dict[str, Any]:
         for key in ("data", "optimizer", "scheduler")
         if (node := teacher_cfg.get(key)) is not None
     }
-    trainer = teacher_cfg.trainer
-    flat: dict[str, Any] = {"model.teacher": teacher_cfg.model.student.name, "seed": teacher_cfg.seed}
-    flat |= {
-        f"trainer.{k}": trainer.get(k) if trainer.get(k) is not None else d for k, d in TRAINER_RECIPE.items()
+    trainer = {k: teacher_cfg.trainer.get(k) for k in TRAINER_RECIPE}
+    trainer = {k: d if trainer[k] is None else trainer[k] for k, d in TRAINER_RECIPE.items()}
+    trainer["precision"] = PRECISION_ALIASES.get(str(trainer["precision"]), str(trainer["precision"]))
+    if not trainer["gradient_clip_val"]:  # 0 and None: no clipping, whatever the algorithm
+        trainer["gradient_clip_val"] = trainer["gradient_clip_algorithm"] = None
+    flat: dict[str, Any] = {
+        "recipe_format": RECIPE_FORMAT,
+        "model.teacher": teacher_cfg.model.student.name,
+        "seed": teacher_cfg.seed,
     }
+    flat |= {f"trainer.{k}": v for k, v in trainer.items()}
 
     def add(prefix: str, value: Any) -> None:
         if isinstance(value, dict):
@@ -94,7 +106,8 @@ def recipe_file(checkpoint: str | Path) -> Path:
 
 
 def record_recipe(teacher_cfg: DictConfig) -> None:
-    """Write the recipe of the teacher just trained beside its cache file (once the file is written)."""
+    """Write the recipe of the teacher about to be trained beside its cache file (first: a run that finds the
+    teacher finds its recipe; a recipe left without a teacher is overwritten by the next training)."""
     atomic_write_text(
         recipe_file(teacher_cfg.export_path), json.dumps(training_recipe(teacher_cfg), indent=1)
     )
@@ -109,7 +122,11 @@ def check_recipe(cfg: DictConfig) -> None:
     try:
         recorded = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        reason = "no recipe was recorded (an earlier version cached it)" if not path.exists() else f"{err}"
+        recorded = (
+            "no recipe was recorded beside it" if not path.exists() else f"its recipe is unreadable ({err})"
+        )
+    if not isinstance(recorded, dict) or recorded.get("recipe_format") != RECIPE_FORMAT:
+        reason = recorded if isinstance(recorded, str) else "its recipe was recorded by another version"
         log.warning(
             "the cached teacher %s is used as is, but %s. %s", cfg.model.teacher.checkpoint, reason, fix
         )
