@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 
 from helpers import QUIET, SCRATCH_RUN, compose_config, save_teacher, two_step_run
 from pckd_lightning.errors import CheckpointError, ConfigError
@@ -171,7 +172,9 @@ def test_a_shortened_run_caches_its_demo_teacher_apart(tmp_path, shortening):
 
 
 @pytest.mark.slow
-def test_a_cached_teacher_records_its_recipe_and_a_run_with_other_settings_is_warned(tmp_path, caplog):
+def test_a_cached_teacher_records_its_recipe_and_a_run_with_other_settings_is_warned(
+    tmp_path, caplog, monkeypatch
+):
     """The teacher a shortened run trains is cached under its own name with what made it; a run that would
     train it otherwise (another image size) is told what differs, a run with the same settings is not."""
     overrides = ["trainer.max_epochs=1", "model.train_teacher_if_missing.max_epochs=1", *QUIET]
@@ -197,7 +200,21 @@ def test_a_cached_teacher_records_its_recipe_and_a_run_with_other_settings_is_wa
     )
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "data.image_size: 8 -> 16" in warning and "Delete it" in warning
+    caplog.clear()  # the holdout's size is no change while validation reads the test split, recorded or not
     recipe = cached.parent / f"{cached.stem}.recipe.json"
+    recipe.write_text(json.dumps(recorded | {"data.holdout_per_class": 50}))  # as the previous version wrote
+    assert teacher_to_train(compose_config([*overrides, *same, "data.holdout_per_class=7"], run)) is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    holdout = compose_config([*overrides, *same, "data.val_source=holdout", "data.holdout_per_class=7"], run)
+    with monkeypatch.context() as m:  # a DDP rank other than 0 finds the same teacher: one warning per run
+        m.setattr(rank_zero_only, "rank", 1)
+        assert teacher_to_train(holdout) is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert teacher_to_train(holdout) is None
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (
+        "data.val_source: 'test' -> 'holdout'" in warning and "data.holdout_per_class: None -> 7" in warning
+    )
     for text, reason in (
         ("[]", "recorded by another version"),
         ('{"data.image_size": 8}', "recorded by another version"),

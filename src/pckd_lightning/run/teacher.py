@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pckd_lightning.atomic import atomic_write_text
@@ -97,7 +98,15 @@ def training_recipe(teacher_cfg: DictConfig) -> dict[str, Any]:
 
     for key, value in parts.items():
         add(key, {k: v for k, v in value.items() if key != "data" or k not in DATA_NOT_RECIPE})
-    return json.loads(json.dumps(flat, default=str))
+    return without_unused(json.loads(json.dumps(flat, default=str)))
+
+
+def without_unused(recipe: dict[str, Any]) -> dict[str, Any]:
+    """``recipe`` less the settings its other settings make unused: the holdout's size, unless validation
+    reads the holdout (applied to a recorded recipe too, which an earlier version wrote with it)."""
+    if recipe.get("data.val_source") != "holdout":
+        return {k: v for k, v in recipe.items() if k != "data.holdout_per_class"}
+    return recipe
 
 
 def recipe_file(checkpoint: str | Path) -> Path:
@@ -113,10 +122,11 @@ def record_recipe(teacher_cfg: DictConfig) -> None:
     )
 
 
+@rank_zero_only
 def check_recipe(cfg: DictConfig) -> None:
     """Warn when the cached teacher was trained with other settings than this run would train it with (another
     image size, classes, schedule, ...), or when no recipe says how it was trained: it is used as is, and the
-    run measures and records its accuracy."""
+    run measures and records its accuracy. Once per run (rank 0): every DDP rank finds the same teacher."""
     path = recipe_file(cfg.model.train_teacher_if_missing.checkpoint)
     fix = f"Delete it (and {path.name}, if present) to train one with this run's settings"
     try:
@@ -131,7 +141,7 @@ def check_recipe(cfg: DictConfig) -> None:
             "the cached teacher %s is used as is, but %s. %s", cfg.model.teacher.checkpoint, reason, fix
         )
         return
-    wanted = training_recipe(teacher_training_config(cfg))
+    recorded, wanted = without_unused(recorded), training_recipe(teacher_training_config(cfg))
     differ = sorted(k for k in recorded.keys() | wanted.keys() if recorded.get(k) != wanted.get(k))
     if differ:
         changes = ", ".join(f"{k}: {recorded.get(k)!r} -> {wanted.get(k)!r}" for k in differ)
