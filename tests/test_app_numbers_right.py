@@ -7,18 +7,21 @@ import csv
 import json
 import logging
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+import pckd_lightning
 from helpers import QUIET, SCRATCH_RUN, compose_config, save_teacher, two_step_run
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.loggers import EpochLineLogger
 from pckd_lightning.models import create_model
 from pckd_lightning.run import fit
 from pckd_lightning.run.build import instantiate
+from pckd_lightning.run.summary import code_version
 from pckd_lightning.run.teacher import teacher_to_train, teacher_training_config
 
 
@@ -256,3 +259,20 @@ def test_a_typo_inside_the_teacher_cache_is_an_error_not_a_new_teacher(tmp_path)
     with pytest.raises(CheckpointError, match=r"digits_resnet20_seed0\.pht.*does not exist.*cache file"):
         fit(cfg)
     assert not typo.exists() and not (tmp_path / "run" / "teacher").exists()
+
+
+# -- which code made a number ------------------------------------------------------------------------------
+
+
+def test_the_code_version_names_the_commit_and_tracked_changes_and_none_outside_git(tmp_path):
+    assert code_version(tmp_path) == {"version": pckd_lightning.__version__, "commit": None, "dirty": None}
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    (tmp_path / "a.py").write_text("x = 1\n")
+    for args in (["init", "-q"], ["add", "a.py"], ["commit", "-q", "-m", "a"]):
+        subprocess.run([*git, *args], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert len(head) == 40
+    (tmp_path / "new.py").write_text("untracked\n")  # an untracked file is not the code that ran
+    assert code_version(tmp_path) == {"version": pckd_lightning.__version__, "commit": head, "dirty": False}
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert code_version(tmp_path)["dirty"] is True

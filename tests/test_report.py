@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from helpers import compose_config
+from helpers import REPO, compose_config
 from pckd_lightning.report import build_report, collect_runs
 from pckd_lightning.report.cli import main as report_main
 from pckd_lightning.report.collect import row_key
@@ -187,6 +188,17 @@ def test_reads_what_fit_really_writes(tmp_path):
     assert run.best_top1 == pytest.approx(complete["best_top1"])
     assert list(run.curve) == [0] and run.curve[0] == pytest.approx(complete["last_top1"], abs=1e-4)
     assert records["smoke"].status == "incomplete" and "fast_dev_run" in records["smoke"].reason
+    # which code and machine made the numbers: this checkout's commit, this process's torch, the CPU
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    changed = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert complete["code"] == {"version": "0.1.0", "commit": head.stdout.strip(), "dirty": bool(changed)}
+    assert run.code_commit == head.stdout.strip() + ("+dirty" if changed else "")
+    assert complete["machine"]["device"] == "cpu" and complete["machine"]["devices"] == 1
+    assert complete["machine"]["torch"] == torch.__version__
 
     script = Path(sys.executable).with_name("pckd-report")
     result = subprocess.run(
@@ -198,6 +210,10 @@ def test_reads_what_fit_really_writes(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "resnet8 | digits" in result.stdout and "Incomplete runs" in result.stdout
     assert (tmp_path / "report" / "curves.png").read_bytes()[:8] == PNG_MAGIC
+    with open(tmp_path / "report" / "runs.csv") as f:
+        assert {r["run_dir"].rsplit("/", 1)[-1]: r["code_commit"] for r in csv.DictReader(f)}["scratch"] == (
+            run.code_commit
+        )
 
 
 def test_paired_delta_vs_kd_is_taken_seed_by_seed(runs, tmp_path):

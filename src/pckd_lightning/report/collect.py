@@ -107,6 +107,9 @@ class RunRecord:
     teacher_sha256: str | None = None
     #: how a resume changed the run ("" for a run trained in one go or resumed unchanged)
     resume_note: str = ""
+    #: the git commit of the code that ran it, "+dirty" when tracked files differed (summary ``code``; None:
+    #: not recorded, or not run from a git checkout)
+    code_commit: str | None = None
     #: where the run wrote its student (summary ``student_weights``): a teacher run's file, by path
     student_weights: str | None = None
     #: for a teacher's training run: the teacher it trained (:attr:`teacher_id` of the runs distilled from it)
@@ -298,6 +301,7 @@ def read_run(run_dir: Path) -> RunRecord | None:
     record.teacher_sha256 = summary.get("teacher_sha256")
     record.student_weights = summary.get("student_weights")
     record.resume_note = resume_note(summary)
+    record.code_commit = code_commit(summary)
     settings = distill_settings(cfg, summary)
     if record.max_epochs is not None:  # a 10-epoch and a 240-epoch schedule are not the same experiment
         settings["trainer.max_epochs"] = record.max_epochs
@@ -380,6 +384,14 @@ def same(a: Any, b: Any) -> bool:
 def format_value(value: Any) -> str:
     """A setting as labels show it: floats short (``:g``), the rest as ``str``."""
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def code_commit(summary: dict[str, Any]) -> str | None:
+    """The commit summary ``code`` records, marked ``+dirty`` when tracked files differed from it."""
+    code = summary.get("code")
+    if not isinstance(code, dict) or not isinstance(code.get("commit"), str):
+        return None
+    return code["commit"] + ("+dirty" if code.get("dirty") else "")
 
 
 def resume_note(summary: dict[str, Any]) -> str:

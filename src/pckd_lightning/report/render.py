@@ -56,6 +56,7 @@ RUN_FIELDS = [
     "test_top1",
     "test_top5",
     "resume_note",
+    "code_commit",
     "terms",
 ]
 INTERVAL_FIELDS = [

@@ -1,16 +1,20 @@
 """What a run leaves in ``summary.json``: its results, the checkpoints to go on from, and where its numbers
-come from (the config's hash, a resume, a teacher trained first)."""
+come from (the code's commit, the machine, the config's hash, a resume, a teacher trained first)."""
 
 from __future__ import annotations
 
 import json
 import math
+import platform
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from omegaconf import DictConfig
 
+import pckd_lightning
 from pckd_lightning.atomic import atomic_write_text
 from pckd_lightning.callbacks.config_record import RunConfigRecord
 from pckd_lightning.distillation import DistillationModule
@@ -41,6 +45,39 @@ def _selected_classes(datamodule: Any) -> list[int] | None:
     if classes is None or len(classes) == datamodule.dataset_classes:
         return None
     return list(classes)
+
+
+def code_version(source: Path = Path(pckd_lightning.__file__).parent) -> dict[str, Any]:
+    """The library's version and, when it runs from a git checkout, the commit and whether tracked files
+    (code, ``conf/``) differ from it: which code made a result. Commit None: not a git checkout (a wheel)."""
+    version: dict[str, Any] = {"version": pckd_lightning.__version__, "commit": None, "dirty": None}
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(source), *args], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        version["commit"] = git("rev-parse", "HEAD")
+        version["dirty"] = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return version
+
+
+def machine(trainer: L.Trainer) -> dict[str, Any]:
+    """Where the numbers were measured: the device the run trained on, how many, and the software."""
+    device = trainer.strategy.root_device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or None
+    return {
+        "device": device.type,
+        "device_name": name,
+        "devices": trainer.world_size,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def summarize(
@@ -77,6 +114,8 @@ def summarize(
         "student_weights": None if student_path is None else str(student_path),
         "best_checkpoint": best_checkpoint,
         "last_checkpoint": last_checkpoint,
+        "code": code_version(),
+        "machine": machine(trainer),
     }
     for key in ("best_top1", "last_top1"):
         if summary[key] is not None and not math.isfinite(summary[key]):
