@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from helpers import load_benchmark
-from pckd_lightning.report import build_report, seeds_for_power
+from pckd_lightning.report import Interval, build_report, seeds_for_power
+from pckd_lightning.report.render import format_interval
 from report_runs import BEST, P1, PNG_MAGIC, edit_config, parse_table, write_run, write_runs
 
 # Student's t quantiles t(0.975, df) from a printed table (e.g. NIST/SEMATECH e-Handbook, table 1.3.6.7.2)
-T_975 = {2: 4.303, 4: 2.776, 8: 2.306, 9: 2.262}
+T_975 = {1: 12.706, 2: 4.303, 4: 2.776, 8: 2.306, 9: 2.262}
 
 
 @pytest.fixture
@@ -112,6 +113,51 @@ def test_seeds_for_power_against_published_values_and_a_simulation():
 
     assert simulated_power(10) > 0.79  # 0.803
     assert simulated_power(9) < 0.77  # 0.748: nine seeds are not enough
+
+
+def test_seeds_for_power_of_a_large_effect_is_small_not_lost_in_the_tail():
+    """Far in the tail SciPy's noncentral t cdf gives NaN; that must not read as "power not reached"."""
+    rng = np.random.default_rng(1)
+
+    def simulated_power(effect: float, n: int, trials: int = 40_000) -> float:
+        draws = rng.normal(effect, 1.0, size=(trials, n))
+        t = draws.mean(axis=1) / (draws.std(axis=1, ddof=1) / math.sqrt(n))
+        return float(np.mean(np.abs(t) > T_975[n - 1]))
+
+    # d = 7.01 (differences 0.601, 0.701, 0.801): two seeds fall short, three are plenty
+    assert simulated_power(7.01, 2) < 0.6 and simulated_power(7.01, 3) > 0.99
+    assert seeds_for_power(7.01) == 3 and seeds_for_power(-7.01) == 3
+    # d = 26.8: P(|T| > 12.71) with 1 degree of freedom is about 0.997 already at two seeds
+    assert simulated_power(26.8, 2) > 0.99 and seeds_for_power(26.8) == 2
+    # the same gain on every seed, up to float noise (sd ~1e-14): any two seeds tell it
+    differences = [1.12 + 1e-14, 1.12, 1.12 - 1e-14]
+    assert seeds_for_power(statistics.mean(differences) / statistics.stdev(differences)) == 2
+
+
+def test_a_row_sharing_one_seed_with_kd_gets_welchs_interval(tmp_path):
+    """KD on seeds 0-2, PCKD on seeds 2-4: one common seed is no paired sample; the rows are two samples."""
+    root = tmp_path / "runs"
+    for seed, best in enumerate([70.0, 71.0, 72.0]):
+        write_run(root / f"kd{seed}", P1, "kd", seed, best, best)
+    for seed, best in zip((2, 3, 4), [72.0, 73.0, 74.0], strict=True):
+        write_run(root / f"pckd{seed}", P1, "pckd", seed, best, best)
+    report, markdown = build_report(root, tmp_path / "out", plot=False)
+    interval = report.intervals[("pckd", report.pairs[0], "best")]
+    # as in the Welch case above: Δ = 2, ν = 4, ± 2.776 · √(2/3)
+    assert (interval.test, interval.sizes) == ("Welch", (3, 3))
+    assert interval.high == pytest.approx(2 + T_975[4] * math.sqrt(2 / 3), abs=1e-3)
+    # the Δ table says its Δ compares means over other seeds
+    delta = parse_table(markdown, "### Δ vs KD, best-epoch top-1 (%)")
+    assert delta["pckd"][0] == "+2.00 †" and "† : run on other seeds" not in markdown
+    assert "†: run on other seeds than KD's" in markdown
+
+
+def test_a_bound_near_0_is_printed_so_that_it_does_not_read_as_0():
+    check = Interval("paired", 0.4, 0.004, 0.8, 2, (3,))
+    assert format_interval(check) == "[+0.004, +0.80] ✓"
+    assert format_interval(dataclasses.replace(check, low=-0.0004)) == "[-0.0004, +0.80]"
+    assert format_interval(dataclasses.replace(check, low=0.0)) == "[+0.00, +0.80]"
+    assert format_interval(dataclasses.replace(check, low=0.5)) == "[+0.50, +0.80] ✓"
 
 
 def write_length(root, method: str, seed: int, length: int, best: float, last: float) -> None:

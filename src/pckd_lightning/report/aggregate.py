@@ -367,8 +367,9 @@ def compare_with_kd(
                 paired = paired_difference(own, kd)
                 if paired is not None:
                     out.paired[key] = paired
+                if paired is not None and paired.n >= 2:
                     interval = paired_interval(paired.values)
-                else:
+                else:  # one common seed is no paired sample: the rows as two samples
                     interval = welch_interval(own.values, kd.values)
                 if interval is not None:
                     out.intervals[key] = interval

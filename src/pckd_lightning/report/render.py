@@ -35,6 +35,8 @@ METRIC_TITLES = {
 MARKDOWN_METRICS = ("best", "last", "test")
 CHECK = "✓"
 NO_VALUE = "—"
+#: marks a Δ vs KD of a row run on other seeds than KD's
+OTHER_SEEDS = "†"
 RUN_FIELDS = [
     "run_dir",
     "status",
@@ -121,10 +123,18 @@ def format_delta(value: float | None, decimals: int = 2) -> str:
 
 
 def format_interval(interval: Interval | None, decimals: int = 2) -> str:
-    """``[low, high]``, with ✓ where it excludes 0."""
+    """``[low, high]``, with ✓ where it excludes 0; a bound of another sign than 0 is printed with as many more
+    decimals as it takes not to read as 0 (``+0.004``, not ``+0.00``, beside a ✓)."""
     if interval is None:
         return NO_VALUE
-    text = f"[{interval.low:+.{decimals}f}, {interval.high:+.{decimals}f}]"
+
+    def bound(value: float) -> str:
+        places = decimals
+        while value and round(value, places) == 0 and places < decimals + 6:
+            places += 1
+        return f"{value:+.{places}f}"
+
+    text = f"[{bound(interval.low)}, {bound(interval.high)}]"
     return f"{text} {CHECK}" if interval.excludes_zero else text
 
 
@@ -197,7 +207,8 @@ def render_markdown(report: Report, decimals: int = 2, title: str = "Distillatio
         "The teacher row counts each distinct teacher file once. "
         "Δ vs KD: mean(method) − mean(kd) on the same pair, in percentage points; paired Δ: the mean ± std "
         "of method(seed) − kd(seed) over the seeds both have. Its 95 % confidence interval is Student's t "
-        "over the paired seeds (Welch's for rows that share no seed with KD), marked ✓ where it excludes 0; "
+        "over the paired seeds (Welch's for rows that share fewer than two seeds with KD), marked ✓ where it "
+        "excludes 0; "
         "a row is called better or worse than KD only there. Seeds for 80 % power: how many paired seeds a "
         "two-sided paired t-test (α = 0.05) needs to resolve the observed Δ (effect = mean / std)."
     )
@@ -253,22 +264,37 @@ def render_markdown(report: Report, decimals: int = 2, title: str = "Distillatio
     return "\n".join(lines)
 
 
+def _other_seeds(report: Report, row: str, pair: Pair, metric: str) -> bool:
+    """Whether ``row`` was run on other seeds than KD on ``pair``."""
+    own, kd = report.cells.get((row, pair, metric)), report.cells.get((KD_ROW, pair, metric))
+    return own is not None and kd is not None and set(own.seeds) != set(kd.seeds)
+
+
 def _comparison_tables(report: Report, metric: str, decimals: int) -> list[str]:
     """The Δ vs KD, paired Δ and confidence-interval tables of one metric."""
     lines: list[str] = []
     labels, title, n = _pair_labels(report), METRIC_TITLES[metric].lower(), report.typical_n
-    delta_rows = []
+    delta_rows, unmatched = [], False
     for row in report.rows:
         values = [report.delta.get((row, p, metric)) for p in report.pairs]
         present = [v for v in values if v is not None]
         if present:
             average = sum(present) / len(present)
-            delta_rows.append(
-                [row, *(format_delta(v, decimals) for v in values), format_delta(average, decimals)]
-            )
+            cells = []
+            for pair, value in zip(report.pairs, values, strict=True):
+                other = value is not None and _other_seeds(report, row, pair, metric)
+                unmatched |= other
+                cells.append(format_delta(value, decimals) + (f" {OTHER_SEEDS}" if other else ""))
+            delta_rows.append([row, *cells, format_delta(average, decimals)])
     if delta_rows:
         lines += [f"### Δ vs KD, {title}", ""]
         lines += [*_table(["method", *labels, "average over pairs"], delta_rows), ""]
+        if unmatched:
+            lines += [
+                f"{OTHER_SEEDS}: run on other seeds than KD's, so this Δ compares means over different seeds; "
+                "the interval table's Δ is paired over the seeds both have (or Welch's, with fewer than two).",
+                "",
+            ]
     paired_rows = [
         [
             row,

@@ -2,7 +2,7 @@
 
 * Paired (rows that share seeds with KD): the differences ``row(seed) − kd(seed)`` over the common seeds,
   Student's t interval ``mean ± t(0.975, n−1) · sd / √n``.
-* Welch (rows that share no seed with KD): ``mean(row) − mean(kd) ± t(0.975, ν) · √(s₁²/n₁ + s₂²/n₂)``
+* Welch (rows that share fewer than two seeds with KD): ``mean(row) − mean(kd) ± t(0.975, ν) · √(s₁²/n₁ + s₂²/n₂)``
   with the Welch–Satterthwaite ν.
 * Seeds for 80 % power: the smallest n at which a two-sided paired t-test at α = 0.05 detects the observed
   effect ``d = mean / sd`` of the differences with probability 0.8; the power at n is
@@ -26,6 +26,8 @@ ALPHA = 1 - CONFIDENCE
 POWER = 0.8
 #: the most seeds :func:`seeds_for_power` looks at; a Δ that needs more is shown as "> MAX_SEEDS"
 MAX_SEEDS = 1000
+#: the largest noncentrality :func:`paired_power` evaluates: the power is 1 to double precision beyond it
+MAX_SHIFT = 1e6
 PAIRED = "paired"
 WELCH = "Welch"
 
@@ -87,8 +89,10 @@ def paired_power(effect: float, n: np.ndarray | int) -> np.ndarray:
     """Power of the two-sided paired t-test (α = 0.05) with ``n`` pairs at standardized effect ``effect``."""
     n = np.asarray(n, dtype=float)
     df, critical = n - 1, stats.t.ppf(1 - ALPHA / 2, n - 1)
-    shift = effect * np.sqrt(n)
-    return stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift)
+    # P(T < -c) as P(-T > c): SciPy's nct.cdf gives NaN far in the tail (d = 7 at n = 4, say), its sf does not
+    # up to noncentralities of about 1e9; beyond 1e6 the power is 1 to double precision
+    shift = np.clip(effect * np.sqrt(n), -MAX_SHIFT, MAX_SHIFT)
+    return stats.nct.sf(critical, df, shift) + stats.nct.sf(critical, df, -shift)
 
 
 def seeds_for_power(effect: float, power: float = POWER) -> int | None:
