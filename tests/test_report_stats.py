@@ -152,6 +152,32 @@ def test_a_row_sharing_one_seed_with_kd_gets_welchs_interval(tmp_path):
     assert "†: run on other seeds than KD's" in markdown
 
 
+def test_a_row_trained_in_another_experiment_than_kd_says_so_in_its_label(tmp_path):
+    """KD at lr 0.05; PCKD mostly at lr 0.1 (4 seeds), also at 0.05 (3 seeds); scratch at batch 32 only: the
+    plain rows are in KD's experiment, and any other names what differs."""
+    root = tmp_path / "runs"
+
+    def run(name: str, method: str, seed: int, best: float, **optimizer: float) -> None:
+        folder = write_run(root / f"{name}{seed}", P1, method, seed, best, best)
+        edit_config(folder, lambda cfg: cfg.update(optimizer={"_target_": "torch.optim.SGD", **optimizer}))
+
+    for seed, best in enumerate([70.0, 71.0, 72.0]):
+        run("kd", "kd", seed, best, lr=0.05)
+        run("pckd", "pckd", seed, best + 1.0, lr=0.1)
+        run("ce", "ce", seed, best - 3.0, lr=0.05)
+        edit_config(root / f"ce{seed}", lambda cfg: cfg["data"].update(batch_size=32))
+        run("pckd_same", "pckd", seed, best + 0.5, lr=0.05)
+    run("pckd", "pckd", 3, 74.0, lr=0.1)  # PCKD's most common setting is not KD's experiment
+    report, markdown = build_report(root, tmp_path / "out", plot=False)
+    assert set(report.rows) == {"kd", "pckd", "pckd (optimizer.lr=0.1)"}
+    pair = report.pairs[0]
+    assert report.delta[("pckd", pair, "best")] == pytest.approx(0.5)
+    assert report.delta[("pckd (optimizer.lr=0.1)", pair, "best")] == pytest.approx(72.5 - 71.0)
+    # the scratch runs, in another batch size than KD's, are not the pair's scratch row
+    assert not [k for k in report.intervals if k[0] == "student (scratch)"]
+    assert "| resnet20 (data.batch_size=32) |" in markdown  # listed with the other from-scratch runs
+
+
 def test_a_bound_near_0_is_printed_so_that_it_does_not_read_as_0():
     check = Interval("paired", 0.4, 0.004, 0.8, 2, (3,))
     assert format_interval(check) == "[+0.004, +0.80] ✓"

@@ -45,6 +45,7 @@ from pckd_lightning.report.collect import (
     settings_key,
 )
 from pckd_lightning.report.stats import Interval, paired_interval, welch_interval
+from pckd_lightning.resume import FIXED
 
 METRICS = {"best": "best_top1", "last": "last_top1", "test": "test_top1", "test_top5": "test_top5"}
 TEACHER_ROW = "teacher"
@@ -54,6 +55,13 @@ LENGTH_KEY = "trainer.max_epochs"
 #: settings a config may derive from trainer.max_epochs (scheduler=multistep_scaled's milestones, a warm-up
 #: scaled with the run, cosine's T_max); such a key follows the length where each length has one value of it
 FOLLOWS_LENGTH = ("milestones", "warmup_epochs", "T_max")
+
+#: the config groups whose settings make the experiment a method runs in: the resume's fixed ones but the
+#: method's own (distill) and the seed
+EXPERIMENT_GROUPS = tuple({k.split(".")[0]: None for k in FIXED if k not in ("distill", "seed")})
+#: settings outside distill that a method's config sets: the views and their recipe (interpolated from distill)
+#: and the teacher (a distilled run has one, a from-scratch run none)
+FOLLOWS_METHOD = ("data.views", "data.view_recipe", "model.teacher")
 
 Key = tuple[str, "Pair", str]  # (row, pair, metric)
 
@@ -213,7 +221,9 @@ def variant_labels(
     records: Iterable[RunRecord], ignored: Callable[[RunRecord], set[str]] = lambda r: set()
 ) -> dict[int, str]:
     """``id(record)`` -> its row label: the method, qualified by how its settings (less ``ignored``) differ
-    from the method's most common setting on the same pair, and by its resume note.
+    from the method's most common setting on the same pair (its experiment settings, :data:`EXPERIMENT_GROUPS`,
+    taken from KD's on the pair, so that a method run only in another experiment than KD has no plain row), and
+    by its resume note.
 
     Per pair (data set, teacher file, student), so that per-pair published settings (DKD's β, lr 0.01 for
     MobileNet/ShuffleNet students) stay the method's row instead of a variant of it; ties go to the setting
@@ -241,9 +251,9 @@ def variant_labels(
     by_method: dict[tuple, list[RunRecord]] = defaultdict(list)
     for record in records:
         by_method[(str(record.method), *_pair_identity(record))].append(record)
-    labels: dict[int, str] = {}
-    for (method, *_), group in by_method.items():
-        settings = {id(r): {k: v for k, v in r.settings.items() if k not in ignored(r)} for r in group}
+    settings = {id(r): {k: v for k, v in r.settings.items() if k not in ignored(r)} for r in records}
+    references = {}
+    for key, group in by_method.items():
         length = shared.get((group[0].dataset, group[0].student))
         timed = [r for r in group if LENGTH_KEY in settings[id(r)]]
         at_length = [r for r in timed if r.max_epochs == length]
@@ -251,8 +261,17 @@ def variant_labels(
         signatures = Counter(settings_key(settings[id(r)]) for r in pool)
         reference_key = min(signatures, key=lambda s: (-signatures[s], s))
         reference = next(settings[id(r)] for r in pool if settings_key(settings[id(r)]) == reference_key)
-        if timed and not at_length:
-            reference = {**reference, LENGTH_KEY: length}
+        references[key] = {**reference, LENGTH_KEY: length} if timed and not at_length else reference
+    labels: dict[int, str] = {}
+    for (method, *pair), group in by_method.items():
+        reference = references[(method, *pair)]
+        kd = _kd_reference(references, (method, *pair))
+        if kd is not None:  # the experiment is KD's: another optimizer, data or schedule shows in the label
+            dropped = set().union(*(ignored(r) for r in group))
+            keys = {k for k in reference.keys() | kd.keys() if _experiment_key(k) and k not in dropped}
+            reference = {k: v for k, v in reference.items() if k not in keys} | {
+                k: kd[k] for k in keys & kd.keys()
+            }
         seen: dict[str, tuple] = {}
         for record in group:
             own = settings[id(record)]
@@ -265,6 +284,24 @@ def variant_labels(
                 seen.setdefault(label, identity)
             labels[id(record)] = label
     return labels
+
+
+def _experiment_key(key: str) -> bool:
+    """A setting of the experiment the method runs in (not of the method: :data:`FOLLOWS_METHOD`)."""
+    return key.split(".", 1)[0] in EXPERIMENT_GROUPS and not key.startswith(FOLLOWS_METHOD)
+
+
+def _kd_reference(references: dict[tuple, dict[str, Any]], group: tuple) -> dict[str, Any] | None:
+    """KD's reference setting for ``group`` (method, data set, teacher, teacher file, student): on the same
+    pair, or for a from-scratch group on the same data set and student (with several teachers, the first KD
+    group in sorted order); None for KD itself or without KD runs."""
+    method, dataset, teacher, sha256, student = group
+    if method == KD_ROW:
+        return None
+    if teacher is not None:
+        return references.get((KD_ROW, dataset, teacher, sha256, student))
+    kd = sorted((k for k in references if k[0] == KD_ROW and (k[1], k[4]) == (dataset, student)), key=repr)
+    return references[kd[0]] if kd else None
 
 
 def length_followers(records: Iterable[RunRecord]) -> set[str]:
