@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from helpers import load_benchmark
-from pckd_lightning.report import Interval, build_report, seeds_for_power
+from pckd_lightning.report import Interval, build_report, collect_runs, seeds_for_power
 from pckd_lightning.report.render import format_interval
 from report_runs import BEST, P1, PNG_MAGIC, edit_config, parse_table, write_run, write_runs
 
@@ -176,6 +176,19 @@ def test_a_row_trained_in_another_experiment_than_kd_says_so_in_its_label(tmp_pa
     # the scratch runs, in another batch size than KD's, are not the pair's scratch row
     assert not [k for k in report.intervals if k[0] == "student (scratch)"]
     assert "| resnet20 (data.batch_size=32) |" in markdown  # listed with the other from-scratch runs
+
+
+def test_runs_without_their_config_keep_their_length_apart(tmp_path):
+    """Without config.yaml a run's length is the epochs it trained: 10 and 40 epochs of one seed are two
+    rows, neither superseding the other."""
+    root = tmp_path / "runs"
+    for epochs, best in ((10, 60.0), (40, 70.0)):
+        run = write_run(root / f"kd_e{epochs}", P1, "kd", 0, best, best, epochs=epochs)
+        (run / "config.yaml").unlink()
+    records = collect_runs(root)
+    assert sorted(r.max_epochs for r in records) == [10, 40] and all(r.complete for r in records)
+    report, _ = build_report(root, tmp_path / "out", plot=False)
+    assert sorted(report.rows) == ["kd", "kd (trainer.max_epochs=10)"]
 
 
 def test_a_bound_near_0_is_printed_so_that_it_does_not_read_as_0():

@@ -302,6 +302,8 @@ def read_run(run_dir: Path) -> RunRecord | None:
     record.student_weights = summary.get("student_weights")
     record.resume_note = resume_note(summary)
     record.code_commit = code_commit(summary)
+    if cfg is None:  # the epochs it trained are the only length known: a 10- and a 240-epoch run stay apart
+        record.max_epochs = record.epochs
     settings = distill_settings(cfg, summary)
     if record.max_epochs is not None:  # a 10-epoch and a 240-epoch schedule are not the same experiment
         settings["trainer.max_epochs"] = record.max_epochs
