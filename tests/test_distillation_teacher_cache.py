@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -171,3 +172,43 @@ def test_a_cache_without_one_augmentation_stream_is_refused_before_any_work(tmp_
             tmp_path, "run", "kd", f"module.teacher_options.cache={tmp_path / 'c'}", "data.aug_seed=null"
         )
     assert not (tmp_path / "c").exists()
+
+
+def test_the_key_names_the_stream_format_the_teachers_build_and_an_image_folders_root(tmp_path, caplog):
+    """What a key cannot see is versioned (the views a seed draws); the teacher's build options are in it (one
+    file built two ways gives two sets of outputs), and so is the root where it is the data set itself."""
+    from types import SimpleNamespace
+
+    import torchvision
+
+    from helpers import compose_config, save_teacher
+    from pckd_lightning.run.build import instantiate
+    from pckd_lightning.run.cache import STREAM_FORMAT, build_teacher_cache
+
+    teacher_file = save_teacher(tmp_path / "teacher.pth", "resnet20", 10)
+    teacher, count = None, itertools.count()
+
+    def cache_for(datamodule: object, *extra: str) -> TeacherCache | None:
+        nonlocal teacher
+        overrides = [
+            "distill=kd",
+            "data=cifar100",  # a data set kept at data.root (not read here)
+            f"model.teacher.checkpoint={teacher_file}",
+            "data.aug_seed=3",
+            f"module.teacher_options.cache={tmp_path / 'caches' / str(next(count))}",
+            *extra,
+        ]
+        cfg = compose_config(overrides, output_dir=tmp_path / "run")
+        teacher = teacher or instantiate(cfg.model.teacher, num_classes=10)
+        return build_teacher_cache(cfg, datamodule, teacher, {})
+
+    data = SimpleNamespace(train_labels=[0] * 10, views=1, num_classes=10)  # a data module of the user's own
+    cifar = type("Cifar", (SimpleNamespace,), {"root_is_data": False})(**vars(data))
+    key = cache_for(cifar).key
+    assert (key["stream_format"], key["torchvision"]) == (STREAM_FORMAT, torchvision.__version__)
+    assert key["teacher"] == {"_target_": "pckd_lightning.distillation.load_teacher", "name": "resnet20"}
+    assert "root" not in key["data"]
+    assert cache_for(data).key["data"] == key["data"] | {"root": "./data"}
+    caplog.set_level("WARNING")
+    assert cache_for(cifar, "+trainer.overfit_batches=2") is None  # its sampler ignores the stream
+    assert "overfit_batches replaces the training sampler" in caplog.text

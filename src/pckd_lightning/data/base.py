@@ -71,6 +71,9 @@ class ClassificationDataModule(L.LightningDataModule):
     #: the data set's class count when it is fixed (CIFAR-100: 100), so the config check can bound
     #: ``data.classes`` before any work; None where only the files tell (image folders)
     known_classes: ClassVar[int | None] = None
+    #: whether ``data.root`` is the data set itself (an image folder) rather than where a fixed data set is
+    #: stored: then it is part of what a teacher cache is keyed by
+    root_is_data: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -57,6 +57,7 @@ class ImageFolderDataModule(ClassificationDataModule):
 
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
+    root_is_data = True
 
     def __init__(self, root: str | Path, image_size: int = 224, flip_p: float = 0.5, **kwargs: Any) -> None:
         super().__init__(**kwargs)

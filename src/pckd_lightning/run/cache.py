@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import lightning as L
+import torchvision
 from omegaconf import DictConfig, OmegaConf
 
 from pckd_lightning.distillation.teacher_cache import CacheLayout, TeacherCache
@@ -15,7 +16,11 @@ from pckd_lightning.models import Capability, ZooModel
 log = logging.getLogger(__name__)
 
 
-#: data settings that do not change the images a teacher sees (where and how fast they are read, their order)
+#: the version of what a cache key cannot see: how a seed draws the views (data/augmentation.py's streams, the
+#: view recipes). Raised whenever they change, so that a cache filled by an earlier version is refused
+STREAM_FORMAT = 2
+#: data settings that do not change the images a teacher sees (where and how fast they are read, their order);
+#: the root does where it holds the data set itself (:attr:`ClassificationDataModule.root_is_data`)
 CACHE_FREE_DATA_KEYS = (
     "root",
     "download",
@@ -42,6 +47,13 @@ def build_teacher_cache(
             "teacher cache %s not used: %s read the teacher's feature maps, so it runs live", folder, live
         )
         return None
+    if cfg.trainer.get("overfit_batches"):
+        log.warning(
+            "teacher cache %s not used: trainer.overfit_batches replaces the training sampler, so its batches "
+            "are not drawn from the augmentation stream and the teacher runs live",
+            folder,
+        )
+        return None
     if cfg.data.get("aug_seed") is None:
         raise ConfigError(
             "module.teacher_options.cache needs one augmentation stream (data.aug_seed): without it the "
@@ -53,9 +65,17 @@ def build_teacher_cache(
             "not loaded from one; set model.teacher.checkpoint, or module.teacher_options.cache=null"
         )
     data = OmegaConf.to_container(cfg.data, resolve=True)
+    # a data module of the user's own is not known to keep its data elsewhere than at its root
+    root_is_data = getattr(type(datamodule), "root_is_data", True)
+    free = {k for k in CACHE_FREE_DATA_KEYS if k != "root" or not root_is_data}
+    built = OmegaConf.to_container(cfg.model.teacher, resolve=True)
     key = {
+        "stream_format": STREAM_FORMAT,
+        "torchvision": torchvision.__version__,  # its transforms draw the views
         "teacher_sha256": teacher.weights_file.sha256,
-        "data": {k: v for k, v in data.items() if k not in CACHE_FREE_DATA_KEYS},
+        # how the file is built into a model (name, its options, input normalization, taps); not where it is
+        "teacher": {k: v for k, v in built.items() if k != "checkpoint"},
+        "data": {k: v for k, v in data.items() if k not in free},
         "trainer.precision": str(cfg.trainer.get("precision")),
         "teacher_options.float32": bool(cfg.module.teacher_options.get("float32")),
         "channels_last": bool(cfg.module.performance.get("channels_last")),
