@@ -258,7 +258,7 @@ def test_a_classifier_that_is_not_linear_gives_no_category_centers():
         def forward(self, x):
             return self.fc(self.body(x)).mean(dim=(2, 3))
 
-    model = TappedModel(ConvHead(), classifier="fc")
+    model = TappedModel(ConvHead(), 10, classifier="fc")
     assert Capability.CLASSIFIER not in model.capabilities
     with pytest.raises(ConfigError, match=r"set model.<role>.taps.classifier to the final nn.Linear"):
         model.classifier_layer  # noqa: B018
@@ -565,3 +565,72 @@ def test_pckd_distills_a_vit_into_a_timm_cnn_on_a_cifar_subset(cifar_root, tmp_p
     assert "center_align" in summary["skipped_terms"]  # 48-wide ViT centers against the CNN's
     values = trained_terms(tmp_path / "run")
     assert all(math.isfinite(v) for term in summary["terms"] for v in values[term])
+
+
+class Holder(nn.Module):
+    """A module with a submodule of its own named ``model``: the wrapper's ``model.`` prefix must not eat it."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.model(x))
+
+
+def test_a_submodule_named_model_loads_back_into_the_wrapper_and_the_bare_module():
+    torch.manual_seed(0)
+    saved = TappedModel(Holder(), 10, classifier="fc")
+    state = saved.state_dict()
+    assert set(state) == set(Holder().state_dict())  # the module's own names
+    again = TappedModel(Holder(), 10, classifier="fc")
+    again.load_state_dict(state)  # strict
+    Holder().load_state_dict(state)
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(again(x), saved(x))
+
+
+def test_logits_of_another_width_than_the_classes_are_refused():
+    with pytest.raises(
+        ConfigError, match=r"Holder returns 1000 logits per image, but the data has 10 classes"
+    ):
+        TappedModel(Holder(num_classes=1000), 10)
+
+
+def test_a_tap_changed_in_place_or_run_twice_is_refused_at_build():
+    """torchvision's ResNet: bn1's output is overwritten by the in-place ReLU after it, layer1.0.bn2's by the
+    residual +=, and layer1.0.relu runs twice per block; layer1's own output is what it says."""
+    build = "torchvision.models.resnet18"
+    with pytest.raises(ConfigError, match=r"output of tap 'bn1' is changed in place later"):
+        create_model(build, 10, taps={"classifier": "fc", "features": ["bn1", "layer1"]})
+    with pytest.raises(ConfigError, match=r"output of tap 'layer1.0.bn2' is changed in place"):
+        create_model(build, 10, taps={"features": ["layer1.0.bn2", "layer2"]})
+    with pytest.raises(ConfigError, match=r"tap 'layer1.0.relu' runs 2 times in one forward"):
+        create_model(build, 10, taps={"features": ["layer1.0.relu", "layer2"]})
+    model = create_model(build, 10, taps={"classifier": "fc", "features": ["relu", "layer1", "layer2"]})
+    x = torch.randn(2, 3, 32, 32)
+    model.eval()
+    out = model(x, with_features=True)
+    inner = model.model
+    stem = inner.relu(inner.bn1(inner.conv1(x)))
+    assert torch.equal(out.stages[0], stem) and torch.equal(out.stages[1], inner.layer1(inner.maxpool(stem)))
+
+
+class Fixed64(nn.Module):
+    """A model that takes 64 px images only."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 64 * 64, num_classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def test_the_probe_image_takes_the_size_the_taps_give_and_a_misfit_names_them():
+    with pytest.raises(ConfigError, match=r"cannot run a probe image of 3x32x32.*taps.input_size"):
+        TappedModel(Fixed64(), 10)
+    assert TappedModel(Fixed64(), 10, input_size=64)(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
+    with pytest.raises(ConfigError, match=r"unknown taps \['size'\].*input_size, in_channels"):
+        create_model("torchvision.models.resnet18", 10, taps={"size": 64})

@@ -109,6 +109,10 @@ def _drop_model_prefix(module: nn.Module, state: dict[str, Any], prefix: str, me
 
 
 def _add_model_prefix(module: nn.Module, state: Mapping[str, Any], prefix: str, *args: Any) -> None:
-    inner = prefix + "model."
-    for key in [k for k in state if k.startswith(prefix) and not k.startswith(inner)]:
-        state[inner + key[len(prefix) :]] = state.pop(key)
+    """Every key of the wrapped model gets the ``model.`` prefix back, also one of a submodule of its own named
+    ``model``; only a key already written with the prefix (``model.<a key of the wrapped model>``) keeps it."""
+    inner, own = prefix + "model.", module.model.state_dict().keys()
+    for key in [k for k in state if k.startswith(prefix)]:
+        rest = key[len(prefix) :]
+        if rest in own or not (rest.startswith("model.") and rest.removeprefix("model.") in own):
+            state[inner + rest] = state.pop(key)

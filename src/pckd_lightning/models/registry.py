@@ -47,7 +47,7 @@ def create_model(
 
     An unknown name raises an error listing the valid ones.
     """
-    from pckd_lightning.models.tapped import TAPS, TappedModel
+    from pckd_lightning.models.tapped import PROBE, TAPS, TappedModel
     from pckd_lightning.models.timm_models import PREFIX, create_timm_model
 
     if name.startswith(PREFIX):
@@ -73,10 +73,13 @@ def create_model(
         return model
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{name} built a {type(model).__name__}, not an nn.Module")
-    unknown = sorted(set(taps or {}) - set(TAPS))
+    unknown = sorted(set(taps or {}) - {*TAPS, *PROBE})
     if unknown:
-        raise ConfigError(f"model {name!r}: unknown taps {unknown}; valid taps: {', '.join(TAPS)}")
-    return TappedModel(model, **(taps or {}))
+        raise ConfigError(
+            f"model {name!r}: unknown taps {unknown}; valid taps: {', '.join(TAPS)} (and the probe image's "
+            f"{', '.join(PROBE)})"
+        )
+    return TappedModel(model, num_classes, **(taps or {}))
 
 
 def model_name(node: Mapping[str, Any]) -> str | None:

@@ -9,10 +9,12 @@ No subclassing: ``create_model("my_pkg.MyNet", num_classes=10, taps={"classifier
 - classifier (PCKD's category centers): ``taps.classifier``, when it is an ``nn.Linear``;
 - feature maps: the outputs of ``taps.features``, each [B, C, H, W].
 
-Names are those of ``module.named_modules()`` (``head.pool``, ``layer1``, ``blocks.3``). The taps are checked
-once at construction, on a probe image of ``input_size`` pixels: a missing name, or a feature tap whose output
-is not a [B, C, H, W] map, is refused there with the names that exist. Without ``with_features`` the module
-runs as it is (the hooks return at once).
+Names are those of ``module.named_modules()`` (``head.pool``, ``layer1``, ``blocks.3``). The module is checked
+once at construction, on a probe image of ``input_size`` pixels and ``in_channels`` channels (32 and 3 unless
+the taps say otherwise): a missing name, logits of another width than ``num_classes``, a feature tap whose
+output is not a [B, C, H, W] map, or a tap whose output the forward changes afterwards in place (a ReLU with
+``inplace=True``, ``out += x``) or that runs more than once are refused there. Without ``with_features`` the
+module runs as it is (the hooks return at once).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pckd_lightning.models.base import Capability, ModelOutput, WrappedModel
 from pckd_lightning.modes import eval_mode
 
 TAPS = ("embedding", "features", "classifier")
+#: the probe image's size, beside the taps (a model built for 224 px, or for one channel, says so here)
+PROBE = ("input_size", "in_channels")
 
 
 class TappedModel(WrappedModel):
@@ -35,6 +39,7 @@ class TappedModel(WrappedModel):
     def __init__(
         self,
         model: nn.Module,
+        num_classes: int,
         embedding: str | None = None,
         features: Sequence[str] = (),
         classifier: str | None = None,
@@ -43,6 +48,7 @@ class TappedModel(WrappedModel):
     ) -> None:
         super().__init__(model)
         self.name = type(model).__name__
+        self.num_classes = num_classes
         modules = dict(model.named_modules())
         wanted = [t for t in (embedding, classifier, *features) if t is not None]
         unknown = [t for t in wanted if t not in modules]
@@ -60,8 +66,21 @@ class TappedModel(WrappedModel):
         taps give, or an error naming the tap whose output does not fit."""
         param = next(self.model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
-        with eval_mode(self):
-            out = self.forward_features(torch.zeros(2, in_channels, input_size, input_size, device=device))
+        probe = torch.zeros(2, in_channels, input_size, input_size, device=device)
+        try:
+            with eval_mode(self):
+                out = self._forward_features(probe, check=True)
+        except (RuntimeError, AssertionError, ValueError) as err:  # the image does not fit the model
+            raise ConfigError(
+                f"{self.name} cannot run a probe image of {in_channels}x{input_size}x{input_size} "
+                f"({type(err).__name__}: {str(err).strip().splitlines()[0]}); give the size it takes as "
+                "model.<role>.taps.input_size and taps.in_channels"
+            ) from err
+        if out.logits.shape[1] != self.num_classes:
+            raise ConfigError(
+                f"{self.name} returns {out.logits.shape[1]} logits per image, but the data has {self.num_classes} "
+                "classes: build its classifier with the num_classes your constructor is given"
+            )
         bad = [
             f"{name} gives {tuple(stage.shape)}"
             for name, stage in zip(self.taps["features"], out.stages, strict=True)
@@ -103,10 +122,18 @@ class TappedModel(WrappedModel):
         return self.forward_features(x) if with_features else self.model(x)
 
     def forward_features(self, x: torch.Tensor) -> ModelOutput:
+        return self._forward_features(x, check=False)
+
+    def _forward_features(self, x: torch.Tensor, check: bool) -> ModelOutput:
+        """The forward with the taps recorded; ``check``: refuse a tap whose output is changed in place after
+        it was recorded, or that runs more than once (its last call would be read)."""
         recorded: dict[str, torch.Tensor] = {}
+        versions: dict[str, list[int]] = {}
 
         def keep(name: str, value: torch.Tensor) -> None:
             recorded[name] = value
+            if check:
+                versions.setdefault(name, []).append(value._version)
 
         # hooks for this call only: the plain forward runs untouched, and a copied model holds none
         handles = [
@@ -128,8 +155,24 @@ class TappedModel(WrappedModel):
                 f"{self.name}(x) must return the logits, a [B, num_classes] tensor; got "
                 f"{type(logits).__name__}{tuple(logits.shape) if isinstance(logits, torch.Tensor) else ''}"
             )
+        if check:
+            self._check_recorded(recorded, versions)
         source = self.taps["embedding"] or self.taps["classifier"]
         pooled = recorded[source].flatten(1) if source is not None else None
         return ModelOutput(
             stages=[recorded[name] for name in self.taps["features"]], pooled=pooled, logits=logits
         )
+
+    def _check_recorded(self, recorded: dict[str, torch.Tensor], versions: dict[str, list[int]]) -> None:
+        for name, seen in versions.items():
+            if len(seen) > 1:
+                raise ConfigError(
+                    f"{self.name}: tap {name!r} runs {len(seen)} times in one forward, so only its last output "
+                    "would be read; tap a module that runs once (e.g. the block that holds it)"
+                )
+            if recorded[name]._version != seen[0]:
+                raise ConfigError(
+                    f"{self.name}: the output of tap {name!r} is changed in place later in the forward (e.g. "
+                    "by a ReLU(inplace=True) or out += x), so the recorded feature would not be its output; "
+                    "tap the module that makes the final value (e.g. the activation after it)"
+                )
