@@ -18,7 +18,7 @@ def reference():
     return create_model("resnet8", num_classes=10).eval()
 
 
-@pytest.mark.parametrize("layout", ["model", "lightning", "plain"])
+@pytest.mark.parametrize("layout", ["model", "lightning", "training script", "plain"])
 def test_teacher_loads_from_every_layout_with_identical_logits(tmp_path, reference, layout):
     sd = reference.state_dict()
     payload = {
@@ -26,6 +26,7 @@ def test_teacher_loads_from_every_layout_with_identical_logits(tmp_path, referen
         "lightning": {
             "state_dict": {f"student.{k}": v for k, v in sd.items()} | {"terms.x.weight": torch.ones(1)}
         },
+        "training script": {"epoch": 240, "arch": "resnet8", "state_dict": sd},  # timm's train.py, CRD's
         "plain": sd,
     }[layout]
     path = tmp_path / "t.pth"

@@ -634,3 +634,19 @@ def test_the_probe_image_takes_the_size_the_taps_give_and_a_misfit_names_them():
     assert TappedModel(Fixed64(), 10, input_size=64)(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
     with pytest.raises(ConfigError, match=r"unknown taps \['size'\].*input_size, in_channels"):
         create_model("torchvision.models.resnet18", 10, taps={"size": 64})
+
+
+class Broken(nn.Module):
+    """A constructor that fits the call but fails inside (a typo in the user's code)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.fc = nn.Linear(num_classes)  # missing out_features
+
+
+def test_an_error_inside_the_users_constructor_is_its_own_and_a_misfit_call_names_the_signature(monkeypatch):
+    monkeypatch.setattr(user_models, "Broken", Broken, raising=False)
+    with pytest.raises(TypeError, match=r"Linear.__init__\(\) missing 1 required positional argument"):
+        create_model("user_models.Broken", 10)
+    with pytest.raises(ConfigError, match=r"does not fit its signature.*unexpected keyword argument 'width'"):
+        create_model("user_models.Broken", 10, width=3)

@@ -37,12 +37,15 @@ def extract_state_dict(checkpoint: Mapping, prefix: str = "student.") -> dict[st
     """The model weights of a checkpoint in any of the layouts we accept.
 
     ``{"model": sd}`` (CRD benchmark teachers and this project's exports), a Lightning checkpoint of a
-    DistillationModule (its ``student.`` weights), or a bare state dict.
+    DistillationModule (its ``student.`` weights), ``{"state_dict": sd}`` without that prefix (timm's and
+    many training scripts' checkpoints), or a bare state dict.
     """
     if "model" in checkpoint and isinstance(checkpoint["model"], Mapping):
         return dict(checkpoint["model"])
     if "state_dict" in checkpoint and isinstance(checkpoint["state_dict"], Mapping):
         sd = checkpoint["state_dict"]
+        if not any(k.startswith(prefix) for k in sd):  # not a DistillationModule's: the model's own
+            return dict(sd)
         return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
     if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         return dict(checkpoint)

@@ -7,6 +7,7 @@ function, its features read through ``taps``, see :mod:`pckd_lightning.models.ta
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -55,13 +56,17 @@ def create_model(
     elif name in _REGISTRY:
         model = _REGISTRY[name](num_classes=num_classes, **kwargs)
     elif "." in name:
+        build = _import(name)
         try:
-            model = _import(name)(num_classes=num_classes, **kwargs)
-        except TypeError as err:  # the options do not fit its signature
+            inspect.signature(build).bind(num_classes=num_classes, **kwargs)
+        except TypeError as err:  # the options do not fit its signature (an error inside it is its own)
             raise ConfigError(
-                f"{name}(num_classes={num_classes}, **{kwargs}) failed ({err}); your model must take "
-                "num_classes (the data set's), and its other config keys as keyword arguments"
+                f"{name}(num_classes={num_classes}, **{kwargs}) does not fit its signature ({err}); your model "
+                "must take num_classes (the data set's), and its other config keys as keyword arguments"
             ) from None
+        except ValueError:  # no signature to read (a builtin): the call tells
+            pass
+        model = build(num_classes=num_classes, **kwargs)
     else:
         raise ConfigError(
             f"unknown model {name!r}; valid names: {', '.join(list_models())}, timm:<any timm model> "
