@@ -62,11 +62,12 @@ class TappedModel(WrappedModel):
 
     @torch.no_grad()
     def _probe(self, input_size: int, in_channels: int) -> tuple[int, frozenset[Capability]]:
-        """One forward on a zero image (in eval mode, every mode restored): the embedding's width and what the
+        """One forward on a random image (in eval mode, every mode restored): the embedding's width and what the
         taps give, or an error naming the tap whose output does not fit."""
         param = next(self.model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
-        probe = torch.zeros(2, in_channels, input_size, input_size, device=device)
+        generator = torch.Generator().manual_seed(0)  # not the global stream: building a model draws nothing
+        probe = torch.randn(2, in_channels, input_size, input_size, generator=generator).to(device)
         try:
             with eval_mode(self):
                 out = self._forward_features(probe, check=True)
@@ -128,12 +129,12 @@ class TappedModel(WrappedModel):
         """The forward with the taps recorded; ``check``: refuse a tap whose output is changed in place after
         it was recorded, or that runs more than once (its last call would be read)."""
         recorded: dict[str, torch.Tensor] = {}
-        versions: dict[str, list[int]] = {}
+        copies: dict[str, list[torch.Tensor]] = {}
 
         def keep(name: str, value: torch.Tensor) -> None:
             recorded[name] = value
             if check:
-                versions.setdefault(name, []).append(value._version)
+                copies.setdefault(name, []).append(value.detach().clone())
 
         # hooks for this call only: the plain forward runs untouched, and a copied model holds none
         handles = [
@@ -156,21 +157,25 @@ class TappedModel(WrappedModel):
                 f"{type(logits).__name__}{tuple(logits.shape) if isinstance(logits, torch.Tensor) else ''}"
             )
         if check:
-            self._check_recorded(recorded, versions)
+            self._check_recorded(recorded, copies)
         source = self.taps["embedding"] or self.taps["classifier"]
         pooled = recorded[source].flatten(1) if source is not None else None
         return ModelOutput(
             stages=[recorded[name] for name in self.taps["features"]], pooled=pooled, logits=logits
         )
 
-    def _check_recorded(self, recorded: dict[str, torch.Tensor], versions: dict[str, list[int]]) -> None:
-        for name, seen in versions.items():
+    def _check_recorded(
+        self, recorded: dict[str, torch.Tensor], copies: dict[str, list[torch.Tensor]]
+    ) -> None:
+        """Each tap ran once, and its output still holds what it returned (the probe's random image makes an
+        in-place ReLU or sum change it)."""
+        for name, seen in copies.items():
             if len(seen) > 1:
                 raise ConfigError(
                     f"{self.name}: tap {name!r} runs {len(seen)} times in one forward, so only its last output "
                     "would be read; tap a module that runs once (e.g. the block that holds it)"
                 )
-            if recorded[name]._version != seen[0]:
+            if not torch.equal(recorded[name], seen[0]):
                 raise ConfigError(
                     f"{self.name}: the output of tap {name!r} is changed in place later in the forward (e.g. "
                     "by a ReLU(inplace=True) or out += x), so the recorded feature would not be its output; "
