@@ -205,7 +205,10 @@ def test_the_key_names_the_stream_format_the_teachers_build_and_an_image_folders
     data = SimpleNamespace(train_labels=[0] * 10, views=1, num_classes=10)  # a data module of the user's own
     cifar = type("Cifar", (SimpleNamespace,), {"root_is_data": False})(**vars(data))
     key = cache_for(cifar).key
-    assert (key["stream_format"], key["torchvision"]) == (STREAM_FORMAT, torchvision.__version__)
+    assert (key["stream_format"], key["torchvision"]) == (
+        STREAM_FORMAT,
+        torchvision.__version__.split("+")[0],
+    )
     assert key["teacher"] == {"_target_": "pckd_lightning.distillation.load_teacher", "name": "resnet20"}
     assert "root" not in key["data"]
     assert cache_for(data).key["data"] == key["data"] | {"root": "./data"}

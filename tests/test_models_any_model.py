@@ -602,7 +602,7 @@ def test_a_tap_changed_in_place_or_run_twice_is_refused_at_build():
     """torchvision's ResNet: bn1's output is overwritten by the in-place ReLU after it, layer1.0.bn2's by the
     residual +=, and layer1.0.relu runs twice per block; layer1's own output is what it says."""
     build = "torchvision.models.resnet18"
-    with pytest.raises(ConfigError, match=r"output of tap 'bn1' is changed in place later"):
+    with pytest.raises(ConfigError, match=r"^ResNet: the output of tap 'bn1' is changed in place later"):
         create_model(build, 10, taps={"classifier": "fc", "features": ["bn1", "layer1"]})
     with pytest.raises(ConfigError, match=r"output of tap 'layer1.0.bn2' is changed in place"):
         create_model(build, 10, taps={"features": ["layer1.0.bn2", "layer2"]})
@@ -615,6 +615,19 @@ def test_a_tap_changed_in_place_or_run_twice_is_refused_at_build():
     inner = model.model
     stem = inner.relu(inner.bn1(inner.conv1(x)))
     assert torch.equal(out.stages[0], stem) and torch.equal(out.stages[1], inner.layer1(inner.maxpool(stem)))
+
+
+class NaNs(nn.Module):
+    def forward(self, x):
+        return x * math.nan
+
+
+def test_a_tap_whose_output_is_nan_is_not_taken_for_one_changed_in_place():
+    body = nn.Sequential(
+        nn.Conv2d(3, 4, 3), NaNs(), nn.Conv2d(4, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+    )
+    model = TappedModel(nn.Sequential(body, nn.Linear(4, 10)), 10, features=["0.1", "0.2"])
+    assert Capability.FEATURE_MAPS in model.capabilities
 
 
 class Fixed64(nn.Module):

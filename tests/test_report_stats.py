@@ -164,6 +164,24 @@ def test_a_row_trained_in_another_experiment_than_kd_says_so_in_its_label(tmp_pa
     assert "| resnet20 (data.batch_size=32) |" in markdown  # listed with the other from-scratch runs
 
 
+def test_what_follows_the_method_does_not_split_a_row_from_kds_experiment(tmp_path):
+    """KD runs its teacher in float32 and PCKD taps its student: the scratch row (no teacher) and the PCKD row
+    stay plain, since neither is the experiment's setting."""
+    root = tmp_path / "runs"
+    for seed, best in enumerate([70.0, 71.0, 72.0]):
+        for method, offset in (("kd", 0.0), ("pckd", 1.0), ("ce", -3.0)):
+            run = write_run(root / f"{method}{seed}", P1, method, seed, best + offset, best + offset)
+            module = {"lr_scaling": "none", "sync_batchnorm": False}
+            if method != "ce":
+                module["teacher_options"] = {"float32": method == "kd"}
+            edit_config(run, lambda cfg, module=module: cfg.update(module=module))
+            if method == "pckd":
+                edit_config(run, lambda cfg: cfg["model"]["student"].update(taps={"classifier": "fc"}))
+    report, _ = build_report(root, tmp_path / "out", plot=False)
+    assert set(report.rows) == {"kd", "pckd"}
+    assert ("student (scratch)", report.pairs[0], "best") in report.intervals
+
+
 def test_runs_without_their_config_keep_their_length_apart(tmp_path):
     """Without config.yaml a run's length is the epochs it trained: 10 and 40 epochs of one seed are two
     rows, neither superseding the other."""

@@ -71,6 +71,8 @@ class TappedModel(WrappedModel):
         try:
             with eval_mode(self):
                 out = self._forward_features(probe, check=True)
+        except ConfigError:  # the taps' own findings (a ValueError too): they name their fix
+            raise
         except (RuntimeError, AssertionError, ValueError) as err:  # the image does not fit the model
             raise ConfigError(
                 f"{self.name} cannot run a probe image of {in_channels}x{input_size}x{input_size} "
@@ -175,7 +177,7 @@ class TappedModel(WrappedModel):
                     f"{self.name}: tap {name!r} runs {len(seen)} times in one forward, so only its last output "
                     "would be read; tap a module that runs once (e.g. the block that holds it)"
                 )
-            if not torch.equal(recorded[name], seen[0]):
+            if not torch.equal(recorded[name].nan_to_num(), seen[0].nan_to_num()):  # NaN != NaN
                 raise ConfigError(
                     f"{self.name}: the output of tap {name!r} is changed in place later in the forward (e.g. "
                     "by a ReLU(inplace=True) or out += x), so the recorded feature would not be its output; "

@@ -59,9 +59,16 @@ FOLLOWS_LENGTH = ("milestones", "warmup_epochs", "T_max")
 #: the config groups whose settings make the experiment a method runs in: the resume's fixed ones but the
 #: method's own (distill) and the seed
 EXPERIMENT_GROUPS = tuple({k.split(".")[0]: None for k in FIXED if k not in ("distill", "seed")})
-#: settings outside distill that a method's config sets: the views and their recipe (interpolated from distill)
-#: and the teacher (a distilled run has one, a from-scratch run none)
-FOLLOWS_METHOD = ("data.views", "data.view_recipe", "model.teacher")
+#: settings outside distill that follow the method: the views and their recipe (interpolated from distill),
+#: the teacher and how it runs (a distilled run has one, a from-scratch run none) and the student's taps (a
+#: method that reads features needs them, KD does not)
+FOLLOWS_METHOD = (
+    "data.views",
+    "data.view_recipe",
+    "model.teacher",
+    "module.teacher_options",
+    "model.student.taps",
+)
 
 Key = tuple[str, "Pair", str]  # (row, pair, metric)
 

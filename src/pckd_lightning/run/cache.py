@@ -71,7 +71,8 @@ def build_teacher_cache(
     built = OmegaConf.to_container(cfg.model.teacher, resolve=True)
     key = {
         "stream_format": STREAM_FORMAT,
-        "torchvision": torchvision.__version__,  # its transforms draw the views
+        # its transforms draw the views; a CPU and a CUDA build (0.29.1+cpu, +cu126) draw alike
+        "torchvision": torchvision.__version__.split("+")[0],
         "teacher_sha256": teacher.weights_file.sha256,
         # how the file is built into a model (name, its options, input normalization, taps); not where it is
         "teacher": {k: v for k, v in built.items() if k != "checkpoint"},

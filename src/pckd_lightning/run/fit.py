@@ -22,7 +22,14 @@ from pckd_lightning.run.build import build_callbacks, build_module, build_traine
 from pckd_lightning.run.check import check_config
 from pckd_lightning.run.interrupts import stop_interrupted
 from pckd_lightning.run.loggers import build_loggers, close_loggers
-from pckd_lightning.run.summary import final_test, provenance, set_aside_summary, summarize, write_summary
+from pckd_lightning.run.summary import (
+    code_version,
+    final_test,
+    provenance,
+    set_aside_summary,
+    summarize,
+    write_summary,
+)
 from pckd_lightning.run.teacher import record_recipe, teacher_to_train
 from pckd_lightning.run_folder import RunFolder
 from pckd_lightning.schema.config import validate
@@ -74,6 +81,7 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
                 set_aside_summary(output_dir)
             atomic_write_text(output_dir / "config.yaml", config_yaml)
         record = RunConfigRecord(OmegaConf.to_container(cfg, resolve=True), config_yaml)
+        code = code_version()  # as the run starts: the checkout may change while it trains
         loggers = build_loggers(cfg, resume)
         trainer = build_trainer(cfg, build_callbacks(cfg, record), loggers)
         student_path = Path(cfg.get("export_path") or output_dir / "student.pth")
@@ -93,8 +101,8 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
                 stopped = trainer.received_sigterm
             if not stopped:
                 raise
-            stop_interrupted(cfg, trainer, module, loggers, record, resume, summary)
-        summary |= provenance(record, resume, teacher_summary)
+            stop_interrupted(cfg, trainer, module, loggers, record, resume, summary, code)
+        summary |= provenance(record, resume, teacher_summary, code)
         if writer:
             export_state_dict(module.student, student_path)
             write_summary(output_dir, summary)

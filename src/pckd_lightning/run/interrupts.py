@@ -32,13 +32,15 @@ def stop_interrupted(
     record: RunConfigRecord,
     resume: ResumePlan | None,
     trained: dict[str, Any] | None,
+    code: dict[str, Any],
 ) -> None:
     """Write the summary of a run stopped by a signal (no student.pth: it is not a finished student) and raise
-    :class:`RunInterrupted`; ``trained`` is the summary of a run stopped in its final test, after training."""
+    :class:`RunInterrupted`; ``trained`` is the summary of a run stopped in its final test, after training,
+    ``code`` the code version read as the run started."""
     sigterm = trainer.received_sigterm
     summary = summarize(cfg, trainer, module, None, status="interrupted") if trained is None else trained
     summary |= {"status": "interrupted", "student_weights": None}
-    summary |= provenance(record, resume, None)
+    summary |= provenance(record, resume, None, code)
     _, last = checkpoint_paths(trainer)
     resume_from = last if last and Path(last).is_file() else None
     summary["interrupted_by"] = "SIGTERM" if sigterm else "SIGINT"

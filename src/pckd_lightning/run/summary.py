@@ -48,16 +48,17 @@ def _selected_classes(datamodule: Any) -> list[int] | None:
 
 
 def code_version(source: Path = Path(pckd_lightning.__file__).parent) -> dict[str, Any]:
-    """The library's version and, when it runs from a git checkout, the commit and whether tracked files
-    (code, ``conf/``) differ from it: which code made a result. Commit None: not a git checkout (a wheel)."""
+    """The library's version and, when it runs from a git checkout of itself, the commit and whether tracked
+    files (code, ``conf/``) differ from it: which code made a result (read as the run starts). Commit None:
+    not a checkout in which the package is tracked (a wheel, also one installed inside another repository)."""
     version: dict[str, Any] = {"version": pckd_lightning.__version__, "commit": None, "dirty": None}
 
     def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(source), *args], capture_output=True, text=True, check=True, timeout=30
-        ).stdout.strip()
+        command = ["git", "--no-optional-locks", "-C", str(source), *args]
+        return subprocess.run(command, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
 
     try:
+        git("ls-files", "--error-unmatch", "__init__.py")
         version["commit"] = git("rev-parse", "HEAD")
         version["dirty"] = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
@@ -68,7 +69,11 @@ def code_version(source: Path = Path(pckd_lightning.__file__).parent) -> dict[st
 def machine(trainer: L.Trainer) -> dict[str, Any]:
     """Where the numbers were measured: the device the run trained on, how many, and the software."""
     device = trainer.strategy.root_device
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or None
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine()
+    )
     return {
         "device": device.type,
         "device_name": name,
@@ -114,7 +119,6 @@ def summarize(
         "student_weights": None if student_path is None else str(student_path),
         "best_checkpoint": best_checkpoint,
         "last_checkpoint": last_checkpoint,
-        "code": code_version(),
         "machine": machine(trainer),
     }
     for key in ("best_top1", "last_top1"):
@@ -137,9 +141,12 @@ def final_test(trainer: L.Trainer, module: DistillationModule, datamodule: Any) 
     }
 
 
-def provenance(record: RunConfigRecord, resume: ResumePlan | None, teacher: dict | None) -> dict[str, Any]:
-    """Where the numbers come from: the config's hash, the resume and any teacher trained first."""
-    out: dict[str, Any] = {"config_sha256": record.sha256}
+def provenance(
+    record: RunConfigRecord, resume: ResumePlan | None, teacher: dict | None, code: dict[str, Any]
+) -> dict[str, Any]:
+    """Where the numbers come from: the code (:func:`code_version` as the run started), the config's hash, the
+    resume and any teacher trained first."""
+    out: dict[str, Any] = {"code": code, "config_sha256": record.sha256}
     if resume is not None:
         out["resumed_from"] = {
             "checkpoint": str(resume.checkpoint),
