@@ -211,6 +211,7 @@ def test_the_key_names_the_stream_format_the_teachers_build_and_an_image_folders
     )
     assert key["teacher"] == {"_target_": "pckd_lightning.distillation.load_teacher", "name": "resnet20"}
     assert "root" not in key["data"]
+    assert "holdout_per_class" not in key["data"]  # validation reads the test split: the holdout is unused
     assert cache_for(data).key["data"] == key["data"] | {"root": "./data"}
     caplog.set_level("WARNING")
     assert cache_for(cifar, "+trainer.overfit_batches=2") is None  # its sampler ignores the stream

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import lightning as L
@@ -31,6 +31,12 @@ MIN_IMAGE_SIZE = 8
 VIEW_RECIPES = ("rotation", "weak_strong")
 #: what validation (checkpoint choice, sweeps) reads: the evaluation split, or images held out of training
 VAL_SOURCES = ("test", "holdout")
+
+
+def unused_settings(data: Mapping[str, Any]) -> frozenset[str]:
+    """The keys of a data config that its other settings leave without effect (the holdout's size, unless
+    validation reads the holdout): what keys a teacher's recipe or a teacher cache must not compare."""
+    return frozenset() if data.get("val_source") == "holdout" else frozenset({"holdout_per_class"})
 
 
 def check_image_size(image_size: object, dataset: str) -> int:

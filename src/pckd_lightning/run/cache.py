@@ -8,6 +8,7 @@ import lightning as L
 import torchvision
 from omegaconf import DictConfig, OmegaConf
 
+from pckd_lightning.data.base import unused_settings
 from pckd_lightning.distillation.teacher_cache import CacheLayout, TeacherCache
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.losses import LossTerm
@@ -67,7 +68,7 @@ def build_teacher_cache(
     data = OmegaConf.to_container(cfg.data, resolve=True)
     # a data module of the user's own is not known to keep its data elsewhere than at its root
     root_is_data = getattr(type(datamodule), "root_is_data", True)
-    free = {k for k in CACHE_FREE_DATA_KEYS if k != "root" or not root_is_data}
+    free = {k for k in CACHE_FREE_DATA_KEYS if k != "root" or not root_is_data} | unused_settings(data)
     built = OmegaConf.to_container(cfg.model.teacher, resolve=True)
     key = {
         "stream_format": STREAM_FORMAT,

@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pckd_lightning.atomic import atomic_write_text
+from pckd_lightning.data.base import unused_settings
 from pckd_lightning.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -102,11 +103,11 @@ def training_recipe(teacher_cfg: DictConfig) -> dict[str, Any]:
 
 
 def without_unused(recipe: dict[str, Any]) -> dict[str, Any]:
-    """``recipe`` less the settings its other settings make unused: the holdout's size, unless validation
-    reads the holdout (applied to a recorded recipe too, which an earlier version wrote with it)."""
-    if recipe.get("data.val_source") != "holdout":
-        return {k: v for k, v in recipe.items() if k != "data.holdout_per_class"}
-    return recipe
+    """``recipe`` less the data settings its other settings leave unused (:func:`unused_settings`; applied to a
+    recorded recipe too, which an earlier version wrote with them)."""
+    data = {k.removeprefix("data."): v for k, v in recipe.items() if k.startswith("data.")}
+    unused = {f"data.{k}" for k in unused_settings(data)}
+    return {k: v for k, v in recipe.items() if k not in unused}
 
 
 def recipe_file(checkpoint: str | Path) -> Path:
