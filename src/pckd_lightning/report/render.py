@@ -285,7 +285,9 @@ def _comparison_tables(report: Report, metric: str, decimals: int) -> list[str]:
                 other = value is not None and _other_seeds(report, row, pair, metric)
                 unmatched |= other
                 cells.append(format_delta(value, decimals) + (f" {OTHER_SEEDS}" if other else ""))
-            delta_rows.append([row, *cells, format_delta(average, decimals)])
+            # an average over fewer pairs is not comparable with the full rows' averages: say how many
+            share = "" if len(present) == len(values) else f" ({len(present)} of {len(values)} pairs)"
+            delta_rows.append([row, *cells, format_delta(average, decimals) + share])
     if delta_rows:
         lines += [f"### Δ vs KD, {title}", ""]
         lines += [*_table(["method", *labels, "average over pairs"], delta_rows), ""]
