@@ -11,7 +11,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.plugins.precision import HalfPrecision, MixedPrecision
-from timm.layers import convert_sync_batchnorm
 from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -156,6 +155,9 @@ class DistillationModule(L.LightningModule):
             device = self.trainer.strategy.root_device if self._trainer is not None else self.device
             if device.type == "cuda":  # the module is moved there only after setup
                 # timm's copy of torch's converter: it also keeps the activation of timm's BatchNormAct2d
+                # (imported here: timm takes every run 1.5 s to import, and only CUDA DDP runs use it)
+                from timm.layers import convert_sync_batchnorm
+
                 self.student = convert_sync_batchnorm(self.student)
                 self.terms = convert_sync_batchnorm(self.terms)
             else:  # torch's SyncBatchNorm is CUDA-only
