@@ -133,6 +133,12 @@ def test_a_resume_with_the_same_teacher_file_moved_elsewhere_is_no_change(tmp_pa
     )
     assert resumed["resumed_from"]["changed"] == {}
     assert resumed["teacher_top1"] == run["teacher_top1"]
+    # a teacher path that no longer exists is another teacher (the demo's recipe would train a new one there)
+    missing = [*common, f"model.teacher.checkpoint={tmp_path / 'gone.pth'}", "trainer.max_epochs=2"]
+    with pytest.raises(
+        ConfigError, match=r"a\.pth \(sha256 \w{12}\).*gone\.pth \(no such file\).*allow_changes"
+    ):
+        fit(compose_config([*missing, f"ckpt_path={run['last_checkpoint']}"], tmp_path / "missing"))
 
 
 # -- 4. one teacher for a sweep over the student's seed ---------------------------------------------------

@@ -156,10 +156,17 @@ def plan_resume(cfg: DictConfig) -> ResumePlan | None:
     allowed = set((cfg.get("resume") or {}).get("allow_changes") or [])
     if teacher is not None:
         if not _allows(allowed, TEACHER_KEY):
+            missing = teacher["run"].endswith("(no such file)")
             raise ConfigError(
                 f"the checkpoint was distilled from the teacher file {teacher['checkpoint']}, but this run's "
-                f"{TEACHER_KEY} is {teacher['run']}: another teacher. Resume with the checkpoint's teacher "
-                f"file, or accept the change with resume.allow_changes=[{TEACHER_KEY}] (the new teacher is then "
+                f"{TEACHER_KEY} is {teacher['run']}: "
+                + (
+                    "its teacher would be loaded from a missing file, or trained anew. Point "
+                    f"{TEACHER_KEY} at the checkpoint's teacher file"
+                    if missing
+                    else "another teacher. Resume with the checkpoint's teacher file"
+                )
+                + f", or accept the change with resume.allow_changes=[{TEACHER_KEY}] (the new teacher is then "
                 "measured again and summary.json records the change)"
             )
         plan.changed[TEACHER_KEY] = teacher
@@ -208,14 +215,14 @@ def teacher_change(cfg: DictConfig, checkpoint: dict[str, Any]) -> dict[str, str
     if not saved.get("sha256") or not teacher or not teacher.get("checkpoint"):
         return None
     path = Path(teacher.checkpoint).expanduser()
-    if not path.is_file():  # the teacher's loader names the missing file, before any work
-        return None
-    sha256 = file_sha256(path)
+    # a missing file is another teacher too: the demo's recipe would train a new one there (a resume from
+    # another folder, a `${pckd.shortened:}` cache name, a cleared cache), and the loader would name it anyway
+    sha256 = file_sha256(path) if path.is_file() else None
     if sha256 == saved["sha256"]:
         return None
     return {
         "checkpoint": f"{saved.get('path')} (sha256 {saved['sha256'][:12]})",
-        "run": f"{path} (sha256 {sha256[:12]})",
+        "run": f"{path} (sha256 {sha256[:12]})" if sha256 else f"{path} (no such file)",
     }
 
 
