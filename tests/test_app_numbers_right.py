@@ -19,6 +19,7 @@ from helpers import QUIET, SCRATCH_RUN, compose_config, save_teacher, two_step_r
 from pckd_lightning.errors import CheckpointError, ConfigError
 from pckd_lightning.loggers import EpochLineLogger
 from pckd_lightning.models import create_model
+from pckd_lightning.report.collect import resume_note
 from pckd_lightning.run import fit
 from pckd_lightning.run.build import instantiate
 from pckd_lightning.run.summary import code_version
@@ -108,6 +109,15 @@ def test_a_resume_with_another_teacher_is_refused_or_measured_again_and_recorded
     assert resumed["teacher_sha256"] == fresh_b["teacher_sha256"] != run["teacher_sha256"]
     changed = resumed["resumed_from"]["changed"]["model.teacher.checkpoint"]
     assert "a.pth" in changed["checkpoint"] and "b.pth" in changed["run"]
+    # resumed once more with teacher b: nothing changes against the checkpoint, but the run keeps its history
+    again = [*resume[:-2], "trainer.max_epochs=3", f"ckpt_path={resumed['last_checkpoint']}"]
+    twice = fit(compose_config(again, output_dir=tmp_path / "twice"))
+    assert twice["resumed_from"]["changed"] == {}
+    first_run, first_resume, second_resume = twice["segments"]
+    assert first_run == {"code": run["code"]}
+    assert first_resume["changed"] == resumed["resumed_from"]["changed"] and second_resume["changed"] == {}
+    assert [s["completed_epochs"] for s in (first_resume, second_resume)] == [1, 2]
+    assert resume_note(twice).startswith("resumed with changes: model.teacher.checkpoint=")
 
 
 @pytest.mark.slow

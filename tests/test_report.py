@@ -503,6 +503,30 @@ def test_a_run_resumed_with_changes_is_labelled_and_never_supersedes_a_clean_run
     assert f"| {changed} |" in markdown and f"| {unchecked} |" in markdown
 
 
+def test_an_earlier_resumes_change_and_code_stay_on_the_run_after_a_later_clean_resume(tmp_path):
+    """summary.json's segments: the last resume changed nothing, the one before it changed the KD weight
+    under other code; the run is labelled with that change and lists both commits."""
+    root = tmp_path / "runs"
+    for seed in range(2):
+        write_run(root / f"clean{seed}", P1, "kd", seed, 70.0 + seed, 69.0)
+    change = {"distill.terms.kd.weight": {"checkpoint": 0.9, "run": 0.5}}
+    first = {"checkpoint": "x/last.ckpt", "completed_epochs": 5, "changed": change, "config_checked": True}
+    last = {**first, "completed_epochs": 8, "changed": {}}
+    code_a, code_b = {"commit": "aaaa111", "dirty": False}, {"commit": "bbbb222", "dirty": True}
+    segments = [{"code": code_a}, {"code": code_b, **first}, {"code": code_b, **last}]
+    run = write_run(
+        root / "twice", P1, "kd", 0, 60.0, 59.0, resumed_from=last, segments=segments, code=code_b
+    )
+    os.utime(run / "summary.json", (2e9, 2e9))  # newer than clean0
+    report, _ = build_report(root, tmp_path / "out", plot=False)
+    pair = report.pairs[0]
+    assert report.cells[("kd", pair, "best")].values == (70.0, 71.0)  # clean0 not superseded
+    assert report.cells[
+        ("kd [resumed with changes: distill.terms.kd.weight=0.9→0.5]", pair, "best")
+    ].values == (60.0,)
+    assert {r.run_dir.name: r.code_commit for r in report.records}["twice"] == "aaaa111→bbbb222+dirty"
+
+
 def test_a_teacher_trained_inside_a_demo_run_is_listed_as_its_teacher_once(tmp_path):
     root = tmp_path / "runs"
     cached = "/cache/teachers/resnet56.pth"

@@ -77,6 +77,17 @@ class ResumePlan:
     config_checked: bool = True
     #: Lightning's own Slurm requeue checkpoint (``hpc_ckpt_*.ckpt``), which it resumes from by itself
     requeued: bool = False
+    #: the checkpoint's own training segments (its record's ``segments``; empty for an older checkpoint)
+    earlier: list[dict[str, Any]] = field(default_factory=list)
+
+    def entry(self) -> dict[str, Any]:
+        """This resume as summary.json's ``resumed_from`` and the record's segment list state it."""
+        return {
+            "checkpoint": str(self.checkpoint),
+            "completed_epochs": self.epoch + 1,
+            "changed": self.changed,
+            "config_checked": self.config_checked,
+        }
 
 
 def flatten_config(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -175,6 +186,7 @@ def plan_resume(cfg: DictConfig) -> ResumePlan | None:
         log.warning("%s holds no run config (an older checkpoint): changed settings cannot be detected", path)
         plan.config_checked = False
         return plan
+    plan.earlier = list(record.get("segments") or [])
     current = OmegaConf.to_container(cfg, resolve=True)
     changes = changed_keys(record["config"], current)
     refused = {k: v for k, v in changes.items() if not _allows(allowed, k)}

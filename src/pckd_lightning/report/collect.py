@@ -389,30 +389,44 @@ def format_value(value: Any) -> str:
 
 
 def code_commit(summary: dict[str, Any]) -> str | None:
-    """The commit summary ``code`` records, marked ``+dirty`` when tracked files differed from it."""
-    code = summary.get("code")
+    """The commit summary ``code`` records, marked ``+dirty`` when tracked files differed from it; a run
+    resumed under other code lists each change of commit, in order (``abc→def``; ``?`` where one is unknown)."""
+    codes = [s.get("code") for s in _segments(summary)] or [summary.get("code")]
+    commits = [_commit(code) for code in codes]
+    changes = [c for i, c in enumerate(commits) if i == 0 or c != commits[i - 1]]
+    return "→".join(c or "?" for c in changes) if len(changes) > 1 else commits[0]
+
+
+def _commit(code: Any) -> str | None:
     if not isinstance(code, dict) or not isinstance(code.get("commit"), str):
         return None
     return code["commit"] + ("+dirty" if code.get("dirty") else "")
 
 
+def _segments(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """summary.json's training segments (a resumed run's history), or []."""
+    segments = summary.get("segments")
+    return [s for s in segments if isinstance(s, dict)] if isinstance(segments, list) else []
+
+
 def resume_note(summary: dict[str, Any]) -> str:
-    """How a resume (summary ``resumed_from``) changed the run: ``resumed with changes: key=old→new``, or that
-    its config could not be checked; "" for a run trained in one go or resumed unchanged."""
+    """How the run's resumes changed it (``resumed with changes: key=old→new``, every resume's, from
+    ``segments``, else from ``resumed_from``), or that a config could not be checked; "" for a run trained in
+    one go or resumed unchanged."""
     resumed = summary.get("resumed_from")
     if not isinstance(resumed, dict):
         return ""
-    notes = []
-    changed = resumed.get("changed")
-    if isinstance(changed, dict) and changed:
-        parts = [
-            f"{key}={format_value(v.get('checkpoint'))}→{format_value(v.get('run'))}"
-            if isinstance(v, dict)
-            else str(key)
-            for key, v in sorted(changed.items())
-        ]
-        notes.append("resumed with changes: " + ", ".join(parts))
-    if resumed.get("config_checked") is False:
+    resumes = [s for s in _segments(summary) if "changed" in s] or [resumed]
+    parts = [
+        f"{key}={format_value(v.get('checkpoint'))}→{format_value(v.get('run'))}"
+        if isinstance(v, dict)
+        else str(key)
+        for entry in resumes
+        if isinstance(entry.get("changed"), dict)
+        for key, v in sorted(entry["changed"].items())
+    ]
+    notes = ["resumed with changes: " + ", ".join(parts)] if parts else []
+    if any(entry.get("config_checked") is False for entry in resumes):
         notes.append("resumed unchecked: the checkpoint records no config")
     return "; ".join(notes)
 

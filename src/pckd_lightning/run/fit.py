@@ -80,8 +80,9 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
                 carry_history(resume, output_dir)
                 set_aside_summary(output_dir)
             atomic_write_text(output_dir / "config.yaml", config_yaml)
-        record = RunConfigRecord(OmegaConf.to_container(cfg, resolve=True), config_yaml)
         code = code_version()  # as the run starts: the checkout may change while it trains
+        segments = [{"code": code}] if resume is None else [*resume.earlier, {"code": code, **resume.entry()}]
+        record = RunConfigRecord(OmegaConf.to_container(cfg, resolve=True), config_yaml, segments)
         loggers = build_loggers(cfg, resume)
         trainer = build_trainer(cfg, build_callbacks(cfg, record), loggers)
         student_path = Path(cfg.get("export_path") or output_dir / "student.pth")

@@ -145,15 +145,12 @@ def provenance(
     record: RunConfigRecord, resume: ResumePlan | None, teacher: dict | None, code: dict[str, Any]
 ) -> dict[str, Any]:
     """Where the numbers come from: the code (:func:`code_version` as the run started), the config's hash, the
-    resume and any teacher trained first."""
+    resume and, for a resumed run, every training segment (each resume's changes and code), and any teacher
+    trained first."""
     out: dict[str, Any] = {"code": code, "config_sha256": record.sha256}
     if resume is not None:
-        out["resumed_from"] = {
-            "checkpoint": str(resume.checkpoint),
-            "completed_epochs": resume.epoch + 1,
-            "changed": resume.changed,
-            "config_checked": resume.config_checked,
-        }
+        out["resumed_from"] = resume.entry()
+        out["segments"] = record.segments
     if teacher is not None:
         out["teacher_training"] = teacher
     return out
