@@ -143,6 +143,22 @@ def test_a_resume_with_the_same_teacher_file_moved_elsewhere_is_no_change(tmp_pa
     )
     assert resumed["resumed_from"]["changed"] == {}
     assert resumed["teacher_top1"] == run["teacher_top1"]
+    # a setting a resume may change that still shapes the numbers is recorded (and the teacher measured again)
+    recorded = fit(
+        compose_config(
+            [
+                *common,
+                f"model.teacher.checkpoint={teacher}",
+                "trainer.max_epochs=2",
+                "trainer.check_val_every_n_epoch=2",
+                f"ckpt_path={run['last_checkpoint']}",
+            ],
+            output_dir=tmp_path / "recorded",
+        )
+    )
+    assert recorded["resumed_from"]["changed"] == {
+        "trainer.check_val_every_n_epoch": {"checkpoint": 1, "run": 2}
+    }
     # a teacher path that no longer exists is another teacher (the demo's recipe would train a new one there)
     missing = [*common, f"model.teacher.checkpoint={tmp_path / 'gone.pth'}", "trainer.max_epochs=2"]
     with pytest.raises(

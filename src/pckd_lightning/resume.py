@@ -58,6 +58,16 @@ RUNTIME = (
     "model.teacher.checkpoint",
     "model.train_teacher_if_missing.checkpoint",
 )
+#: settings a resume may change that still shape its numbers (how often it validates, so which epoch is best;
+#: the batches an epoch sees; how the teacher is run and measured): never refused, recorded in ``changed``
+RECORDED = (
+    "trainer.check_val_every_n_epoch",
+    "trainer.val_check_interval",
+    "trainer.limit_train_batches",
+    "trainer.limit_val_batches",
+    "trainer.overfit_batches",
+    "module.teacher_options",
+)
 #: the allow_changes entry that accepts another teacher file
 TEACHER_KEY = "model.teacher.checkpoint"
 METRICS = Path("csv") / "metrics.csv"
@@ -104,7 +114,11 @@ def experiment_config(config: dict[str, Any]) -> dict[str, Any]:
     """The flattened keys of a resolved run config that make the run the experiment it is (:data:`FIXED`,
     less :data:`RUNTIME`): a resume must keep them, and the report averages seeds only over runs that agree."""
     config = upgrade_config(config)  # a checkpoint of an earlier version compares as this version writes it
-    keys = (*FIXED, *preview.fixed_keys(config))
+    return _settings(config, (*FIXED, *preview.fixed_keys(config)))
+
+
+def _settings(config: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The flattened ``config`` under ``keys`` (sections or keys), less :data:`RUNTIME`."""
     return {
         k: v
         for k, v in flatten_config(config).items()
@@ -112,9 +126,14 @@ def experiment_config(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{key: {"checkpoint": old, "run": new}}`` for every fixed key that differs."""
-    old, new = experiment_config(saved), experiment_config(current)
+def changed_keys(
+    saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...] | None = None
+) -> dict[str, dict[str, Any]]:
+    """``{key: {"checkpoint": old, "run": new}}`` for every fixed key (or one under ``keys``) that differs."""
+    if keys is None:
+        old, new = experiment_config(saved), experiment_config(current)
+    else:
+        old, new = _settings(upgrade_config(saved), keys), _settings(upgrade_config(current), keys)
     return {
         key: {"checkpoint": old.get(key), "run": new.get(key)}
         for key in sorted(set(old) | set(new))
@@ -210,7 +229,7 @@ def plan_resume(cfg: DictConfig) -> ResumePlan | None:
             f"the resumed run's config differs from the checkpoint's in what it fixed ({listed}). Resume with the "
             f"checkpoint's settings (its run folder has config.yaml), or {', or '.join(how)}"
         )
-    plan.changed |= changes
+    plan.changed |= changes | changed_keys(record["config"], current, RECORDED)
     return plan
 
 

@@ -388,13 +388,9 @@ class DistillationModule(L.LightningModule):
         self._check_compatible(checkpoint["state_dict"])
         if self.teacher is not None:
             teacher_state = {f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}
+            # the teacher's accuracy is measured again as fitting starts, not taken from the checkpoint: a
+            # resume may run it in another precision, with other data settings, or load another file
             checkpoint["state_dict"] = {**checkpoint["state_dict"], **teacher_state}
-            saved = checkpoint.get("teacher") or {}
-            # the checkpoint's teacher accuracy holds only for the same file; another (a resume that
-            # allowed model.teacher.checkpoint to change) is measured again when fitting starts
-            source = self.teacher.weights_file
-            if saved.get("sha256") == (None if source is None else source.sha256):
-                self.teacher_top1 = saved.get("val_top1")
 
     def _check_compatible(self, saved: Mapping[str, torch.Tensor]) -> None:
         """Refuse a resume whose student or heads differ from this run's, naming the difference."""
