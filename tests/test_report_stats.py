@@ -263,6 +263,25 @@ def test_the_schedule_study_is_reported_per_length(tmp_path):
     assert png[:8] == PNG_MAGIC and len(png) > 1000
 
 
+def test_a_row_with_another_schedule_than_kds_at_its_length_is_labelled_not_compared(tmp_path):
+    """PCKD run only at 10 epochs but with the unscaled milestones (150, 180, 210: no decay in 10 epochs):
+    its milestones take one value at its one length, yet not KD's there, so the row names them."""
+    root = tmp_path / "runs"
+    for (method, length), values in LENGTH_BEST.items():
+        for seed, best in enumerate(values):
+            if method == "kd":
+                write_length(root, method, seed, length, best, best - 1)
+            elif length == 10:
+                write_length(root, method, seed, length, best, best - 1)
+                edit_config(
+                    root / method / f"e{length}" / f"seed{seed}",
+                    lambda cfg: cfg["scheduler"].update(milestones=[150, 180, 210]),
+                )
+    report, _ = build_report(root, tmp_path / "out", plot=False)
+    (label,) = [row for row in report.schedule[10].rows if row != "kd"]
+    assert label.startswith("pckd (") and "milestones=[150, 180, 210]" in label, label
+
+
 def test_a_length_whose_scratch_runs_finished_first_shows_them_in_its_pair(tmp_path):
     """A study in progress: KD and PCKD at 10 epochs, only the from-scratch student at 20 so far."""
     root = tmp_path / "runs"

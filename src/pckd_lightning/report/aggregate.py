@@ -311,16 +311,25 @@ def _kd_reference(references: dict[tuple, dict[str, Any]], group: tuple) -> dict
     return references[kd[0]] if kd else None
 
 
-def length_followers(records: Iterable[RunRecord]) -> set[str]:
+def length_followers(records: Iterable[RunRecord], kd: Iterable[RunRecord] = ()) -> set[str]:
     """The settings among :data:`FOLLOWS_LENGTH` that take exactly one value at each trainer.max_epochs in
-    ``records`` (one method's runs on one pair): a schedule scaled with the run, not a setting of its own."""
+    ``records`` (one method's runs on one pair): a schedule scaled with the run, not a setting of its own.
+    A setting KD's runs on the pair (``kd``) also have must take KD's value at each length: a method run with
+    another schedule than KD's at the same length is another experiment, and its label says so."""
     records = list(records)
     keys = {k for r in records for k in r.settings if k.endswith(FOLLOWS_LENGTH)}
     values: dict[str, dict[Any, set[str]]] = {k: defaultdict(set) for k in keys}
-    for record in records:
-        for key in keys:
-            values[key][record.max_epochs].add(repr(record.settings.get(key)))
-    return {k for k, per_length in values.items() if all(len(v) == 1 for v in per_length.values())}
+    kd_values: dict[str, dict[Any, set[str]]] = {k: defaultdict(set) for k in keys}
+    for target, runs in ((values, records), (kd_values, list(kd))):
+        for record in runs:
+            for key in keys:
+                if target is values or key in record.settings:
+                    target[key][record.max_epochs].add(repr(record.settings.get(key)))
+    return {
+        k
+        for k, per_length in values.items()
+        if all(len(v) == 1 and kd_values[k].get(n, v) == v for n, v in per_length.items())
+    }
 
 
 def _row_order(label: str) -> tuple:
@@ -460,8 +469,8 @@ def _schedule(records: list[RunRecord]) -> dict[int, LengthTable]:
     for r in timed:
         by_method[(r.method, *_pair_identity(r))].append(r)
     ignored: dict[int, set[str]] = {}
-    for group in by_method.values():
-        dropped = {LENGTH_KEY} | length_followers(group)
+    for (_, *pair), group in by_method.items():
+        dropped = {LENGTH_KEY} | length_followers(group, by_method.get((KD_ROW, *pair), ()))
         ignored.update((id(r), dropped) for r in group)
     labels = variant_labels(timed, lambda r: ignored[id(r)])
     lengths_of: dict[tuple, set[int]] = defaultdict(set)
