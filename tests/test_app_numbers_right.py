@@ -143,6 +143,7 @@ def test_a_resume_with_the_same_teacher_file_moved_elsewhere_is_no_change(tmp_pa
     )
     assert resumed["resumed_from"]["changed"] == {}
     assert resumed["teacher_top1"] == run["teacher_top1"]
+    assert run["finished_at"] < resumed["finished_at"]  # ISO 8601 in UTC: the rerun is the later
     # a setting a resume may change that still shapes the numbers is recorded (and the teacher measured again)
     recorded = fit(
         compose_config(

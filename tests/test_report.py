@@ -158,6 +158,16 @@ def test_ablations_and_reruns_are_not_mixed(tmp_path):
     assert sorted(report.cells[("pckd", pair, "best")].values) == [73.0, 74.0, 80.0]  # newest seed 0 only
     assert report.cells[("pckd (without feature_align)", pair, "best")].values == (60.0, 61.0)
     assert "## Superseded reruns (not averaged in)" in markdown
+    # an older run copied back later (a fresh file time) does not supersede the rerun: finished_at decides
+    for run, finished in (
+        (root / "full0", "2026-01-01T00:00:00+00:00"),
+        (rerun, "2026-02-01T00:00:00+00:00"),
+    ):
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, "finished_at": finished}))
+    os.utime(root / "full0" / "summary.json", (3e9, 3e9))
+    report, _ = build_report(root, tmp_path / "again", plot=False)
+    assert sorted(report.cells[("pckd", pair, "best")].values) == [73.0, 74.0, 80.0]
 
 
 @pytest.mark.slow

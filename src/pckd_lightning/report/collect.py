@@ -29,6 +29,7 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,8 @@ class RunRecord:
     curve: dict[int, float] = field(default_factory=dict)
     #: GradientShare's values (``grad/<term>/norm``, ``head_norm``, ``cos_ce``) per training step, if logged
     gradients: dict[str, dict[int, float]] = field(default_factory=dict)
-    mtime: float = 0.0
+    #: when the run finished (summary ``finished_at``, else the file's modification time), in epoch seconds
+    finished: float = 0.0
     #: the row label in the report; set by :func:`pckd_lightning.report.aggregate.label_variants`
     label: str | None = None
 
@@ -281,7 +283,6 @@ def read_run(run_dir: Path) -> RunRecord | None:
             return None  # some other config.yaml (e.g. a logger's), not a run folder
         record.status, record.reason = INCOMPLETE, "no summary.json (still running, crashed or killed)"
         return record
-    record.mtime = summary_path.stat().st_mtime
     try:
         summary = json.loads(summary_path.read_text())
     except (OSError, ValueError) as err:
@@ -291,6 +292,7 @@ def read_run(run_dir: Path) -> RunRecord | None:
         record.status, record.reason = INCOMPLETE, "summary.json is not a JSON object"
         return record
 
+    record.finished = finished_time(summary, summary_path)
     record.method = summary.get("method", record.method) or "unknown"
     record.student = summary.get("student", record.student)
     record.teacher = summary.get("teacher", record.teacher)
@@ -409,6 +411,18 @@ def _segments(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in segments if isinstance(s, dict)] if isinstance(segments, list) else []
 
 
+def finished_time(summary: dict[str, Any], path: Path) -> float:
+    """When the run finished: its summary's ``finished_at`` (a copy or a checkout of banked runs keeps it),
+    else ``path``'s modification time (summaries written before the field existed)."""
+    stamp = summary.get("finished_at")
+    if isinstance(stamp, str):
+        try:
+            return datetime.fromisoformat(stamp).timestamp()
+        except ValueError:
+            pass
+    return path.stat().st_mtime
+
+
 def resume_note(summary: dict[str, Any]) -> str:
     """How the run's resumes changed it (``resumed with changes: key=old→new``, every resume's, from
     ``segments``, else from ``resumed_from``), or that a config could not be checked; "" for a run trained in
@@ -497,8 +511,7 @@ def collect_runs(root: str | Path) -> list[RunRecord]:
     """Every run folder below ``root`` (``root`` itself included), sorted by path.
 
     Complete runs that repeat another complete run's :func:`row_key` and seed are marked ``superseded``,
-    except the newest (by ``summary.json``'s modification time), so that a rerun of a seed is not averaged in
-    twice. The training runs of teachers are marked (:func:`mark_teacher_runs`).
+    except the newest (by :attr:`RunRecord.finished`), so that a rerun of a seed is not averaged in twice. The training runs of teachers are marked (:func:`mark_teacher_runs`).
     """
     root = Path(root)
     if not root.is_dir():
@@ -506,7 +519,7 @@ def collect_runs(root: str | Path) -> list[RunRecord]:
     records = [r for d in _walk(root) if (r := read_run(d)) is not None]
     mark_teacher_runs(records)
     newest: dict[tuple, RunRecord] = {}
-    for record in sorted((r for r in records if r.complete), key=lambda r: r.mtime):
+    for record in sorted((r for r in records if r.complete), key=lambda r: (r.finished, str(r.run_dir))):
         key = (*row_key(record), record.seed)
         if key in newest:
             old = newest[key]

@@ -7,6 +7,7 @@ import json
 import math
 import platform
 import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,8 @@ def summarize(
         "best_checkpoint": best_checkpoint,
         "last_checkpoint": last_checkpoint,
         "machine": machine(trainer),
+        # when training ended (UTC): which of two runs of one seed is the rerun, whatever the files' times say
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
     }
     for key in ("best_top1", "last_top1"):
         if summary[key] is not None and not math.isfinite(summary[key]):
