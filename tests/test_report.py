@@ -168,6 +168,14 @@ def test_ablations_and_reruns_are_not_mixed(tmp_path):
     os.utime(root / "full0" / "summary.json", (3e9, 3e9))
     report, _ = build_report(root, tmp_path / "again", plot=False)
     assert sorted(report.cells[("pckd", pair, "best")].values) == [73.0, 74.0, 80.0]
+    # runs without a seed (seed: null) drew their own: each is a sample, none a rerun of another
+    for n in range(2):
+        unseeded = write_run(root / f"crd{n}", P1, "crd", 0, 70.0 + n, 69.0)
+        edit_config(unseeded, lambda cfg: cfg.update(seed=None))
+        summary = json.loads((unseeded / "summary.json").read_text())
+        (unseeded / "summary.json").write_text(json.dumps({**summary, "seed": None}))
+    report, _ = build_report(root, tmp_path / "unseeded", plot=False)
+    assert sorted(report.cells[("crd", pair, "best")].values) == [70.0, 71.0]
 
 
 @pytest.mark.slow

@@ -519,7 +519,9 @@ def collect_runs(root: str | Path) -> list[RunRecord]:
     records = [r for d in _walk(root) if (r := read_run(d)) is not None]
     mark_teacher_runs(records)
     newest: dict[tuple, RunRecord] = {}
-    for record in sorted((r for r in records if r.complete), key=lambda r: (r.finished, str(r.run_dir))):
+    # a run without a seed drew its own: never a rerun of another
+    seeded = (r for r in records if r.complete and r.seed is not None)
+    for record in sorted(seeded, key=lambda r: (r.finished, str(r.run_dir))):
         key = (*row_key(record), record.seed)
         if key in newest:
             old = newest[key]
