@@ -282,6 +282,26 @@ def test_a_row_with_another_schedule_than_kds_at_its_length_is_labelled_not_comp
     assert label.startswith("pckd (") and "milestones=[150, 180, 210]" in label, label
 
 
+def test_a_length_row_on_fewer_seeds_than_kd_shows_its_n_and_both_deltas(tmp_path):
+    """PCKD on seeds 0 and 1 only, KD on 0-2: the tables say (n=2); schedule.csv gives the difference of the
+    means and the paired Δ over seeds 0 and 1 in columns of their own, as aggregate.csv does."""
+    root = tmp_path / "runs"
+    for (method, length), values in LENGTH_BEST.items():
+        for seed, best in enumerate(values[: 2 if method == "pckd" else 3]):
+            write_length(root, method, seed, length, best, best - 1)
+    out = tmp_path / "out"
+    _, markdown = build_report(root, out, plot=False)
+    row = parse_table(markdown, "### 20 epochs")["pckd"]
+    assert row[0] == "66.75 ± 1.06 (n=2)" and row[2] == "+1.25 ± 0.35 (n=2)"  # +1, +1.5 over seeds 0, 1
+    line = next(
+        r
+        for r in csv.DictReader((out / "schedule.csv").open())
+        if (r["row"], r["epochs"], r["metric"]) == ("pckd", "20", "best")
+    )
+    assert float(line["delta_vs_kd"]) == pytest.approx(66.75 - statistics.mean(LENGTH_BEST[("kd", 20)]))
+    assert float(line["paired_delta_vs_kd"]) == pytest.approx(1.25) and line["paired_seeds"] == "0;1"
+
+
 def test_a_length_whose_scratch_runs_finished_first_shows_them_in_its_pair(tmp_path):
     """A study in progress: KD and PCKD at 10 epochs, only the from-scratch student at 20 so far."""
     root = tmp_path / "runs"

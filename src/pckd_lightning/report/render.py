@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,6 +70,9 @@ INTERVAL_FIELDS = [
     "delta_df",
     "seeds_for_80_power",
 ]
+#: the Δ vs KD columns of both CSVs, one meaning each: the difference of the means (over each row's own
+#: seeds), the paired Δ over the seeds both have (its sd and seeds), and the interval (paired, or Welch's)
+DELTA_FIELDS = ["delta_vs_kd", "paired_delta_vs_kd", "paired_delta_std", "paired_seeds", *INTERVAL_FIELDS]
 AGGREGATE_FIELDS = [
     "dataset",
     "teacher",
@@ -79,11 +83,7 @@ AGGREGATE_FIELDS = [
     "n",
     "mean",
     "std",
-    "delta_vs_kd",
-    "paired_delta_vs_kd",
-    "paired_delta_std",
-    "paired_seeds",
-    *INTERVAL_FIELDS,
+    *DELTA_FIELDS,
     "values",
     "seeds",
 ]
@@ -98,9 +98,7 @@ SCHEDULE_FIELDS = [
     "n",
     "mean",
     "std",
-    "delta_vs_kd",
-    "paired_delta_std",
-    *INTERVAL_FIELDS,
+    *DELTA_FIELDS,
     "seeds",
 ]
 
@@ -361,6 +359,8 @@ def _schedule_section(report: Report, decimals: int) -> list[str]:
     ]
     for length, table in report.schedule.items():
         lines += [f"### {length} epoch{'s' if length != 1 else ''}", ""]
+        counts = Counter(stat.n for stat in table.cells.values())
+        typical_n = max(counts, key=lambda n: (counts[n], n)) if counts else None  # (n=k) marks the others
         if not table.cells:
             lines += ["No run of a pair has finished at this length yet.", ""]
         for pair in report.pairs:
@@ -371,11 +371,14 @@ def _schedule_section(report: Report, decimals: int) -> list[str]:
                 lines += [f"{report.pair_label(pair)}:", ""]
             body = []
             for row in rows:
-                cells = [format_stat(table.cells.get((row, pair, m)), decimals) for m in ("best", "last")]
+                cells = [
+                    format_stat(table.cells.get((row, pair, m)), decimals, typical_n)
+                    for m in ("best", "last")
+                ]
                 for metric in ("best", "last"):
                     key = (row, pair, metric)
                     interval = table.comparison.intervals.get(key)
-                    delta = format_stat(table.comparison.paired.get(key), decimals, signed=True)
+                    delta = format_stat(table.comparison.paired.get(key), decimals, typical_n, signed=True)
                     if interval is not None and interval.test != PAIRED:
                         delta = f"{format_delta(interval.delta, decimals)} ({interval.test})"
                     cells += [NO_VALUE if row == KD_ROW else delta, format_interval(interval, decimals)]
@@ -438,6 +441,17 @@ def _interval_columns(interval: Interval | None) -> dict[str, object]:
     }
 
 
+def _delta_columns(delta: float | None, paired: Stat | None, interval: Interval | None) -> dict[str, object]:
+    """:data:`DELTA_FIELDS` of one cell."""
+    return {
+        "delta_vs_kd": _csv_value(delta),
+        "paired_delta_vs_kd": "" if paired is None else paired.mean,
+        "paired_delta_std": "" if paired is None else _csv_value(paired.std),
+        "paired_seeds": "" if paired is None else ";".join(str(s) for s in paired.seeds),
+        **_interval_columns(interval),
+    }
+
+
 def _cell_line(pair: Pair, row: str, metric: str, stat: Stat) -> dict[str, object]:
     return {
         "dataset": pair.dataset,
@@ -457,14 +471,14 @@ def write_aggregate_csv(report: Report, path: Path) -> Path:
     """One row per table cell: pair, row, metric, n, mean, std (ddof=1), Δ vs KD with its 95 % CI, values."""
 
     def line(pair: Pair, row: str, metric: str, stat: Stat, key: Key | None = None) -> dict[str, object]:
-        paired = report.paired.get(key) if key else None
+        found = key is not None
         return {
             **_cell_line(pair, row, metric, stat),
-            "delta_vs_kd": _csv_value(report.delta.get(key) if key else None),
-            "paired_delta_vs_kd": "" if paired is None else paired.mean,
-            "paired_delta_std": "" if paired is None else _csv_value(paired.std),
-            "paired_seeds": "" if paired is None else ";".join(str(s) for s in paired.seeds),
-            **_interval_columns(report.intervals.get(key) if key else None),
+            **_delta_columns(
+                report.delta.get(key) if found else None,
+                report.paired.get(key) if found else None,
+                report.intervals.get(key) if found else None,
+            ),
             "values": ";".join(repr(v) for v in stat.values),
         }
 
@@ -494,15 +508,17 @@ def write_schedule_csv(report: Report, path: Path) -> Path | None:
         writer.writeheader()
         for length, table in report.schedule.items():
             for (row, pair, metric), stat in table.cells.items():
-                interval = table.comparison.intervals.get((row, pair, metric))
-                paired = table.comparison.paired.get((row, pair, metric))
+                key = (row, pair, metric)
+                comparison = table.comparison
                 writer.writerow(
                     {
                         **_cell_line(pair, row, metric, stat),
                         "epochs": length,
-                        "delta_vs_kd": "" if interval is None else interval.delta,
-                        "paired_delta_std": "" if paired is None else _csv_value(paired.std),
-                        **_interval_columns(interval),
+                        **_delta_columns(
+                            comparison.delta.get(key),
+                            comparison.paired.get(key),
+                            comparison.intervals.get(key),
+                        ),
                     }
                 )
     return path
