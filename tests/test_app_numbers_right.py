@@ -168,6 +168,28 @@ def test_a_resume_with_the_same_teacher_file_moved_elsewhere_is_no_change(tmp_pa
         fit(compose_config([*missing, f"ckpt_path={run['last_checkpoint']}"], tmp_path / "missing"))
 
 
+@pytest.mark.slow
+def test_a_resume_on_another_world_size_is_refused_and_leaves_the_finished_run_as_it_was(tmp_path):
+    """devices=-1 on a machine with other GPUs: the checkpoint says 2 processes, this run has 1. The refusal
+    comes before training starts, so the finished run's summary and config stay in place."""
+    teacher = save_teacher(tmp_path / "a.pth", "resnet20", 10)
+    common = ["distill=kd", "data.image_size=8", "+trainer.limit_train_batches=2", *QUIET]
+    common.append(f"model.teacher.checkpoint={teacher}")
+    run = fit(compose_config([*common, "trainer.max_epochs=1"], tmp_path / "run"))
+    checkpoint = torch.load(run["last_checkpoint"], weights_only=False)
+    assert checkpoint["world_size"] == 1
+    torch.save({**checkpoint, "world_size": 2}, run["last_checkpoint"])
+    before = {name: (tmp_path / "run" / name).read_text() for name in ("summary.json", "config.yaml")}
+    longer = [*common, "trainer.max_epochs=2", f"ckpt_path={run['last_checkpoint']}"]
+    with pytest.raises(ConfigError, match=r"trained by 2 process\(es\), this run has 1.*allow_changes"):
+        fit(compose_config(longer, tmp_path / "run"))
+    assert {name: (tmp_path / "run" / name).read_text() for name in before} == before
+    assert not (tmp_path / "run" / "summary.previous.json").exists()
+    allowed = fit(compose_config([*longer, "resume.allow_changes=[trainer.devices]"], tmp_path / "run"))
+    assert allowed["resumed_from"]["changed"]["world_size"] == {"checkpoint": 2, "run": 1}
+    assert json.loads((tmp_path / "run" / "summary.previous.json").read_text())["epochs"] == 1
+
+
 # -- 4. one teacher for a sweep over the student's seed ---------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from pckd_lightning import preview
 from pckd_lightning.atomic import atomic_open
 from pckd_lightning.callbacks.config_record import STATE_KEY
-from pckd_lightning.distillation.checkpoint_io import read_checkpoint
+from pckd_lightning.distillation.checkpoint_io import WORLD_SIZE_KEY, read_checkpoint
 from pckd_lightning.distillation.teacher import file_sha256
 from pckd_lightning.errors import ConfigError
 from pckd_lightning.upgrades import upgrade_config
@@ -89,6 +89,8 @@ class ResumePlan:
     requeued: bool = False
     #: the checkpoint's own training segments (its record's ``segments``; empty for an older checkpoint)
     earlier: list[dict[str, Any]] = field(default_factory=list)
+    #: how many processes trained the checkpoint (None: an older checkpoint)
+    world_size: int | None = None
 
     def entry(self) -> dict[str, Any]:
         """This resume as summary.json's ``resumed_from`` and the record's segment list state it."""
@@ -170,6 +172,7 @@ def plan_resume(cfg: DictConfig) -> ResumePlan | None:
         epoch=int(checkpoint["epoch"]),
         step=int(checkpoint.get("global_step", 0)),
         requeued=requeued is not None,
+        world_size=checkpoint.get(WORLD_SIZE_KEY),
     )
     try:  # the epochs Lightning's fit loop has run through (its `done` test)
         processed = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
@@ -231,6 +234,22 @@ def plan_resume(cfg: DictConfig) -> ResumePlan | None:
         )
     plan.changed |= changes | changed_keys(record["config"], current, RECORDED)
     return plan
+
+
+def check_world_size(plan: ResumePlan, world_size: int, cfg: DictConfig) -> None:
+    """Refuse a resume on another number of processes than the checkpoint's (``trainer.devices=-1`` on a
+    machine with other GPUs changes the global batch, and the linear lr scaling, with the same config),
+    unless ``resume.allow_changes`` lists ``trainer.devices``; an allowed change is recorded."""
+    if plan.world_size is None or plan.world_size == world_size:
+        return
+    allowed = set((cfg.get("resume") or {}).get("allow_changes") or [])
+    if not _allows(allowed, "trainer.devices"):
+        raise ConfigError(
+            f"ckpt_path={str(plan.checkpoint)!r} was trained by {plan.world_size} process(es), this run has "
+            f"{world_size}: the global batch would change. Resume with trainer.devices={plan.world_size} (times "
+            "trainer.num_nodes), or accept the change with resume.allow_changes=[trainer.devices]"
+        )
+    plan.changed[WORLD_SIZE_KEY] = {"checkpoint": plan.world_size, "run": world_size}
 
 
 def _allows(allowed: set[str], key: str) -> bool:

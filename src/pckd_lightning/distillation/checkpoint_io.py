@@ -12,6 +12,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from pckd_lightning.atomic import atomic_open
 from pckd_lightning.errors import CheckpointError
 
+#: the training checkpoint's key for how many processes trained it (the module writes it; a resume compares)
+WORLD_SIZE_KEY = "world_size"
 #: how a file torch.save wrote begins: a zip archive, or (torch < 1.6) a pickle of protocol 2 or later
 TORCH_FILE_HEADS = (b"PK\x03\x04", b"\x80")
 

@@ -16,6 +16,7 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from pckd_lightning.callbacks.final_validation import ValidateFinalEpoch
+from pckd_lightning.distillation.checkpoint_io import WORLD_SIZE_KEY
 from pckd_lightning.distillation.loss_meter import LossMeter
 from pckd_lightning.distillation.options import Performance, TeacherOptions
 from pckd_lightning.distillation.step import DistillStep
@@ -376,6 +377,7 @@ class DistillationModule(L.LightningModule):
         checkpoint["state_dict"] = {
             k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")
         }
+        checkpoint[WORLD_SIZE_KEY] = self.trainer.world_size  # a resume on another count is refused
         if self.teacher is not None:
             source = self.teacher.weights_file
             checkpoint["teacher"] = {

@@ -10,23 +10,23 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import LambdaCallback
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from pckd_lightning.atomic import atomic_write_text
 from pckd_lightning.callbacks.config_record import RunConfigRecord
 from pckd_lightning.export import export_state_dict
-from pckd_lightning.resume import carry_history, plan_resume
+from pckd_lightning.resume import carry_history, check_world_size, plan_resume
 from pckd_lightning.run.build import build_callbacks, build_module, build_trainer, instantiate
 from pckd_lightning.run.check import check_config
 from pckd_lightning.run.interrupts import stop_interrupted
 from pckd_lightning.run.loggers import build_loggers, close_loggers
 from pckd_lightning.run.summary import (
+    FolderHandover,
     code_version,
     final_test,
     provenance,
-    set_aside_summary,
     summarize,
     write_summary,
 )
@@ -75,16 +75,19 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
         datamodule = instantiate(cfg.data)
         module = build_module(cfg, datamodule)
         config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-        if writer:
-            if resume is not None:
-                carry_history(resume, output_dir)
-                set_aside_summary(output_dir)
-            atomic_write_text(output_dir / "config.yaml", config_yaml)
+        handover = FolderHandover(output_dir, config_yaml, resumed=resume is not None, writer=writer)
+        if resume is None:
+            handover()
+        elif writer:
+            carry_history(resume, output_dir)
         code = code_version()  # as the run starts: the checkout may change while it trains
         segments = [{"code": code}] if resume is None else [*resume.earlier, {"code": code, **resume.entry()}]
         record = RunConfigRecord(OmegaConf.to_container(cfg, resolve=True), config_yaml, segments)
         loggers = build_loggers(cfg, resume)
-        trainer = build_trainer(cfg, build_callbacks(cfg, record), loggers)
+        callbacks = [*build_callbacks(cfg, record), LambdaCallback(on_train_start=handover)]
+        trainer = build_trainer(cfg, callbacks, loggers)
+        if resume is not None:
+            check_world_size(resume, trainer.world_size, cfg)
         student_path = Path(cfg.get("export_path") or output_dir / "student.pth")
         summary = None
         try:
@@ -102,8 +105,10 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
                 stopped = trainer.received_sigterm
             if not stopped:
                 raise
+            handover()
             stop_interrupted(cfg, trainer, module, loggers, record, resume, summary, code)
         summary |= provenance(record, resume, teacher_summary, code)
+        handover()  # a resume that had nothing left to train never started training
         if writer:
             export_state_dict(module.student, student_path)
             write_summary(output_dir, summary)

@@ -159,12 +159,25 @@ def provenance(
     return out
 
 
-def set_aside_summary(output_dir: Path) -> None:
-    """A run resumed in its folder is running again: its earlier summary becomes ``summary.previous.json``,
-    so that neither the report nor a later reader takes the old result for the new config's."""
-    summary = output_dir / "summary.json"
-    if summary.is_file():
-        summary.replace(output_dir / "summary.previous.json")
+class FolderHandover:
+    """Hands the run folder to this run: its ``config.yaml`` written and, for a resume, the earlier summary set
+    aside as ``summary.previous.json`` (so that neither the report nor a reader takes the old result for the
+    new config's). A resume calls it as training starts, and before any summary is written: a refusal or a
+    crash on the way (another world size, a teacher below its minimum accuracy, out of memory) leaves the
+    finished run's summary and config in place. Rank 0 only; once."""
+
+    def __init__(self, output_dir: Path, config_yaml: str, resumed: bool, writer: bool) -> None:
+        self.output_dir, self.config_yaml, self.resumed = output_dir, config_yaml, resumed
+        self.done = not writer
+
+    def __call__(self, *_: Any) -> None:  # also Lightning's on_train_start(trainer, module)
+        if self.done:
+            return
+        summary = self.output_dir / "summary.json"
+        if self.resumed and summary.is_file():
+            summary.replace(self.output_dir / "summary.previous.json")
+        atomic_write_text(self.output_dir / "config.yaml", self.config_yaml)
+        self.done = True
 
 
 def write_summary(output_dir: Path, summary: dict[str, Any]) -> None:
