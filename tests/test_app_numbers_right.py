@@ -320,17 +320,27 @@ def test_a_typo_inside_the_teacher_cache_is_an_error_not_a_new_teacher(tmp_path)
 
 
 def test_the_code_version_names_the_commit_and_tracked_changes_and_none_outside_git(tmp_path):
-    assert code_version(tmp_path) == {"version": pckd_lightning.__version__, "commit": None, "dirty": None}
+    package = tmp_path / "pkg"
+    package.mkdir()
+    assert code_version(package) == {"version": pckd_lightning.__version__, "commit": None, "dirty": None}
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
-    (tmp_path / "__init__.py").write_text("x = 1\n")
-    for args in (["init", "-q"], ["add", "__init__.py"], ["commit", "-q", "-m", "a"]):
+    (package / "__init__.py").write_text("x = 1\n")
+    (tmp_path / ".gitignore").write_text("outputs/\n")
+    for args in (["init", "-q"], ["add", "pkg/__init__.py", ".gitignore"], ["commit", "-q", "-m", "a"]):
         subprocess.run([*git, *args], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert len(head) == 40
-    (tmp_path / "new.py").write_text("untracked\n")  # an untracked file is not the code that ran
-    assert code_version(tmp_path) == {"version": pckd_lightning.__version__, "commit": head, "dirty": False}
-    (tmp_path / "__init__.py").write_text("x = 2\n")
-    assert code_version(tmp_path)["dirty"] is True
+    (tmp_path / "notes.txt").write_text("untracked\n")  # outside the package and conf/: not code that ran
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "x.py").write_text("ignored\n")
+    assert code_version(package) == {"version": pckd_lightning.__version__, "commit": head, "dirty": False}
+    for added in (package / "new_term.py", tmp_path / "conf" / "distill" / "mine.yaml"):
+        added.parent.mkdir(parents=True, exist_ok=True)
+        added.write_text("untracked\n")  # may be used by _target_ or a config group: the commit is not all
+        assert code_version(package)["dirty"] is True, added
+        added.unlink()
+    (package / "__init__.py").write_text("x = 2\n")
+    assert code_version(package)["dirty"] is True
     # a package installed inside another repository (a venv in a checkout) is not that repository's code
     installed = tmp_path / ".venv" / "pckd_lightning"
     installed.mkdir(parents=True)

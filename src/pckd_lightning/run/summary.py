@@ -49,9 +49,11 @@ def _selected_classes(datamodule: Any) -> list[int] | None:
 
 
 def code_version(source: Path = Path(pckd_lightning.__file__).parent) -> dict[str, Any]:
-    """The library's version and, when it runs from a git checkout of itself, the commit and whether tracked
-    files (code, ``conf/``) differ from it: which code made a result (read as the run starts). Commit None:
-    not a checkout in which the package is tracked (a wheel, also one installed inside another repository)."""
+    """The library's version and, when it runs from a git checkout of itself, the commit and whether the
+    checkout differs from it (a tracked file changed, or a file git does not ignore added to the package or
+    ``conf/``, where a run may use it by ``_target_``): which code made a result (read as the run starts).
+    Commit None: not a checkout in which the package is tracked (a wheel, also one installed inside another
+    repository)."""
     version: dict[str, Any] = {"version": pckd_lightning.__version__, "commit": None, "dirty": None}
 
     def git(*args: str) -> str:
@@ -61,7 +63,9 @@ def code_version(source: Path = Path(pckd_lightning.__file__).parent) -> dict[st
     try:
         git("ls-files", "--error-unmatch", "__init__.py")
         version["commit"] = git("rev-parse", "HEAD")
-        version["dirty"] = bool(git("status", "--porcelain", "--untracked-files=no"))
+        top = Path(git("rev-parse", "--show-toplevel"))
+        added = git("ls-files", "--others", "--exclude-standard", "--", str(source), str(top / "conf"))
+        version["dirty"] = bool(git("status", "--porcelain", "--untracked-files=no") or added)
     except (OSError, subprocess.SubprocessError):
         pass
     return version
