@@ -8,6 +8,7 @@ import importlib.util
 import multiprocessing
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from types import ModuleType
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -232,3 +234,11 @@ def avg_pool_2x(f: list) -> list:
         ]
         for ch in f
     ]
+
+
+class SigtermAt(L.Callback):
+    """Sends this process SIGTERM as ``hook`` runs (a config adds it: ``+callbacks.sigterm._target_=helpers.
+    SigtermAt``), as Slurm's time limit would at that point of the run."""
+
+    def __init__(self, hook: str) -> None:
+        setattr(self, hook, lambda *_: os.kill(os.getpid(), signal.SIGTERM))

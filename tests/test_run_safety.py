@@ -147,6 +147,27 @@ def test_sigterm_saves_a_resumable_checkpoint_marks_the_summary_and_exits_143(tm
     assert not record.complete and "interrupted (SIGTERM)" in record.reason
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("hook", ["on_test_batch_start", "on_train_epoch_end"])
+def test_a_run_stopped_after_its_last_epoch_writes_the_trained_student_not_a_resume(tmp_path, hook):
+    """SIGTERM in the final test of a holdout run, or as the last epoch ends (Lightning stops after counting
+    it): nothing is left to train, so the summary points at the exported student (a resume of its last.ckpt
+    would be refused as finished)."""
+    holdout = ["data.val_source=holdout", "data.holdout_per_class=1", "+trainer.limit_test_batches=2"]
+    overrides = [*FAST, *holdout, "trainer.max_epochs=1", "+callbacks.sigterm._target_=helpers.SigtermAt"]
+    with pytest.raises(SystemExit) as stop:
+        fit(compose_config([*overrides, f"+callbacks.sigterm.hook={hook}"], output_dir=tmp_path))
+    assert stop.value.code == 143
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs"] == 1
+    assert summary["resume_checkpoint"] is None and summary["student_weights"] == str(
+        tmp_path / "student.pth"
+    )
+    exported = torch.load(tmp_path / "student.pth", weights_only=True)["model"]
+    trained = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert exported and all(torch.equal(v, trained[f"student.{k}"]) for k, v in exported.items())
+
+
 # -- 3. and 4. resumes -------------------------------------------------------------------------------------
 
 

@@ -106,7 +106,7 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
             if not stopped:
                 raise
             handover()
-            stop_interrupted(cfg, trainer, module, loggers, record, resume, summary, code)
+            stop_interrupted(cfg, trainer, module, loggers, record, resume, summary, code, student_path)
         summary |= provenance(record, resume, teacher_summary, code)
         handover()  # a resume that had nothing left to train never started training
         if writer:
