@@ -545,6 +545,22 @@ def test_an_earlier_resumes_change_and_code_stay_on_the_run_after_a_later_clean_
     assert {r.run_dir.name: r.code_commit for r in report.records}["twice"] == "aaaa111→bbbb222+dirty"
 
 
+def test_the_report_says_which_code_trained_the_runs_and_which_rows_mix_versions(tmp_path):
+    root = tmp_path / "runs"
+    code_a, code_b = {"commit": "a" * 40, "dirty": False}, {"commit": "b" * 40, "dirty": True}
+    for seed in range(2):
+        write_run(root / f"kd{seed}", P1, "kd", seed, 70.0 + seed, 69.0, code=code_a)
+        write_run(root / f"pckd{seed}", P1, "pckd", seed, 72.0 + seed, 71.0, code=code_a)
+    _, markdown = build_report(root, tmp_path / "one", plot=False)
+    assert f"Code: all 4 averaged runs were trained at {'a' * 12} (runs.csv" in markdown
+    write_run(root / "kd2", P1, "kd", 2, 75.0, 74.0, code=code_b)
+    _, markdown = build_report(root, tmp_path / "two", plot=False)
+    versions = parse_table(markdown, "## Code versions")
+    assert versions["kd"] == [f"{'a' * 12} (2), {'b' * 12}+dirty (1)"] and versions["pckd"] == [
+        f"{'a' * 12} (2)"
+    ]
+
+
 def test_a_teacher_trained_inside_a_demo_run_is_listed_as_its_teacher_once(tmp_path):
     root = tmp_path / "runs"
     cached = "/cache/teachers/resnet56.pth"

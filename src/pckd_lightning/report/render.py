@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
-from collections import Counter
+import re
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,8 @@ INTERVAL_FIELDS = [
 ]
 #: the Δ vs KD columns of both CSVs, one meaning each: the difference of the means (over each row's own
 #: seeds), the paired Δ over the seeds both have (its sd and seeds), and the interval (paired, or Welch's)
+#: how the code section names runs that record no commit (trained before summary.json had ``code``)
+UNKNOWN_CODE = "no commit recorded"
 DELTA_FIELDS = ["delta_vs_kd", "paired_delta_vs_kd", "paired_delta_std", "paired_seeds", *INTERVAL_FIELDS]
 AGGREGATE_FIELDS = [
     "dataset",
@@ -234,6 +237,7 @@ def render_markdown(report: Report, decimals: int = 2, title: str = "Distillatio
         lines += [*_table(["method", *labels], body), ""]
         lines += _comparison_tables(report, metric, decimals)
     lines += _teachers_section(report, decimals)
+    lines += _code_section(complete)
     lines += _schedule_section(report, decimals)
     if report.other_scratch:
         lines += ["## Other from-scratch runs (not a pair's student)", ""]
@@ -343,6 +347,36 @@ def _teachers_section(report: Report, decimals: int) -> list[str]:
 
 def _number(value: float | None, decimals: int) -> str:
     return NO_VALUE if value is None else f"{value:.{decimals}f}"
+
+
+def _code_section(complete: list[RunRecord]) -> list[str]:
+    """Which code trained the averaged runs: one line when they agree, else each row's code versions, so that
+    a row averaging runs of several commits (or with uncommitted changes) says so."""
+    versions = Counter(_short(r.code_commit) for r in complete)
+    if not versions:
+        return []
+    if len(versions) == 1:
+        (only,) = versions
+        said = "record no commit" if only == UNKNOWN_CODE else f"were trained at {only}"
+        return [f"Code: all {len(complete)} averaged runs {said} (runs.csv: each run's `code_commit`).", ""]
+    by_row: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in complete:
+        by_row[str(r.label or r.method)][_short(r.code_commit)] += 1
+    body = [[row, ", ".join(f"{v} ({n})" for v, n in sorted(c.items()))] for row, c in sorted(by_row.items())]
+    return [
+        "## Code versions",
+        "",
+        "The averaged runs were trained by more than one code version (`+dirty`: with uncommitted changes; "
+        "`a→b`: resumed under other code); a row listing several averages them (runs.csv: each run's):",
+        "",
+        *_table(["row", "code versions (runs)"], body),
+        "",
+    ]
+
+
+def _short(commit: str | None) -> str:
+    """A code_commit with each hash cut to 12 characters; :data:`UNKNOWN_CODE` for a run without one."""
+    return UNKNOWN_CODE if commit is None else re.sub(r"[0-9a-f]{40}", lambda m: m.group()[:12], commit)
 
 
 def _schedule_section(report: Report, decimals: int) -> list[str]:
