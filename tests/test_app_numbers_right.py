@@ -190,6 +190,23 @@ def test_a_resume_on_another_world_size_is_refused_and_leaves_the_finished_run_a
     assert json.loads((tmp_path / "run" / "summary.previous.json").read_text())["epochs"] == 1
 
 
+@pytest.mark.slow
+def test_a_resume_into_another_folder_keeps_the_best_checkpoints_score(tmp_path):
+    """Lightning drops the best score when the checkpoint folder changes; the first validation after the
+    resume must not become the best checkpoint when the earlier best is higher (here set out of reach)."""
+    run = fit(compose_config([*SCRATCH_RUN, *QUIET, "trainer.max_epochs=1"], tmp_path / "a"))
+    checkpoint = torch.load(run["last_checkpoint"], weights_only=False)
+    (key,) = [
+        k for k, v in checkpoint["callbacks"].items() if k.startswith("ModelCheckpoint") and v["monitor"]
+    ]
+    checkpoint["callbacks"][key]["best_model_score"] = torch.tensor(100.0)
+    torch.save(checkpoint, run["last_checkpoint"])
+    resume = [*SCRATCH_RUN, *QUIET, "trainer.max_epochs=2", f"ckpt_path={run['last_checkpoint']}"]
+    resumed = fit(compose_config(resume, tmp_path / "b"))
+    assert resumed["best_checkpoint"] == run["best_checkpoint"]  # still the earlier folder's best
+    assert not list((tmp_path / "b" / "checkpoints").glob("best-*.ckpt"))
+
+
 # -- 4. one teacher for a sweep over the student's seed ---------------------------------------------------
 
 

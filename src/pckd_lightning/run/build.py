@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig
 
 from pckd_lightning import preview
+from pckd_lightning.callbacks.best_score import KeepBestScore
 from pckd_lightning.callbacks.config_record import RunConfigRecord
 from pckd_lightning.distillation import DistillationModule
 from pckd_lightning.errors import ConfigError, PCKDError
@@ -94,6 +95,7 @@ def build_callbacks(cfg: DictConfig, record: RunConfigRecord | None = None) -> l
     callbacks = [instantiate(c) for c in configured if c is not None]
     if not sys.stdout.isatty():
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    callbacks.append(KeepBestScore())  # a resume into another folder keeps its best checkpoint's score
     return callbacks if record is None else [*callbacks, record]
 
 
