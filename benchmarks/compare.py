@@ -211,9 +211,10 @@ PROFILES = {
     # does PCKD's deficit shrink as the schedule grows toward the paper's? The cpu profile's data and pair with
     # the published step schedule scaled to each length (x0.1 at 62.5/75/87.5 %) and a teacher trained as
     # long as the longest student run. Rows at their published defaults (pckd_warmup as shipped: 5 epochs);
-    # DKD's warm-up scaled (2, 5, 10 epochs). Measured on this 2-core machine, two one-thread processes side
-    # by side (OMP_NUM_THREADS=1, --seeds/--rows splitting the work): the teacher 30-35 s/epoch (70 min);
-    # students about 22 s/epoch from scratch, 35-40 s/epoch KD or DKD, 100-110 s/epoch four-view PCKD, so
+    # DKD's warm-up: its 20 of 240 epochs scaled (2, 5, 10; the cpu profile's DKD uses 4 of 20). Measured on
+    # this 2-core machine, two one-thread processes side by side (OMP_NUM_THREADS=1, --seeds/--rows splitting
+    # the work): the teacher 30-35 s/epoch (70 min); students about 22 s/epoch from scratch, 35-40 s/epoch KD
+    # or DKD, 100-130 s/epoch four-view PCKD (up to 180 with the test suite sharing the cores), so
     # per seed about 1.7 h at 20 epochs, 5 h at 60 and 10 h at 120 of one core (an earlier estimate of
     # 17/50/100 min was 6x short). Runs go shortest length first, seed by seed: partial results are whole rows.
     "schedule": Profile(
