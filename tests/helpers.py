@@ -236,9 +236,9 @@ def avg_pool_2x(f: list) -> list:
     ]
 
 
-class SigtermAt(L.Callback):
-    """Sends this process SIGTERM as ``hook`` runs (a config adds it: ``+callbacks.sigterm._target_=helpers.
-    SigtermAt``), as Slurm's time limit would at that point of the run."""
+class SignalAt(L.Callback):
+    """Sends this process ``signum`` (SIGTERM: Slurm's time limit; SIGINT: Ctrl-C) as ``hook`` runs; a config
+    adds it: ``+callbacks.signal._target_=helpers.SignalAt``."""
 
-    def __init__(self, hook: str) -> None:
-        setattr(self, hook, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+    def __init__(self, hook: str, signum: str = "SIGTERM") -> None:
+        setattr(self, hook, lambda *_: os.kill(os.getpid(), signal.Signals[signum]))

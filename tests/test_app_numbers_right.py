@@ -129,6 +129,9 @@ def test_a_resume_with_the_same_teacher_file_moved_elsewhere_is_no_change(tmp_pa
             [*common, f"model.teacher.checkpoint={teacher}", "trainer.max_epochs=1"], tmp_path / "a"
         )
     )
+    checkpoint = torch.load(run["last_checkpoint"], weights_only=False)
+    checkpoint["teacher"]["val_top1"] = 1.0  # not what a resume reports: it measures the teacher again
+    torch.save(checkpoint, run["last_checkpoint"])
     moved = shutil.copy(teacher, tmp_path / "moved.pth")
     resumed = fit(
         compose_config(
@@ -185,8 +188,12 @@ def test_a_resume_on_another_world_size_is_refused_and_leaves_the_finished_run_a
         fit(compose_config(longer, tmp_path / "run"))
     assert {name: (tmp_path / "run" / name).read_text() for name in before} == before
     assert not (tmp_path / "run" / "summary.previous.json").exists()
+    with pytest.raises(ConfigError, match=r"lr_scaling=linear scales the lr by that count"):
+        linear = ["module.lr_scaling=linear", "resume.allow_changes=[module.lr_scaling,trainer.devices]"]
+        fit(compose_config([*longer, *linear], tmp_path / "run"))
     allowed = fit(compose_config([*longer, "resume.allow_changes=[trainer.devices]"], tmp_path / "run"))
     assert allowed["resumed_from"]["changed"]["world_size"] == {"checkpoint": 2, "run": 1}
+    assert allowed["segments"][-1]["changed"]["world_size"] == {"checkpoint": 2, "run": 1}
     assert json.loads((tmp_path / "run" / "summary.previous.json").read_text())["epochs"] == 1
 
 
@@ -205,6 +212,12 @@ def test_a_resume_into_another_folder_keeps_the_best_checkpoints_score(tmp_path)
     resumed = fit(compose_config(resume, tmp_path / "b"))
     assert resumed["best_checkpoint"] == run["best_checkpoint"]  # still the earlier folder's best
     assert not list((tmp_path / "b" / "checkpoints").glob("best-*.ckpt"))
+    # the run folder moved: its best file moved with it, and is the one named
+    shutil.move(tmp_path / "a", tmp_path / "moved")
+    moved = tmp_path / "moved" / "checkpoints"
+    again = [*SCRATCH_RUN, *QUIET, "trainer.max_epochs=2", f"ckpt_path={moved / 'last.ckpt'}"]
+    resumed = fit(compose_config(again, tmp_path / "moved"))
+    assert resumed["best_checkpoint"] == str(moved / Path(run["best_checkpoint"]).name)
 
 
 # -- 4. one teacher for a sweep over the student's seed ---------------------------------------------------

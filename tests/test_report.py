@@ -168,6 +168,12 @@ def test_ablations_and_reruns_are_not_mixed(tmp_path):
     os.utime(root / "full0" / "summary.json", (3e9, 3e9))
     report, _ = build_report(root, tmp_path / "again", plot=False)
     assert sorted(report.cells[("pckd", pair, "best")].values) == [73.0, 74.0, 80.0]
+    # a summary from before finished_at existed is older than one with it, whatever its file time
+    first = json.loads((root / "full0" / "summary.json").read_text())
+    (root / "full0" / "summary.json").write_text(json.dumps({**first, "finished_at": None}))
+    os.utime(root / "full0" / "summary.json", (3e9, 3e9))
+    report, _ = build_report(root, tmp_path / "older", plot=False)
+    assert sorted(report.cells[("pckd", pair, "best")].values) == [73.0, 74.0, 80.0]
     # runs without a seed (seed: null) drew their own: each is a sample, none a rerun of another
     for n in range(2):
         unseeded = write_run(root / f"crd{n}", P1, "crd", 0, 70.0 + n, 69.0)

@@ -154,9 +154,9 @@ def test_a_run_stopped_after_its_last_epoch_writes_the_trained_student_not_a_res
     it): nothing is left to train, so the summary points at the exported student (a resume of its last.ckpt
     would be refused as finished)."""
     holdout = ["data.val_source=holdout", "data.holdout_per_class=1", "+trainer.limit_test_batches=2"]
-    overrides = [*FAST, *holdout, "trainer.max_epochs=1", "+callbacks.sigterm._target_=helpers.SigtermAt"]
+    overrides = [*FAST, *holdout, "trainer.max_epochs=1", "+callbacks.signal._target_=helpers.SignalAt"]
     with pytest.raises(SystemExit) as stop:
-        fit(compose_config([*overrides, f"+callbacks.sigterm.hook={hook}"], output_dir=tmp_path))
+        fit(compose_config([*overrides, f"+callbacks.signal.hook={hook}"], output_dir=tmp_path))
     assert stop.value.code == 143
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["epochs"] == 1
@@ -166,6 +166,25 @@ def test_a_run_stopped_after_its_last_epoch_writes_the_trained_student_not_a_res
     exported = torch.load(tmp_path / "student.pth", weights_only=True)["model"]
     trained = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert exported and all(torch.equal(v, trained[f"student.{k}"]) for k, v in exported.items())
+
+
+@pytest.mark.slow
+def test_a_resume_stopped_before_training_restarts_leaves_the_folder_as_it_was(tmp_path):
+    """Ctrl-C while a resume starts (the teacher is measured again, say): the finished run's summary and
+    config stay, nothing is set aside, and the message names the same resume."""
+    fit(compose_config([*FAST, "trainer.max_epochs=1"], output_dir=tmp_path))
+    before = {name: (tmp_path / name).read_text() for name in ("summary.json", "config.yaml")}
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    stop = ["+callbacks.signal._target_=helpers.SignalAt", "+callbacks.signal.hook=on_fit_start"]
+    overrides = [*FAST, "trainer.max_epochs=2", f"ckpt_path={ckpt}", *stop, "+callbacks.signal.signum=SIGINT"]
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            fit(compose_config(overrides, output_dir=tmp_path))
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores Ctrl-C after one
+    assert stopped.value.code == 130
+    assert {name: (tmp_path / name).read_text() for name in before} == before
+    assert not (tmp_path / "summary.previous.json").exists()
 
 
 # -- 3. and 4. resumes -------------------------------------------------------------------------------------

@@ -59,14 +59,15 @@ RUNTIME = (
     "model.train_teacher_if_missing.checkpoint",
 )
 #: settings a resume may change that still shape its numbers (how often it validates, so which epoch is best;
-#: the batches an epoch sees; how the teacher is run and measured): never refused, recorded in ``changed``
+#: the batches an epoch sees or a score counts; the teacher's precision): never refused, recorded in ``changed``
 RECORDED = (
     "trainer.check_val_every_n_epoch",
     "trainer.val_check_interval",
     "trainer.limit_train_batches",
     "trainer.limit_val_batches",
+    "trainer.limit_test_batches",
     "trainer.overfit_batches",
-    "module.teacher_options",
+    "module.teacher_options.float32",
 )
 #: the allow_changes entry that accepts another teacher file
 TEACHER_KEY = "model.teacher.checkpoint"
@@ -87,13 +88,15 @@ class ResumePlan:
     config_checked: bool = True
     #: Lightning's own Slurm requeue checkpoint (``hpc_ckpt_*.ckpt``), which it resumes from by itself
     requeued: bool = False
-    #: the checkpoint's own training segments (its record's ``segments``; empty for an older checkpoint)
-    earlier: list[dict[str, Any]] = field(default_factory=list)
+    #: the checkpoint's own training segments (its record's ``segments``; an older checkpoint's first segment
+    #: is known only to exist: its code was not recorded)
+    earlier: list[dict[str, Any]] = field(default_factory=lambda: [{"code": None}])
     #: how many processes trained the checkpoint (None: an older checkpoint)
     world_size: int | None = None
 
     def entry(self) -> dict[str, Any]:
-        """This resume as summary.json's ``resumed_from`` and the record's segment list state it."""
+        """This resume as summary.json's ``resumed_from`` and the record's segment list state it; ``changed``
+        is the plan's own dict, so a change found later (the world size, once the trainer is built) is in it."""
         return {
             "checkpoint": str(self.checkpoint),
             "completed_epochs": self.epoch + 1,
@@ -208,7 +211,7 @@ def plan_resume(cfg: DictConfig) -> ResumePlan | None:
         log.warning("%s holds no run config (an older checkpoint): changed settings cannot be detected", path)
         plan.config_checked = False
         return plan
-    plan.earlier = list(record.get("segments") or [])
+    plan.earlier = list(record.get("segments") or plan.earlier)
     current = OmegaConf.to_container(cfg, resolve=True)
     changes = changed_keys(record["config"], current)
     refused = {k: v for k, v in changes.items() if not _allows(allowed, k)}
@@ -242,12 +245,21 @@ def check_world_size(plan: ResumePlan, world_size: int, cfg: DictConfig) -> None
     unless ``resume.allow_changes`` lists ``trainer.devices``; an allowed change is recorded."""
     if plan.world_size is None or plan.world_size == world_size:
         return
+    was = (
+        f"ckpt_path={str(plan.checkpoint)!r} was trained by {plan.world_size} process(es), this run has "
+        f"{world_size}"
+    )
+    if (cfg.get("module") or {}).get("lr_scaling") == "linear":
+        raise ConfigError(
+            f"{was}, and module.lr_scaling=linear scales the lr by that count, but the checkpoint's optimizer "
+            "state would restore the old lr: the run would record one lr and train another. Resume with "
+            f"trainer.devices × trainer.num_nodes = {plan.world_size}"
+        )
     allowed = set((cfg.get("resume") or {}).get("allow_changes") or [])
     if not _allows(allowed, "trainer.devices"):
         raise ConfigError(
-            f"ckpt_path={str(plan.checkpoint)!r} was trained by {plan.world_size} process(es), this run has "
-            f"{world_size}: the global batch would change. Resume with trainer.devices={plan.world_size} (times "
-            "trainer.num_nodes), or accept the change with resume.allow_changes=[trainer.devices]"
+            f"{was}: the global batch would change. Resume with trainer.devices × trainer.num_nodes = "
+            f"{plan.world_size}, or accept the change with resume.allow_changes=[trainer.devices]"
         )
     plan.changed[WORLD_SIZE_KEY] = {"checkpoint": plan.world_size, "run": world_size}
 

@@ -8,6 +8,7 @@ still held the earlier best: ``summary.json`` named a checkpoint of another epoc
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -29,6 +30,11 @@ class KeepBestScore(L.Callback):
             score, path = state.get("best_model_score"), state.get("best_model_path")
             if callback.monitor is None or callback.best_model_score is not None or score is None or not path:
                 continue
+            if not Path(path).is_file():  # a moved run folder: its best file moved with it, else none is left
+                moved = Path(callback.dirpath or "") / Path(path).name
+                if not moved.is_file():
+                    continue
+                path = str(moved)
             score = torch.as_tensor(score)
             callback.best_model_path, callback.best_model_score = path, score
             callback.best_k_models = {path: score}

@@ -377,7 +377,8 @@ class DistillationModule(L.LightningModule):
         checkpoint["state_dict"] = {
             k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")
         }
-        checkpoint[WORLD_SIZE_KEY] = self.trainer.world_size  # a resume on another count is refused
+        # a resume on another count is refused (a module saved outside a Trainer ran in one process)
+        checkpoint[WORLD_SIZE_KEY] = self.trainer.world_size if self._trainer is not None else 1
         if self.teacher is not None:
             source = self.teacher.weights_file
             checkpoint["teacher"] = {

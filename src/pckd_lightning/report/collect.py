@@ -121,6 +121,8 @@ class RunRecord:
     gradients: dict[str, dict[int, float]] = field(default_factory=dict)
     #: when the run finished (summary ``finished_at``, else the file's modification time), in epoch seconds
     finished: float = 0.0
+    #: whether ``finished`` is the summary's own ``finished_at``
+    finished_at_known: bool = False
     #: the row label in the report; set by :func:`pckd_lightning.report.aggregate.label_variants`
     label: str | None = None
 
@@ -292,7 +294,7 @@ def read_run(run_dir: Path) -> RunRecord | None:
         record.status, record.reason = INCOMPLETE, "summary.json is not a JSON object"
         return record
 
-    record.finished = finished_time(summary, summary_path)
+    record.finished, record.finished_at_known = finished_time(summary, summary_path)
     record.method = summary.get("method", record.method) or "unknown"
     record.student = summary.get("student", record.student)
     record.teacher = summary.get("teacher", record.teacher)
@@ -411,16 +413,16 @@ def _segments(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in segments if isinstance(s, dict)] if isinstance(segments, list) else []
 
 
-def finished_time(summary: dict[str, Any], path: Path) -> float:
-    """When the run finished: its summary's ``finished_at`` (a copy or a checkout of banked runs keeps it),
-    else ``path``'s modification time (summaries written before the field existed)."""
+def finished_time(summary: dict[str, Any], path: Path) -> tuple[float, bool]:
+    """When the run finished, and whether its summary said so: its ``finished_at`` (a copy or a checkout of
+    banked runs keeps it), else ``path``'s modification time (summaries written before the field existed)."""
     stamp = summary.get("finished_at")
     if isinstance(stamp, str):
         try:
-            return datetime.fromisoformat(stamp).timestamp()
+            return datetime.fromisoformat(stamp).timestamp(), True
         except ValueError:
             pass
-    return path.stat().st_mtime
+    return path.stat().st_mtime, False
 
 
 def resume_note(summary: dict[str, Any]) -> str:
@@ -521,7 +523,8 @@ def collect_runs(root: str | Path) -> list[RunRecord]:
     newest: dict[tuple, RunRecord] = {}
     # a run without a seed drew its own: never a rerun of another
     seeded = (r for r in records if r.complete and r.seed is not None)
-    for record in sorted(seeded, key=lambda r: (r.finished, str(r.run_dir))):
+    # a summary without finished_at predates the field: older than any with it, whatever its file time says
+    for record in sorted(seeded, key=lambda r: (r.finished_at_known, r.finished, str(r.run_dir))):
         key = (*row_key(record), record.seed)
         if key in newest:
             old = newest[key]

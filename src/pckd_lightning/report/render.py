@@ -71,10 +71,10 @@ INTERVAL_FIELDS = [
     "delta_df",
     "seeds_for_80_power",
 ]
-#: the Δ vs KD columns of both CSVs, one meaning each: the difference of the means (over each row's own
-#: seeds), the paired Δ over the seeds both have (its sd and seeds), and the interval (paired, or Welch's)
 #: how the code section names runs that record no commit (trained before summary.json had ``code``)
 UNKNOWN_CODE = "no commit recorded"
+#: the Δ vs KD columns of both CSVs, one meaning each: the difference of the means (over each row's own
+#: seeds), the paired Δ over the seeds both have (its sd and seeds), and the interval (paired, or Welch's)
 DELTA_FIELDS = ["delta_vs_kd", "paired_delta_vs_kd", "paired_delta_std", "paired_seeds", *INTERVAL_FIELDS]
 AGGREGATE_FIELDS = [
     "dataset",

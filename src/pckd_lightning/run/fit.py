@@ -20,7 +20,7 @@ from pckd_lightning.export import export_state_dict
 from pckd_lightning.resume import carry_history, check_world_size, plan_resume
 from pckd_lightning.run.build import build_callbacks, build_module, build_trainer, instantiate
 from pckd_lightning.run.check import check_config
-from pckd_lightning.run.interrupts import stop_interrupted
+from pckd_lightning.run.interrupts import stop_before_restart, stop_interrupted
 from pckd_lightning.run.loggers import build_loggers, close_loggers
 from pckd_lightning.run.summary import (
     FolderHandover,
@@ -76,18 +76,20 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
         module = build_module(cfg, datamodule)
         config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
         handover = FolderHandover(output_dir, config_yaml, resumed=resume is not None, writer=writer)
-        if resume is None:
-            handover()
-        elif writer:
-            carry_history(resume, output_dir)
         code = code_version()  # as the run starts: the checkout may change while it trains
         segments = [{"code": code}] if resume is None else [*resume.earlier, {"code": code, **resume.entry()}]
         record = RunConfigRecord(OmegaConf.to_container(cfg, resolve=True), config_yaml, segments)
-        loggers = build_loggers(cfg, resume)
         callbacks = [*build_callbacks(cfg, record), LambdaCallback(on_train_start=handover)]
-        trainer = build_trainer(cfg, callbacks, loggers)
-        if resume is not None:
-            check_world_size(resume, trainer.world_size, cfg)
+        # the loggers come after the resume's last check: they write (the CSV history, a W&B run's config)
+        trainer = build_trainer(cfg, callbacks, [])
+        if resume is None:
+            handover()
+        else:
+            check_world_size(resume, trainer.world_size, cfg)  # known once the trainer is built
+            if writer:
+                carry_history(resume, output_dir)
+        loggers = build_loggers(cfg, resume)
+        trainer.loggers = loggers
         student_path = Path(cfg.get("export_path") or output_dir / "student.pth")
         summary = None
         try:
@@ -105,6 +107,8 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
                 stopped = trainer.received_sigterm
             if not stopped:
                 raise
+            if resume is not None and not handover.done:  # stopped before training restarted
+                stop_before_restart(trainer, resume, loggers)
             handover()
             stop_interrupted(cfg, trainer, module, loggers, record, resume, summary, code, student_path)
         summary |= provenance(record, resume, teacher_summary, code)

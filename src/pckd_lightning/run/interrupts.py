@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
@@ -23,6 +23,20 @@ log = logging.getLogger(__name__)
 
 class RunInterrupted(SystemExit):
     """The run was stopped by a signal; its summary says so. Exits 128 + the signal (143 SIGTERM, 130 SIGINT)."""
+
+
+def stop_before_restart(trainer: L.Trainer, resume: ResumePlan, loggers: list[Any]) -> NoReturn:
+    """A resume stopped by a signal before training restarted (while the teacher was measured, say): the
+    folder still holds the earlier run's summary and config, left as they are; the same resume starts again."""
+    sigterm = trainer.received_sigterm
+    close_loggers(loggers, {"status": "interrupted"})
+    log.error(
+        "resume interrupted by %s before training restarted: the run folder is unchanged; resume again with "
+        "ckpt_path=%s",
+        "SIGTERM" if sigterm else "SIGINT",
+        resume.checkpoint,
+    )
+    raise RunInterrupted(143 if sigterm else 130)
 
 
 def stop_interrupted(

@@ -59,7 +59,7 @@ def close_loggers(loggers: list[Any], summary: dict[str, Any]) -> None:
     results = {
         k: summary[k]
         for k in ("best_top1", "last_top1", "last_top5", "teacher_top1")
-        if summary[k] is not None
+        if summary.get(k) is not None
     }
     for logger in loggers:
         if isinstance(logger, WandbLogger):
