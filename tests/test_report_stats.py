@@ -340,7 +340,14 @@ def test_the_plain_rows_of_a_study_are_all_at_kds_most_common_length(tmp_path):
     for length, values in ((10, [45.0, 46.0, 47.0]), (20, [50.0, 51.0, 52.0, 53.0, 54.0])):
         for seed, best in enumerate(values):
             write_length(root, "ce", seed, length, best, best - 1)
-    report, _ = build_report(root, tmp_path / "out", plot=False)
+    report, markdown = build_report(root, tmp_path / "out", plot=False)
+    assert "Unlabelled rows are 10-epoch runs (KD's length)" in markdown
+    lines = csv.DictReader((tmp_path / "out" / "aggregate.csv").open())
+    lengths = {(r["row"], r["metric"]): r["epochs"] for r in lines if r["teacher"]}  # the pair's cells
+    assert lengths[("kd", "best")] == lengths[("student (scratch)", "best")] == "10"
+    assert [n for (row, metric), n in lengths.items() if row.startswith("kd (") and metric == "best"] == [
+        "20"
+    ]
     pair = report.pairs[0]
     assert report.cells[("student (scratch)", pair, "best")].values == (45.0, 46.0, 47.0)
     for method in ("kd", "pckd"):

@@ -167,6 +167,9 @@ class Report:
     teachers: list[Teacher] = field(default_factory=list)
     #: trainer.max_epochs -> that length's table; empty unless runs differ only in their length
     schedule: dict[int, LengthTable] = field(default_factory=dict)
+    #: (row, pair) -> the trainer.max_epochs of the cell's runs (None: unknown), so a table read by row name
+    #: says which length its plain rows are
+    epochs: dict[tuple[str, Pair], tuple[int | None, ...]] = field(default_factory=dict)
 
     @property
     def delta(self) -> dict[Key, float]:
@@ -550,6 +553,10 @@ def aggregate(records: list[RunRecord]) -> Report:
         gradients,
         _teachers(distilled, teacher_runs),
         _schedule(complete),
+        {
+            key: tuple(sorted(lengths, key=lambda n: (n is None, n or 0)))
+            for key, lengths in schedules.items()
+        },
     )
 
 

@@ -8,7 +8,7 @@ Writes into ``--out`` (default ``FOLDER/report``):
   Δ's 95 % confidence interval (✓ where it excludes 0) with the seeds 80 % power needs; then each teacher
   file once, the schedule study (when runs differ only in their length), and the runs not averaged in;
 * ``runs.csv``: one line per run folder found, with its status and the reason when it does not count;
-* ``aggregate.csv``: one line per table cell, with n, mean, std, Δ vs KD with its interval and the values;
+* ``aggregate.csv``: one line per table cell, with its runs' epochs, n, mean, std, Δ vs KD with its interval and the values;
 * ``curves.png``: validation top-1 per epoch (mean over seeds), one panel per pair, one line per method;
 * ``schedule.csv`` and ``schedule.png`` (when runs differ only in trainer.max_epochs and what follows it):
   per length, each row's Δ vs KD at that length with its 95 % interval;

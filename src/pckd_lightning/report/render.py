@@ -84,6 +84,7 @@ AGGREGATE_FIELDS = [
     "row",
     "metric",
     "n",
+    "epochs",
     "mean",
     "std",
     *DELTA_FIELDS,
@@ -216,6 +217,11 @@ def render_markdown(report: Report, decimals: int = 2, title: str = "Distillatio
     if report.multiple_datasets or (report.pairs and report.pairs[0].dataset != "unknown"):
         datasets = ", ".join(sorted({p.dataset for p in report.pairs}))
         lines.append(f"Data set: {datasets}.")
+    kd_lengths = {n for p in report.pairs for n in report.epochs.get((KD_ROW, p), ()) if n is not None}
+    if len(kd_lengths) == 1:  # the length a row without a trainer.max_epochs label has
+        lines.append(
+            f"Unlabelled rows are {kd_lengths.pop()}-epoch runs (KD's length); other lengths are labelled."
+        )
     lines.append("")
     labels = _pair_labels(report)
     if not report.pairs:
@@ -506,8 +512,10 @@ def write_aggregate_csv(report: Report, path: Path) -> Path:
 
     def line(pair: Pair, row: str, metric: str, stat: Stat, key: Key | None = None) -> dict[str, object]:
         found = key is not None
+        lengths = report.epochs.get((row, pair), ()) if found else ()
         return {
             **_cell_line(pair, row, metric, stat),
+            "epochs": ";".join("" if n is None else str(n) for n in lengths),
             **_delta_columns(
                 report.delta.get(key) if found else None,
                 report.paired.get(key) if found else None,
