@@ -164,6 +164,28 @@ def test_a_row_trained_in_another_experiment_than_kd_says_so_in_its_label(tmp_pa
     assert "| resnet20 (data.batch_size=32) |" in markdown  # listed with the other from-scratch runs
 
 
+def test_a_students_scratch_runs_serve_only_the_pairs_whose_kd_ran_their_experiment(tmp_path):
+    """resnet20 distilled from resnet56 (KD at lr 0.05) and from resnet110 (KD at lr 0.01); scratch resnet20
+    at lr 0.01 only: it is resnet110's scratch row, and resnet56's pair has none (no Δ across experiments)."""
+    root = tmp_path / "runs"
+    p110 = ("resnet110", "resnet20")
+    for pair, method, lr, best in ((P1, "kd", 0.05, 70.0), (p110, "kd", 0.01, 69.0), (P1, "ce", 0.01, 66.0)):
+        for seed in range(3):
+            folder = write_run(
+                root / f"{pair[0]}_{method}{seed}", pair, method, seed, best + seed, best + seed
+            )
+            edit_config(
+                folder, lambda cfg, lr=lr: cfg.update(optimizer={"_target_": "torch.optim.SGD", "lr": lr})
+            )
+    report, _ = build_report(root, tmp_path / "out", plot=False)
+    by_teacher = {pair.teacher: pair for pair in report.pairs}
+    assert report.cells[("student (scratch)", by_teacher["resnet110"], "best")].values == (66.0, 67.0, 68.0)
+    assert ("student (scratch)", by_teacher["resnet56"], "best") not in report.cells
+    assert report.intervals[("student (scratch)", by_teacher["resnet110"], "best")].delta == pytest.approx(
+        -3.0
+    )
+
+
 def test_what_follows_the_method_does_not_split_a_row_from_kds_experiment(tmp_path):
     """KD runs its teacher in float32 and PCKD taps its student: the scratch row (no teacher) and the PCKD row
     stay plain, since neither is the experiment's setting."""

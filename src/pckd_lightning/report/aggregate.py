@@ -384,15 +384,28 @@ def _groups(
         if not r.is_scratch:
             groups[(labels[id(r)], pair_of(r))].append(r)
     pairs = sorted({pair for _, pair in groups} | set(known))
+    # a student's scratch runs serve every teacher's pair, but only where they ran KD's experiment: two
+    # teachers' KD runs may differ (another lr), and the scratch label can be checked against one of them only
+    kd_experiment = {
+        pair: Counter(_experiment_of(r) for r in group).most_common(1)[0][0]
+        for (label, pair), group in groups.items()
+        if label == KD_ROW
+    }
     matched: set[int] = set()
     for pair in pairs:
         for r in records:
             same_student = (r.student, r.dataset) == (pair.student, pair.dataset)
-            if r.is_scratch and same_student and labels[id(r)] == SCRATCH_METHOD:
+            same_experiment = kd_experiment.get(pair, _experiment_of(r)) == _experiment_of(r)
+            if r.is_scratch and same_student and same_experiment and labels[id(r)] == SCRATCH_METHOD:
                 groups[(SCRATCH_ROW, pair)].append(r)
                 matched.add(id(r))
     unmatched = [r for r in records if r.is_scratch and id(r) not in matched]
     return groups, pairs, unmatched
+
+
+def _experiment_of(record: RunRecord) -> tuple:
+    """The run's experiment settings (:func:`_experiment_key`), comparable as one value."""
+    return settings_key({k: v for k, v in record.settings.items() if _experiment_key(k)})
 
 
 def _cells(groups: dict[tuple[str, Pair], list[RunRecord]]) -> dict[Key, Stat]:
