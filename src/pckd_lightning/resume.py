@@ -189,7 +189,7 @@ def plan_resume(cfg: DictConfig) -> ResumePlan | None:
             f"longer, set trainer.max_epochs above {processed}; to score it, run pckd-eval on its student.pth"
         )
     teacher = teacher_change(cfg, checkpoint)
-    allowed = set((cfg.get("resume") or {}).get("allow_changes") or [])
+    allowed = _allowed_changes(cfg)
     if teacher is not None:
         if not _allows(allowed, TEACHER_KEY):
             missing = teacher["run"].endswith("(no such file)")
@@ -255,13 +255,18 @@ def check_world_size(plan: ResumePlan, world_size: int, cfg: DictConfig) -> None
             "state would restore the old lr: the run would record one lr and train another. Resume with "
             f"trainer.devices × trainer.num_nodes = {plan.world_size}"
         )
-    allowed = set((cfg.get("resume") or {}).get("allow_changes") or [])
+    allowed = _allowed_changes(cfg)
     if not _allows(allowed, "trainer.devices"):
         raise ConfigError(
             f"{was}: the global batch would change. Resume with trainer.devices × trainer.num_nodes = "
             f"{plan.world_size}, or accept the change with resume.allow_changes=[trainer.devices]"
         )
     plan.changed[WORLD_SIZE_KEY] = {"checkpoint": plan.world_size, "run": world_size}
+
+
+def _allowed_changes(cfg: DictConfig) -> set[str]:
+    """The keys (and sections) ``resume.allow_changes`` lists."""
+    return set((cfg.get("resume") or {}).get("allow_changes") or [])
 
 
 def _allows(allowed: set[str], key: str) -> bool:
