@@ -438,3 +438,22 @@ def test_a_last_training_batch_of_one_image_is_dropped():
     sizes = [len(batch[1]) for batch in dm.train_dataloader()]
     assert sizes == [n - 1]
     assert not dm.val_dataloader().drop_last  # validation keeps every image
+
+
+def test_under_ddp_each_rank_validates_its_share_with_no_image_twice():
+    """Lightning's default DistributedSampler pads a split to a multiple of the world size, so an image would
+    count twice in val/top1; the data module gives each rank a disjoint share that Lightning keeps."""
+    from types import SimpleNamespace
+
+    from torch.utils.data import DistributedSampler
+
+    seen = []
+    for rank in range(2):
+        dm = DigitsDataModule(image_size=8, class_subset=5, val_per_class=3, val_batch_size=4)
+        dm.trainer = SimpleNamespace(world_size=2, global_rank=rank)  # what Lightning sets under DDP
+        loader = dm.val_dataloader()
+        assert isinstance(loader.sampler, DistributedSampler)  # Lightning replaces any other sampler
+        seen.append(torch.cat([idx for _, _, idx in loader]).tolist())
+    assert len(seen[0]) + len(seen[1]) == 15 and sorted(seen[0] + seen[1]) == list(range(15))
+    dm.trainer = None  # one process: the whole split, in order
+    assert torch.cat([idx for _, _, idx in dm.val_dataloader()]).tolist() == list(range(15))

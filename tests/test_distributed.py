@@ -81,7 +81,8 @@ def test_two_process_pckd_runs_through_the_app_in_fp32_and_bf16(tmp_path):
     the whole sweep, and the two ranks run the jobs in step (README, "Multi-GPU")."""
     teacher = tmp_path / "teacher.pth"
     torch.manual_seed(0)
-    torch.save({"model": ddp_workers.create_model("resnet20", num_classes=10).state_dict()}, teacher)
+    # 7 classes: 253 val images, odd, so Lightning's default sampler would pad the split with a repeat
+    torch.save({"model": ddp_workers.create_model("resnet20", num_classes=7).state_dict()}, teacher)
     out = tmp_path / "outputs"
     args = [
         str(Path(sys.executable).with_name("pckd-train")),
@@ -90,6 +91,7 @@ def test_two_process_pckd_runs_through_the_app_in_fp32_and_bf16(tmp_path):
         "trainer.max_epochs=1",
         "+trainer.limit_train_batches=2",
         "data.image_size=8",
+        "+data.class_subset=7",
         f"model.teacher.checkpoint={teacher}",
         f"paths.log_dir={out}",
         "callbacks.progress_bar=null",
@@ -108,16 +110,21 @@ def test_two_process_pckd_runs_through_the_app_in_fp32_and_bf16(tmp_path):
         assert {"train/loss", "train/top1", "train/category_contrast", "preview/hard_fraction"} <= logged
     assert "It is recommended to use" not in run.stderr
     # the synchronized val top-1 of the float32 job is the single-process accuracy of the same weights on the
-    # whole val set
+    # whole val set, each image once; so is the teacher's, measured by both ranks
     from pckd_lightning.evaluate import evaluate
     from pckd_lightning.run.build import instantiate
 
     summary = json.loads((runs["32-true"] / "summary.json").read_text())
-    student = ddp_workers.create_model("resnet8", num_classes=10)
+    student = ddp_workers.create_model("resnet8", num_classes=7)
     student.load_state_dict(torch.load(runs["32-true"] / "student.pth")["model"])
-    cfg = compose_config(["data.image_size=8", "data.views=1", "distill=ce"])
+    cfg = compose_config(["data.image_size=8", "+data.class_subset=7", "data.views=1", "distill=ce"])
     datamodule = instantiate(cfg.data)
     datamodule.setup("validate")
-    assert len(datamodule.val_set) % 2 == 0  # no padding by the distributed sampler
+    assert len(datamodule.val_set) % 2 == 1
     single = evaluate(student, datamodule.val_dataloader())
     assert single["top1"] == pytest.approx(summary["last_top1"], abs=1e-4)
+    teacher_model = ddp_workers.create_model("resnet20", num_classes=7)
+    teacher_model.load_state_dict(torch.load(teacher)["model"])
+    assert evaluate(teacher_model, datamodule.val_dataloader())["top1"] == pytest.approx(
+        summary["teacher_top1"], abs=1e-4
+    )

@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from pckd_lightning.data.classes import select_classes
 from pckd_lightning.data.datasets import ImageSource, IndexedDataset
@@ -276,12 +277,23 @@ class ClassificationDataModule(L.LightningDataModule):
         assert self.train_set is not None
         return self.train_set.labels
 
+    def _eval_sampler(self, dataset: IndexedDataset) -> Sampler | None:
+        """Under DDP, this rank's share of an evaluation split with no image twice: Lightning's default
+        ``DistributedSampler`` pads the split to a multiple of the world size, and the padded images would
+        count twice in ``val/top1``. Lightning keeps a sampler that is already distributed."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return None
+        return UnrepeatedDistributedSampler(
+            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
+
     def _loader(self, dataset: IndexedDataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
             # the order is a function of (seed, epoch), so a resumed run continues the same sequence
-            sampler=EpochShuffleSampler(len(dataset), self.seed) if shuffle else None,
+            sampler=EpochShuffleSampler(len(dataset), self.seed) if shuffle else self._eval_sampler(dataset),
             # a private generator makes the workers' augmentation seeds follow `seed` too
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
             num_workers=self.num_workers,

@@ -301,7 +301,11 @@ class DistillationModule(L.LightningModule):
                 logits = self.step.teacher_forward(images.to(self.device))
                 correct += (logits.argmax(1) == labels.to(logits.device)).sum().item()
                 total += labels.numel()
-        top1 = 100.0 * correct / max(total, 1)
+        # under DDP each rank scored its share of the split (see the data module's evaluation sampler)
+        counts = self.trainer.strategy.reduce(
+            torch.tensor([correct, total], dtype=torch.int64, device=self.device), reduce_op="sum"
+        )
+        top1 = 100.0 * counts[0].item() / max(counts[1].item(), 1)
         for logger in self.loggers:
             logger.log_metrics({"teacher/val_top1": top1}, step=0)
         return top1
