@@ -236,6 +236,18 @@ def avg_pool_2x(f: list) -> list:
     ]
 
 
+class SaveAt(L.Callback):
+    """Saves a checkpoint to ``path`` after batch ``batch`` of epoch ``epoch`` (0-indexed), inside the epoch, as
+    Lightning's Slurm requeue does; a config adds it: ``+callbacks.save._target_=helpers.SaveAt``."""
+
+    def __init__(self, epoch: int, batch: int, path: str) -> None:
+        self.epoch, self.batch, self.path = epoch, batch, path
+
+    def on_train_batch_end(self, trainer: L.Trainer, *_: object) -> None:
+        if (trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_idx) == (self.epoch, self.batch):
+            trainer.save_checkpoint(self.path)
+
+
 class SignalAt(L.Callback):
     """Sends this process ``signum`` (SIGTERM: Slurm's time limit; SIGINT: Ctrl-C) as ``hook`` runs; a config
     adds it: ``+callbacks.signal._target_=helpers.SignalAt``."""

@@ -447,13 +447,31 @@ def test_under_ddp_each_rank_validates_its_share_with_no_image_twice():
 
     from torch.utils.data import DistributedSampler
 
+    def ddp(rank: int, **debug) -> SimpleNamespace:  # what Lightning's Trainer offers the data module
+        limits = {"overfit_batches": 0, "limit_val_batches": 1.0, "limit_test_batches": 1.0}
+        return SimpleNamespace(global_rank=rank, **{"world_size": 2} | limits | debug)
+
+    def indices(loader) -> list[int]:
+        return torch.cat([idx for _, _, idx in loader]).tolist()
+
     seen = []
+    dm = DigitsDataModule(image_size=8, class_subset=5, val_per_class=3, val_batch_size=4)
     for rank in range(2):
-        dm = DigitsDataModule(image_size=8, class_subset=5, val_per_class=3, val_batch_size=4)
-        dm.trainer = SimpleNamespace(world_size=2, global_rank=rank)  # what Lightning sets under DDP
+        dm.trainer = ddp(rank)
         loader = dm.val_dataloader()
         assert isinstance(loader.sampler, DistributedSampler)  # Lightning replaces any other sampler
-        seen.append(torch.cat([idx for _, _, idx in loader]).tolist())
+        seen.append(indices(loader))
+        assert indices(dm.test_dataloader()) == seen[-1]
     assert len(seen[0]) + len(seen[1]) == 15 and sorted(seen[0] + seen[1]) == list(range(15))
     dm.trainer = None  # one process: the whole split, in order
-    assert torch.cat([idx for _, _, idx in dm.val_dataloader()]).tolist() == list(range(15))
+    assert indices(dm.val_dataloader()) == list(range(15))
+    # where a rank's share could end with no batch, Lightning's sampler stays: a rank without a batch would
+    # skip the evaluation whose end the other ranks synchronize
+    for debug in ({"limit_val_batches": 0.5}, {"overfit_batches": 2}):
+        dm.trainer = ddp(0, **debug)
+        assert not isinstance(dm.val_dataloader().sampler, DistributedSampler)
+    dm.trainer = ddp(0, limit_val_batches=2)  # a batch count keeps a batch on every rank
+    assert isinstance(dm.val_dataloader().sampler, DistributedSampler)
+    tiny = DigitsDataModule(image_size=8, class_subset=2, val_per_class=1)
+    tiny.trainer = ddp(2, world_size=3)
+    assert indices(tiny.val_dataloader()) == [0, 1]  # two images for three ranks

@@ -259,6 +259,20 @@ def test_data_module_subsampling_and_single_view(tmp_path: Path):
     assert torch.bincount(labels, minlength=100).tolist() == [2] * 100
 
 
+def test_data_module_is_refused_under_ddp_naming_the_ordinary_path(tmp_path: Path):
+    """Lightning cannot give each rank its share of a loader made on the device: every rank would train on
+    the same batches."""
+    from types import SimpleNamespace
+
+    from pckd_lightning.errors import ConfigError
+
+    root = write_fake_cifar(tmp_path, n=300).parent
+    dm = GPUResidentCIFAR100DataModule(root, device="cpu", check_sizes=False, train_per_class=2)
+    dm.trainer = SimpleNamespace(world_size=2)  # what Lightning sets under DDP
+    with pytest.raises(ConfigError, match=r"2 processes.*data=cifar100 under DDP"):
+        dm.train_dataloader()
+
+
 @pytest.mark.cifar
 @needs_cifar
 def test_real_cifar_statistics_match_the_ordinary_path():

@@ -409,6 +409,20 @@ def test_a_slurm_requeue_resumes_in_its_folder_with_its_history(two_epochs, tmp_
     assert (run_dir / "summary.previous.json").is_file()  # the earlier result, set aside
 
 
+def test_a_checkpoint_saved_inside_an_epoch_has_not_completed_it(tmp_path):
+    """Slurm's requeue checkpoint is saved inside an epoch: the resume records the epochs completed before it,
+    and the epoch's rows logged after the save are not carried into the resumed run's log."""
+    run_dir = tmp_path / "run"
+    inside = run_dir / "checkpoints" / "inside.ckpt"
+    save = ["+callbacks.save._target_=helpers.SaveAt", "+callbacks.save.epoch=1", "+callbacks.save.batch=0"]
+    fit(compose_config([*FAST, "trainer.max_epochs=2", *save, f"+callbacks.save.path={inside}"], run_dir))
+    assert val_epochs(run_dir) == [0, 1]  # the finished run logged its epoch 1 after the save
+    resume = [*FAST, "trainer.max_epochs=2", f"ckpt_path={inside}"]
+    summary = fit(compose_config(resume, output_dir=tmp_path / "resumed"))
+    assert summary["resumed_from"]["completed_epochs"] == 1
+    assert summary["epochs"] == 2 and val_epochs(tmp_path / "resumed") == [0, 1]
+
+
 def _before_the_group_homes(old: dict) -> dict:
     """``old`` as configs were written before each group's settings had one home (issue 25): the distill
     section with a view_recipe only where the method set one, no image_size in CIFAR-100's data section, no

@@ -81,9 +81,12 @@ class ResumePlan:
     checkpoint: Path
     #: the run folder the checkpoint belongs to (its CSV history and W&B run)
     run_dir: Path
-    #: the checkpoint's epoch (0-indexed: the last completed one) and global step
+    #: the checkpoint's epoch (0-indexed: the last completed one, or the one it was saved inside) and step
     epoch: int
     step: int = 0
+    #: whether it was saved after its epoch's last training batch (at the epoch's end, not by a signal or a
+    #: mid-epoch validation inside it)
+    epoch_done: bool = True
     changed: dict[str, dict[str, Any]] = field(default_factory=dict)
     config_checked: bool = True
     #: Lightning's own Slurm requeue checkpoint (``hpc_ckpt_*.ckpt``), which it resumes from by itself
@@ -94,12 +97,17 @@ class ResumePlan:
     #: how many processes trained the checkpoint (None: an older checkpoint)
     world_size: int | None = None
 
+    @property
+    def completed_epochs(self) -> int:
+        """The epochs whose every training batch the checkpoint holds."""
+        return self.epoch + 1 if self.epoch_done else self.epoch
+
     def entry(self) -> dict[str, Any]:
         """This resume as summary.json's ``resumed_from`` and the record's segment list state it; ``changed``
         is the plan's own dict, so a change found later (the world size, once the trainer is built) is in it."""
         return {
             "checkpoint": str(self.checkpoint),
-            "completed_epochs": self.epoch + 1,
+            "completed_epochs": self.completed_epochs,
             "changed": self.changed,
             "config_checked": self.config_checked,
         }
@@ -177,10 +185,10 @@ def plan_resume(cfg: DictConfig) -> ResumePlan | None:
         requeued=requeued is not None,
         world_size=checkpoint.get(WORLD_SIZE_KEY),
     )
-    try:  # the epochs Lightning's fit loop has run through (its `done` test)
-        processed = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
-    except (KeyError, TypeError):  # a checkpoint without the loops' state
-        processed = None
+    # Lightning's fit loop state; a checkpoint without it (older versions) was saved at an epoch's end
+    fit_loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    processed = fit_loop.get("epoch_progress", {}).get("current", {}).get("processed")  # its `done` test
+    plan.epoch_done = bool(fit_loop.get("epoch_loop.batch_progress", {}).get("is_last_batch", True))
     max_epochs = cfg.trainer.get("max_epochs")
     if isinstance(processed, int) and isinstance(max_epochs, int) and processed >= max_epochs > 0:
         raise ConfigError(
@@ -318,9 +326,11 @@ def _before_resume(row: dict[str, str], plan: ResumePlan) -> bool:
     if any(key.startswith("summary/") and value for key, value in row.items()):
         return False
     try:
-        if row.get("epoch"):
-            return int(float(row["epoch"])) <= plan.epoch
+        epoch = int(float(row["epoch"])) if row.get("epoch") else None
         step = int(float(row.get("step") or 0))
     except ValueError:
         return False
-    return step == 0 or step < plan.step
+    if epoch is not None and epoch < plan.completed_epochs:
+        return True
+    # the epoch a checkpoint was saved inside keeps its rows logged before the save only
+    return (epoch is None or epoch == plan.epoch) and (step == 0 or step < plan.step)

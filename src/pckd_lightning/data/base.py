@@ -277,23 +277,30 @@ class ClassificationDataModule(L.LightningDataModule):
         assert self.train_set is not None
         return self.train_set.labels
 
-    def _eval_sampler(self, dataset: IndexedDataset) -> Sampler | None:
+    def _eval_sampler(self, dataset: IndexedDataset, stage: str) -> Sampler | None:
         """Under DDP, this rank's share of an evaluation split with no image twice: Lightning's default
         ``DistributedSampler`` pads the split to a multiple of the world size, and the padded images would
-        count twice in ``val/top1``. Lightning keeps a sampler that is already distributed."""
+        count twice in ``val/top1``. Lightning keeps a sampler that is already distributed.
+
+        Not where a rank's share could be empty or cut to no batch (a split smaller than the world, a
+        fractional ``limit_*_batches`` of the shares, ``overfit_batches``; debug settings, whose scores are
+        partial anyway): a rank without a batch skips the evaluation the others synchronize at its end."""
         trainer = self.trainer
-        if trainer is None or trainer.world_size == 1:
+        if trainer is None or trainer.world_size == 1 or len(dataset) < trainer.world_size:
+            return None
+        limit = trainer.limit_val_batches if stage == "validate" else trainer.limit_test_batches
+        if trainer.overfit_batches or (isinstance(limit, float) and limit < 1.0):
             return None
         return UnrepeatedDistributedSampler(
             dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
         )
 
-    def _loader(self, dataset: IndexedDataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: IndexedDataset, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
+        shuffle = isinstance(sampler, EpochShuffleSampler)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            # the order is a function of (seed, epoch), so a resumed run continues the same sequence
-            sampler=EpochShuffleSampler(len(dataset), self.seed) if shuffle else self._eval_sampler(dataset),
+            sampler=sampler,
             # a private generator makes the workers' augmentation seeds follow `seed` too
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
             num_workers=self.num_workers,
@@ -306,12 +313,14 @@ class ClassificationDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
         assert self.train_set is not None
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        # the order is a function of (seed, epoch), so a resumed run continues the same sequence
+        sampler = EpochShuffleSampler(len(self.train_set), self.seed)
+        return self._loader(self.train_set, self.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:
         self.setup("validate")
         assert self.val_set is not None
-        return self._loader(self.val_set, self.val_batch_size, shuffle=False)
+        return self._loader(self.val_set, self.val_batch_size, self._eval_sampler(self.val_set, "validate"))
 
     def test_dataloader(self) -> DataLoader:
         """The evaluation split: with ``val_source="holdout"`` the one validation never saw, else the
@@ -319,4 +328,4 @@ class ClassificationDataModule(L.LightningDataModule):
         self.setup("test")
         if self.test_set is None:
             return self.val_dataloader()
-        return self._loader(self.test_set, self.val_batch_size, shuffle=False)
+        return self._loader(self.test_set, self.val_batch_size, self._eval_sampler(self.test_set, "test"))
