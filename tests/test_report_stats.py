@@ -186,6 +186,31 @@ def test_a_students_scratch_runs_serve_only_the_pairs_whose_kd_ran_their_experim
     )
 
 
+def test_scratch_runs_of_each_teachers_kd_experiment_fill_that_pairs_scratch_row(tmp_path):
+    """As above with scratch runs at lr 0.05 too (resnet56's KD experiment, the second teacher in sorted
+    order): each pair's scratch row holds the runs of its KD's experiment, none is hidden among the other
+    from-scratch runs."""
+    root = tmp_path / "runs"
+    p110 = ("resnet110", "resnet20")
+    runs = ((P1, "kd", 0.05, 70.0), (p110, "kd", 0.01, 69.0), (P1, "ce", 0.01, 66.0), (P1, "ce", 0.05, 64.0))
+    for pair, method, lr, best in runs:
+        for seed in range(3):
+            folder = write_run(
+                root / f"{pair[0]}_{method}{lr}_{seed}", pair, method, seed, best + seed, best + seed
+            )
+            edit_config(
+                folder, lambda cfg, lr=lr: cfg.update(optimizer={"_target_": "torch.optim.SGD", "lr": lr})
+            )
+    report, _ = build_report(root, tmp_path / "out", plot=False)
+    by_teacher = {pair.teacher: pair for pair in report.pairs}
+    assert report.cells[("student (scratch)", by_teacher["resnet110"], "best")].values == (66.0, 67.0, 68.0)
+    assert report.cells[("student (scratch)", by_teacher["resnet56"], "best")].values == (64.0, 65.0, 66.0)
+    assert report.intervals[("student (scratch)", by_teacher["resnet56"], "best")].delta == pytest.approx(
+        -6.0
+    )
+    assert not report.other_scratch
+
+
 def test_what_follows_the_method_does_not_split_a_row_from_kds_experiment(tmp_path):
     """KD runs its teacher in float32 and PCKD taps its student: the scratch row (no teacher) and the PCKD row
     stay plain, since neither is the experiment's setting."""

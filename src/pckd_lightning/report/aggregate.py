@@ -5,11 +5,12 @@ teacher files of one architecture are two columns, never compared); rows are
 
 * ``teacher``: the teachers' top-1 (``teacher_top1`` of the pair's distillation runs), one value per
   distinct teacher file, so nine runs distilled from one teacher count once, not nine times;
-* ``student (scratch)``: runs of method ``ce`` whose student is the pair's student on the same data set;
+* ``student (scratch)``: runs of method ``ce`` whose student is the pair's student on the same data set,
+  where they ran the experiment (optimizer, data, schedule) of the pair's KD runs;
 * one row per distillation method (summary ``method``). Runs share a row only when they differ in nothing
   but the seed (:func:`~pckd_lightning.report.collect.row_key`); each other setting of a method gets a row
   of its own, labelled by how it differs from the method's most common setting, and a run resumed with
-  changes is labelled so. From-scratch runs are matched by student and data set only.
+  changes is labelled so.
 
 The statistic is the mean and the *sample* standard deviation (``ddof=1``, :func:`statistics.stdev`) over
 seeds; with a single seed the standard deviation is undefined and stays ``None`` (shown as ``n/a``).
@@ -274,24 +275,30 @@ def variant_labels(
         references[key] = {**reference, LENGTH_KEY: length} if timed and not at_length else reference
     labels: dict[int, str] = {}
     for (method, *pair), group in by_method.items():
-        reference = references[(method, *pair)]
-        kd = _kd_reference(references, (method, *pair))
-        if kd is not None:  # the experiment is KD's: another optimizer, data or schedule shows in the label
-            dropped = set().union(*(ignored(r) for r in group))
-            keys = {k for k in reference.keys() | kd.keys() if _experiment_key(k) and k not in dropped}
-            reference = {k: v for k, v in reference.items() if k not in keys} | {
-                k: kd[k] for k in keys & kd.keys()
-            }
-        seen: dict[str, tuple] = {}
+        kds = _kd_references(references, (method, *pair))
+        dropped = set().union(*(ignored(r) for r in group))
+        seen: dict[tuple[int, str], tuple] = {}
         for record in group:
             own = settings[id(record)]
+            reference = references[(method, *pair)]
+            # the experiment is KD's (another optimizer, data or schedule shows in the label); a from-scratch
+            # run's is the KD experiment it ran, of any teacher's pair on its student (each pair's plain row)
+            slot = next((i for i, k in enumerate(kds) if _same_experiment(own, k, dropped)), 0)
+            kd = kds[slot] if kds else None
+            if kd is not None:
+                keys = {k for k in reference.keys() | kd.keys() if _experiment_key(k) and k not in dropped}
+                reference = {k: v for k, v in reference.items() if k not in keys} | {
+                    k: kd[k] for k in keys & kd.keys()
+                }
             label = variant_label(method, own, reference)
             if record.resume_note:
                 label = f"{label} [{record.resume_note}]"
             identity = (settings_key(own), record.resume_note)
-            if seen.setdefault(label, identity) != identity:  # two settings that print alike stay apart
+            if (
+                seen.setdefault((slot, label), identity) != identity
+            ):  # two settings that print alike stay apart
                 label = f"{label} #{sorted({*seen.values(), identity}).index(identity) + 1}"
-                seen.setdefault(label, identity)
+                seen.setdefault((slot, label), identity)
             labels[id(record)] = label
     return labels
 
@@ -301,17 +308,24 @@ def _experiment_key(key: str) -> bool:
     return key.split(".", 1)[0] in EXPERIMENT_GROUPS and not key.startswith(FOLLOWS_METHOD)
 
 
-def _kd_reference(references: dict[tuple, dict[str, Any]], group: tuple) -> dict[str, Any] | None:
-    """KD's reference setting for ``group`` (method, data set, teacher, teacher file, student): on the same
-    pair, or for a from-scratch group on the same data set and student (with several teachers, the first KD
-    group in sorted order); None for KD itself or without KD runs."""
+def _kd_references(references: dict[tuple, dict[str, Any]], group: tuple) -> list[dict[str, Any]]:
+    """KD's reference settings for ``group`` (method, data set, teacher, teacher file, student): on the same
+    pair, or for a from-scratch group every teacher's on the same data set and student (in sorted order);
+    none for KD itself or without KD runs."""
     method, dataset, teacher, sha256, student = group
     if method == KD_ROW:
-        return None
+        return []
     if teacher is not None:
-        return references.get((KD_ROW, dataset, teacher, sha256, student))
-    kd = sorted((k for k in references if k[0] == KD_ROW and (k[1], k[4]) == (dataset, student)), key=repr)
-    return references[kd[0]] if kd else None
+        kd = references.get((KD_ROW, dataset, teacher, sha256, student))
+        return [kd] if kd is not None else []
+    keys = sorted((k for k in references if k[0] == KD_ROW and (k[1], k[4]) == (dataset, student)), key=repr)
+    return [references[k] for k in keys]
+
+
+def _same_experiment(settings: dict[str, Any], kd: dict[str, Any], dropped: AbstractSet[str]) -> bool:
+    """Whether ``settings`` ran the experiment of KD's reference ``kd`` (its :func:`_experiment_key` settings)."""
+    keys = {k for k in settings.keys() | kd.keys() if _experiment_key(k) and k not in dropped}
+    return all(k in settings and k in kd and same(settings[k], kd[k]) for k in keys)
 
 
 def length_followers(records: Iterable[RunRecord], kd: Iterable[RunRecord] = ()) -> set[str]:
