@@ -22,7 +22,7 @@ from pckd_lightning.models import create_model
 from pckd_lightning.report.collect import resume_note
 from pckd_lightning.run import fit
 from pckd_lightning.run.build import instantiate
-from pckd_lightning.run.summary import code_version
+from pckd_lightning.run.summary import aug_stream, code_version
 from pckd_lightning.run.teacher import teacher_to_train, teacher_training_config
 
 
@@ -234,6 +234,17 @@ def test_the_demo_teacher_has_its_own_seed_so_a_seed_sweep_shares_it(tmp_path, s
     assert teacher_training_config(other).seed == 3
     streams = compose_config([f"seed={seed}", "data.aug_seed=5"], output_dir=tmp_path)
     assert teacher_training_config(streams).data.aug_seed == 0  # nor the student's augmentation stream
+
+
+def test_the_summary_says_whether_the_augmentation_stream_followed_the_seed(tmp_path):
+    """The resolved config cannot tell a sweep's shared data.aug_seed=0 from seed 0's own stream; the
+    summary can (pckd-report keeps a shared stream's runs in a row of their own)."""
+    follows = compose_config(["seed=0"], output_dir=tmp_path)
+    assert aug_stream(follows.data) == "seed"
+    assert aug_stream(compose_config(["seed=0", "data.aug_seed=0"], output_dir=tmp_path).data) == "shared"
+    assert aug_stream(compose_config(["data.aug_seed=null"], output_dir=tmp_path).data) == "loader"
+    summary, _ = two_step_run(tmp_path / "run", "ce", "data.aug_seed=0", "seed=0")
+    assert summary["aug_stream"] == "shared"
 
 
 @pytest.mark.parametrize(

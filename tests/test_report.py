@@ -340,6 +340,27 @@ def test_gradient_shares_are_averaged_over_seeds_per_step_and_drawn(runs, tmp_pa
     assert not (tmp_path / "none" / "gradients.png").exists()
 
 
+def test_a_sweep_sharing_one_augmentation_stream_is_its_own_row_not_reruns(tmp_path):
+    """data.aug_seed=0 for every seed (a teacher-cache sweep) against streams that follow the seed: another
+    experiment, and seed 1 of one is no rerun of seed 1 of the other, even where the shared value equals the
+    seed (seed 0). A summary without aug_stream (older) counts a value other than the seed as shared."""
+    root = tmp_path / "runs"
+    for seed in range(4):  # more runs: the plain "kd" row is the most common setting
+        own = write_run(root / f"own{seed}", P1, "kd", seed, 70.0 + seed, 69.0, aug_stream="seed")
+        edit_config(own, lambda cfg, seed=seed: cfg["data"].update(aug_seed=seed))
+    for seed in range(2):
+        shared = write_run(root / f"shared{seed}", P1, "kd", seed, 60.0 + seed, 59.0, aug_stream="shared")
+        edit_config(shared, lambda cfg: cfg["data"].update(aug_seed=0))
+        os.utime(shared / "summary.json", (2e9, 2e9))  # newer: it would supersede a same-setting run
+    older = write_run(root / "shared2", P1, "kd", 2, 50.0, 49.0)  # no aug_stream in its summary
+    edit_config(older, lambda cfg: cfg["data"].update(aug_seed=0))
+    report = build_report(root, tmp_path / "out", plot=False)[0]
+    pair = report.pairs[0]
+    assert all(r.complete for r in report.records)  # none superseded
+    assert report.cells[("kd", pair, "best")].values == (70.0, 71.0, 72.0, 73.0)
+    assert report.cells[("kd (data.aug_seed=0)", pair, "best")].values == (60.0, 61.0, 50.0)
+
+
 def test_runs_of_another_lr_schedule_are_their_own_row_not_reruns(tmp_path):
     """Only the seed differs between reruns: a scheduler (or data, precision, ...) change is another row."""
     root = tmp_path / "runs"

@@ -46,8 +46,9 @@ CONFIG = "config.yaml"
 METRICS = Path("csv") / "metrics.csv"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 UNREADABLE = "unreadable"
-#: the run's seed, the data module's copy of it and the augmentation stream's (a seed too: it follows the run's
-#: seed by default, or one stream is shared by a whole sweep): what differs between the seeds of one experiment
+#: the run's seed, the data module's copy of it and the augmentation stream's (a seed too where it follows the
+#: run's seed, the default): what differs between the seeds of one experiment. A stream shared by a whole sweep
+#: (summary ``aug_stream``) is a setting (:func:`shared_aug_seed`)
 SEED_KEYS = ("seed", "data.seed", "data.aug_seed")
 #: Lightning's options that train or evaluate on part of each epoch (float: a fraction, int: a batch count)
 PARTIAL_EPOCHS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "overfit_batches")
@@ -318,6 +319,8 @@ def read_run(run_dir: Path) -> RunRecord | None:
             if not k.startswith(NOT_SETTINGS) and k not in SEED_KEYS
         }
         settings |= result_settings(cfg, with_teacher=record.teacher is not None)
+        if (shared := shared_aug_seed(cfg, summary)) is not None:
+            settings["data.aug_seed"] = shared
     record.settings = {k: normalized(v) for k, v in settings.items()}
     for key in ("teacher_top1", "best_top1", "last_top1", "last_top5", "test_top1", "test_top5"):
         setattr(record, key, _number(summary.get(key)))
@@ -489,6 +492,17 @@ def _finite_or_none(value: Any) -> bool:
 def settings_key(settings: dict[str, Any]) -> tuple:
     """A hashable, sortable form of :attr:`RunRecord.settings` (values compared as :func:`same` does)."""
     return tuple(sorted((k, repr(normalized(v))) for k, v in settings.items()))
+
+
+def shared_aug_seed(cfg: dict[str, Any], summary: dict[str, Any]) -> int | None:
+    """The augmentation stream's seed where a sweep shared it (runs of every seed saw the same views: another
+    experiment than streams that follow the seed, and not a rerun of one); None where it followed the seed.
+    A summary without ``aug_stream`` predates it: a value other than the seed was shared."""
+    value = (cfg.get("data") or {}).get("aug_seed")
+    stream = summary.get("aug_stream")
+    if value is None or stream in ("seed", "loader"):
+        return None
+    return value if stream == "shared" or value != cfg.get("seed") else None
 
 
 def row_key(record: RunRecord) -> tuple:

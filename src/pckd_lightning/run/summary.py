@@ -13,7 +13,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import pckd_lightning
 from pckd_lightning.atomic import atomic_write_text
@@ -90,6 +90,15 @@ def machine(trainer: L.Trainer) -> dict[str, Any]:
     }
 
 
+def aug_stream(data: DictConfig) -> str:
+    """How the training views were drawn: ``seed`` (``data.aug_seed`` follows the run's seed, the default),
+    ``shared`` (a value of its own, which a sweep shares: a teacher cache needs it) or ``loader`` (null: the
+    loader workers' generators). Read before resolving: a shared value may equal the seed."""
+    if data.get("aug_seed") is None:
+        return "loader"
+    return "seed" if OmegaConf.is_interpolation(data, "aug_seed") else "shared"
+
+
 def summarize(
     cfg: DictConfig,
     trainer: L.Trainer,
@@ -105,6 +114,7 @@ def summarize(
         "student": model_name(cfg.model.student),
         "teacher": None if cfg.model.get("teacher") is None else cfg.model.teacher.name,
         "seed": cfg.get("seed"),
+        "aug_stream": aug_stream(cfg.data),
         "epochs": trainer.current_epoch,
         "teacher_top1": module.teacher_top1,
         "teacher_checkpoint": None if teacher_file is None else teacher_file.path,
