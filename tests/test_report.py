@@ -467,18 +467,28 @@ def test_runs_distilled_from_different_teacher_files_never_share_a_row_or_supers
     assert (teachers[SHA_A].runs, teachers[SHA_A].top1, teachers[SHA_B].runs) == (4, 72.0, 1)
 
 
-@pytest.mark.parametrize(
-    ("section", "key", "value"),
-    [
-        ("trainer", "check_val_every_n_epoch", 2),
-        ("module.teacher_options", "float32", True),
-        ("module", "sync_batchnorm", True),
-        ("trainer", "limit_train_batches", 0.5),
-        ("trainer", "limit_val_batches", 3),
-        ("trainer", "limit_test_batches", 0.25),
-        ("trainer", "overfit_batches", 0.1),
-    ],
-)
+#: a value off the default of each setting a resume may change (resume.RECORDED), and of one it may not
+OFF_DEFAULT = [
+    ("trainer", "check_val_every_n_epoch", 2),
+    ("trainer", "val_check_interval", 0.5),
+    ("trainer", "val_check_interval", 1),  # an int counts batches: validated after every one
+    ("module.teacher_options", "float32", True),
+    ("module", "sync_batchnorm", True),
+    ("trainer", "limit_train_batches", 0.5),
+    ("trainer", "limit_train_batches", 1),  # one batch an epoch, not the whole of it
+    ("trainer", "limit_val_batches", 3),
+    ("trainer", "limit_test_batches", 0.25),
+    ("trainer", "overfit_batches", 0.1),
+]
+
+
+def test_every_setting_a_resume_may_change_is_checked_off_its_default():
+    from pckd_lightning.resume import RECORDED
+
+    assert set(RECORDED) <= {f"{section}.{key}" for section, key, _ in OFF_DEFAULT}
+
+
+@pytest.mark.parametrize(("section", "key", "value"), OFF_DEFAULT)
 def test_settings_a_resume_may_change_still_make_a_row_of_their_own(section, key, value, tmp_path):
     root = tmp_path / "runs"
     for seed in range(2):

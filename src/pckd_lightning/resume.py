@@ -59,16 +59,18 @@ RUNTIME = (
     "model.train_teacher_if_missing.checkpoint",
 )
 #: settings a resume may change that still shape its numbers (how often it validates, so which epoch is best;
-#: the batches an epoch sees or a score counts; the teacher's precision): never refused, recorded in ``changed``
-RECORDED = (
-    "trainer.check_val_every_n_epoch",
-    "trainer.val_check_interval",
-    "trainer.limit_train_batches",
-    "trainer.limit_val_batches",
-    "trainer.limit_test_batches",
-    "trainer.overfit_batches",
-    "module.teacher_options.float32",
-)
+#: the batches an epoch sees or a score counts; the teacher's precision): never refused, recorded in ``changed``.
+#: Each with the value that leaves a run as the defaults train it (pckd-report keeps runs off it in rows of
+#: their own; a config older than the key compares equal); a fraction's 1.0 is every batch, an int counts them
+RECORDED = {
+    "trainer.check_val_every_n_epoch": 1,
+    "trainer.val_check_interval": 1.0,
+    "trainer.limit_train_batches": 1.0,
+    "trainer.limit_val_batches": 1.0,
+    "trainer.limit_test_batches": 1.0,
+    "trainer.overfit_batches": 0,
+    "module.teacher_options.float32": False,
+}
 #: the allow_changes entry that accepts another teacher file
 TEACHER_KEY = "model.teacher.checkpoint"
 METRICS = Path("csv") / "metrics.csv"
@@ -243,7 +245,7 @@ def plan_resume(cfg: DictConfig) -> ResumePlan | None:
             f"the resumed run's config differs from the checkpoint's in what it fixed ({listed}). Resume with the "
             f"checkpoint's settings (its run folder has config.yaml), or {', or '.join(how)}"
         )
-    plan.changed |= changes | changed_keys(record["config"], current, RECORDED)
+    plan.changed |= changes | changed_keys(record["config"], current, tuple(RECORDED))
     return plan
 
 

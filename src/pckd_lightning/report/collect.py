@@ -37,7 +37,7 @@ from pckd_lightning.callbacks.config_record import STATE_KEY
 from pckd_lightning.data.classes import parse_classes
 from pckd_lightning.distillation.teacher import file_sha256
 from pckd_lightning.errors import ConfigError
-from pckd_lightning.resume import experiment_config, flatten_config
+from pckd_lightning.resume import RECORDED, experiment_config, flatten_config
 from pckd_lightning.run_folder import read_run_config
 from pckd_lightning.schema.fields import Bool, accepts
 
@@ -54,13 +54,7 @@ SEED_KEYS = ("seed", "data.seed", "data.aug_seed")
 PARTIAL_EPOCHS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "overfit_batches")
 #: the method name of plain supervised training; such runs fill the "student (scratch)" row
 SCRATCH_METHOD = "ce"
-#: settings that change a result but that a resume may change (so ``experiment_config`` leaves them out), with
-#: their defaults: a default is left out of the settings, so a config older than the key compares equal
-RESULT_DEFAULTS = {
-    "trainer.check_val_every_n_epoch": 1,
-    "module.teacher_options.float32": False,
-}
-#: the setting of :data:`RESULT_DEFAULTS` that only a run with a teacher has
+#: the setting of :data:`~pckd_lightning.resume.RECORDED` that only a run with a teacher has
 TEACHER_PRECISION = "module.teacher_options.float32"
 #: ``experiment_config`` keys that are no setting of their own: the distill section (read by
 #: :func:`distill_settings`), the architectures (the report's columns) and the demo's recipe for a missing
@@ -184,18 +178,24 @@ def dataset_name(cfg: dict[str, Any] | None) -> str:
     if subset:
         name = f"{name} (subsampled: {', '.join(subset)})"
     trainer = (cfg or {}).get("trainer") or {}
-    partial = [f"{key}={trainer[key]}" for key in PARTIAL_EPOCHS if not _whole(key, trainer.get(key))]
+    partial = [f"{key}={trainer[key]}" for key in PARTIAL_EPOCHS if not _at_default(key, trainer.get(key))]
     if partial:  # a debug run (debug=limit, overfit_batches): never read as, or averaged with, a result
         name = f"{name} [partial epochs: {', '.join(partial)}]"
     # validated on held-out training images: a tuning run, not a result on the evaluation split
     return f"{name} [holdout val]" if data.get("val_source") == "holdout" else name
 
 
-def _whole(key: str, value: Any) -> bool:
-    """Whether a ``trainer`` option of :data:`PARTIAL_EPOCHS` leaves every batch in (its default)."""
-    if key == "overfit_batches":
-        return value in (None, 0, 0.0)
-    return value is None or (isinstance(value, float) and value == 1.0)  # an int counts batches: 1 is one
+def _at_default(key: str, value: Any) -> bool:
+    """Whether a setting of :data:`~pckd_lightning.resume.RECORDED` (a ``trainer`` option of
+    :data:`PARTIAL_EPOCHS` by its name there) leaves the run as the defaults train it. Lightning's fractions
+    count by type: 1.0 is every batch (or once an epoch), the int 1 a single batch."""
+    key = key if "." in key else f"trainer.{key}"
+    if value is None:
+        return True
+    default = RECORDED[key]
+    if isinstance(default, float):
+        return isinstance(value, float) and value == default
+    return same(value, default)
 
 
 def distill_settings(cfg: dict[str, Any] | None, summary: dict[str, Any]) -> dict[str, Any]:
@@ -361,16 +361,14 @@ def read_run(run_dir: Path) -> RunRecord | None:
 
 def result_settings(cfg: dict[str, Any], with_teacher: bool) -> dict[str, Any]:
     """The settings that change a result where not at their default, beyond what ``experiment_config`` gives:
-    partial epochs (:data:`PARTIAL_EPOCHS`), how often the run validated and (with a teacher) the teacher's
-    precision."""
-    trainer = cfg.get("trainer") or {}
-    out = {f"trainer.{k}": trainer[k] for k in PARTIAL_EPOCHS if not _whole(k, trainer.get(k))}
+    those a resume may change (:data:`~pckd_lightning.resume.RECORDED`: partial epochs, how often the run
+    validated, with a teacher the teacher's precision)."""
     flat = flatten_config(cfg)
-    for key, default in RESULT_DEFAULTS.items():
-        value = flat.get(key)
-        if (with_teacher or key != TEACHER_PRECISION) and value is not None and not same(value, default):
-            out[key] = value
-    return out
+    return {
+        key: flat[key]
+        for key in RECORDED
+        if (with_teacher or key != TEACHER_PRECISION) and not _at_default(key, flat.get(key))
+    }
 
 
 def normalized(value: Any) -> Any:
