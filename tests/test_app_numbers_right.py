@@ -243,8 +243,10 @@ def test_the_summary_says_whether_the_augmentation_stream_followed_the_seed(tmp_
     assert aug_stream(follows.data) == "seed"
     assert aug_stream(compose_config(["seed=0", "data.aug_seed=0"], output_dir=tmp_path).data) == "shared"
     assert aug_stream(compose_config(["data.aug_seed=null"], output_dir=tmp_path).data) == "loader"
-    summary, _ = two_step_run(tmp_path / "run", "ce", "data.aug_seed=0", "seed=0")
+    summary, _ = two_step_run(tmp_path / "shared", "ce", "data.aug_seed=0", "seed=0")
     assert summary["aug_stream"] == "shared"
+    summary, _ = two_step_run(tmp_path / "own", "ce", "seed=0")
+    assert summary["aug_stream"] == "seed"  # the config is not resolved in place before the summary
 
 
 @pytest.mark.parametrize(

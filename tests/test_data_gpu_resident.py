@@ -259,18 +259,26 @@ def test_data_module_subsampling_and_single_view(tmp_path: Path):
     assert torch.bincount(labels, minlength=100).tolist() == [2] * 100
 
 
-def test_data_module_is_refused_under_ddp_naming_the_ordinary_path(tmp_path: Path):
+def test_data_module_is_refused_under_ddp_before_any_work(tmp_path: Path):
     """Lightning cannot give each rank its share of a loader made on the device: every rank would train on
-    the same batches."""
-    from types import SimpleNamespace
-
+    the same batches. Refused once the trainer is built (the world size known), before DDP starts."""
+    from helpers import compose_config
     from pckd_lightning.errors import ConfigError
+    from pckd_lightning.run import fit
+    from pckd_lightning.run.check import check_world
 
     root = write_fake_cifar(tmp_path, n=300).parent
-    dm = GPUResidentCIFAR100DataModule(root, device="cpu", check_sizes=False, train_per_class=2)
-    dm.trainer = SimpleNamespace(world_size=2)  # what Lightning sets under DDP
+    data = [f"paths.data_dir={root}", "+data.check_sizes=false", "data.train_per_class=2"]
+    scratch = ["model=digits_scratch_resnet8", "distill=ce"]
+    cfg = compose_config(
+        ["data=cifar100_gpu", "trainer=ddp_cpu", *scratch, *data], output_dir=tmp_path / "run"
+    )
     with pytest.raises(ConfigError, match=r"2 processes.*data=cifar100 under DDP"):
-        dm.train_dataloader()
+        fit(cfg)
+    assert not (tmp_path / "run" / "config.yaml").exists()
+    one = GPUResidentCIFAR100DataModule(root, device="cpu", check_sizes=False)
+    check_world(one, 1)  # one device: its purpose
+    check_world(CIFAR100DataModule(root, check_sizes=False), 2)  # the DataLoader path splits under DDP
 
 
 @pytest.mark.cifar

@@ -209,6 +209,39 @@ def test_scratch_runs_of_each_teachers_kd_experiment_fill_that_pairs_scratch_row
         -6.0
     )
     assert not report.other_scratch
+    # resumed alike, one run at each lr: neither is plain, and the two experiments never share a label
+    resumed = {"checkpoint": "x/last.ckpt", "completed_epochs": 5, "config_checked": True}
+    resumed["changed"] = {"trainer.val_check_interval": {"checkpoint": 0.5, "run": 1.0}}
+    for lr, best in ((0.01, 50.0), (0.05, 40.0)):
+        folder = write_run(root / f"resumed{lr}", P1, "ce", 0, best, best, resumed_from=resumed)
+        edit_config(
+            folder, lambda cfg, lr=lr: cfg.update(optimizer={"_target_": "torch.optim.SGD", "lr": lr})
+        )
+    report, _ = build_report(root, tmp_path / "out2", plot=False)
+    labels = {r.run_dir.name: r.label for r in report.records}
+    assert labels["resumed0.01"] != labels["resumed0.05"] and "lr=0.05" in labels["resumed0.05"]
+    assert sorted(s.values for (_, _, metric), s in report.other_scratch.items() if metric == "best") == [
+        (40.0,),
+        (50.0,),
+    ]
+
+
+def test_a_shared_augmentation_stream_splits_a_methods_rows_but_not_kds_experiment(tmp_path):
+    """A teacher-cache sweep (data.aug_seed=0 for every seed) beside scratch runs and one KD seed on their own
+    streams: the scratch row and its Δ stay (the stream is not the experiment), KD's own-stream run is a row
+    of its own, labelled by what its stream followed."""
+    root = tmp_path / "runs"
+    for seed in range(3):
+        kd = write_run(root / f"kd{seed}", P1, "kd", seed, 70.0 + seed, 70.0, aug_stream="shared")
+        edit_config(kd, lambda cfg: cfg["data"].update(aug_seed=0))
+        write_run(root / f"ce{seed}", P1, "ce", seed, 66.0 + seed, 66.0, aug_stream="seed")
+    write_run(root / "kd_own0", P1, "kd", 0, 60.0, 60.0, aug_stream="seed")
+    report, _ = build_report(root, tmp_path / "out", plot=False)
+    pair = report.pairs[0]
+    assert report.cells[("kd", pair, "best")].values == (70.0, 71.0, 72.0)
+    assert report.cells[("kd (data.aug_seed=seed)", pair, "best")].values == (60.0,)
+    assert report.cells[("student (scratch)", pair, "best")].values == (66.0, 67.0, 68.0)
+    assert report.intervals[("student (scratch)", pair, "best")].delta == pytest.approx(-4.0)
 
 
 def test_what_follows_the_method_does_not_split_a_row_from_kds_experiment(tmp_path):

@@ -567,6 +567,22 @@ def test_a_checkpoint_of_main_before_one_home_each_resumes_and_reports_as_the_sa
     assert set(changed_keys(old, current)) == {"module.lr_scaling"}
 
 
+def test_a_resume_records_a_setting_that_acts_otherwise_not_one_spelt_otherwise(tmp_path):
+    """limit_train_batches 1.0 -> 1 is every batch -> one batch (1.0 == 1 in Python); a key an older config
+    lacks is at its default, so setting that default explicitly changes nothing."""
+    from pckd_lightning.resume import recorded_changes
+
+    current = OmegaConf.to_container(compose_config([], output_dir=tmp_path), resolve=True)
+    old = OmegaConf.to_container(compose_config([], output_dir=tmp_path), resolve=True)
+    old["trainer"]["limit_train_batches"] = 1.0
+    new = {**current, "trainer": {**current["trainer"], "limit_train_batches": 1}}
+    assert recorded_changes(old, new) == {"trainer.limit_train_batches": {"checkpoint": 1.0, "run": 1}}
+    old["trainer"].pop("check_val_every_n_epoch", None)  # written before the key was
+    explicit = {**current, "trainer": {**current["trainer"], "check_val_every_n_epoch": 1}}
+    del old["trainer"]["limit_train_batches"]
+    assert recorded_changes(old, explicit) == {}
+
+
 def test_the_earlier_spellings_of_the_modules_settings_compose_to_the_same_run(tmp_path, caplog):
     from pckd_lightning.upgrades import upgrade_overrides
 

@@ -71,6 +71,34 @@ RECORDED = {
     "trainer.overfit_batches": 0,
     "module.teacher_options.float32": False,
 }
+
+
+def recorded_value(key: str, value: Any) -> tuple[str, Any]:
+    """A :data:`RECORDED` setting as it acts: unset is its default; a Lightning fraction (a default of 1.0)
+    keeps its type, 1.0 being every batch and the int 1 a single one; other numbers compare by value."""
+    default = RECORDED[key]
+    value = default if value is None else value
+    if isinstance(default, float):
+        return ("fraction" if isinstance(value, float) else "count", value)
+    if isinstance(value, float) and value.is_integer():
+        return ("value", int(value))
+    return ("value", value)
+
+
+def recorded_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{key: {"checkpoint": old, "run": new}}`` for each :data:`RECORDED` setting that acts otherwise
+    (:func:`recorded_value`: a key an older config lacks is at its default, 1.0 is not 1)."""
+    old, new = (
+        _settings(upgrade_config(saved), tuple(RECORDED)),
+        _settings(upgrade_config(current), tuple(RECORDED)),
+    )
+    return {
+        key: {"checkpoint": old.get(key), "run": new.get(key)}
+        for key in RECORDED
+        if recorded_value(key, old.get(key)) != recorded_value(key, new.get(key))
+    }
+
+
 #: the allow_changes entry that accepts another teacher file
 TEACHER_KEY = "model.teacher.checkpoint"
 METRICS = Path("csv") / "metrics.csv"
@@ -141,14 +169,9 @@ def _settings(config: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-def changed_keys(
-    saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...] | None = None
-) -> dict[str, dict[str, Any]]:
-    """``{key: {"checkpoint": old, "run": new}}`` for every fixed key (or one under ``keys``) that differs."""
-    if keys is None:
-        old, new = experiment_config(saved), experiment_config(current)
-    else:
-        old, new = _settings(upgrade_config(saved), keys), _settings(upgrade_config(current), keys)
+def changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{key: {"checkpoint": old, "run": new}}`` for every fixed key that differs."""
+    old, new = experiment_config(saved), experiment_config(current)
     return {
         key: {"checkpoint": old.get(key), "run": new.get(key)}
         for key in sorted(set(old) | set(new))
@@ -189,8 +212,8 @@ def plan_resume(cfg: DictConfig) -> ResumePlan | None:
     )
     # Lightning's fit loop state; a checkpoint without it (older versions) was saved at an epoch's end
     fit_loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
-    processed = fit_loop.get("epoch_progress", {}).get("current", {}).get("processed")  # its `done` test
-    plan.epoch_done = bool(fit_loop.get("epoch_loop.batch_progress", {}).get("is_last_batch", True))
+    processed = ((fit_loop.get("epoch_progress") or {}).get("current") or {}).get("processed")  # its `done`
+    plan.epoch_done = bool((fit_loop.get("epoch_loop.batch_progress") or {}).get("is_last_batch", True))
     max_epochs = cfg.trainer.get("max_epochs")
     if isinstance(processed, int) and isinstance(max_epochs, int) and processed >= max_epochs > 0:
         raise ConfigError(
@@ -245,7 +268,7 @@ def plan_resume(cfg: DictConfig) -> ResumePlan | None:
             f"the resumed run's config differs from the checkpoint's in what it fixed ({listed}). Resume with the "
             f"checkpoint's settings (its run folder has config.yaml), or {', or '.join(how)}"
         )
-    plan.changed |= changes | changed_keys(record["config"], current, tuple(RECORDED))
+    plan.changed |= changes | recorded_changes(record["config"], current)
     return plan
 
 

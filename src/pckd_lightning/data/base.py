@@ -295,37 +295,38 @@ class ClassificationDataModule(L.LightningDataModule):
             dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
         )
 
-    def _loader(self, dataset: IndexedDataset, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
-        shuffle = isinstance(sampler, EpochShuffleSampler)
+    def _loader(self, dataset: IndexedDataset, stage: str) -> DataLoader:
+        train = stage == "fit"
         return DataLoader(
             dataset,
-            batch_size=batch_size,
-            sampler=sampler,
+            batch_size=self.batch_size if train else self.val_batch_size,
+            # the order is a function of (seed, epoch), so a resumed run continues the same sequence
+            sampler=EpochShuffleSampler(len(dataset), self.seed)
+            if train
+            else self._eval_sampler(dataset, stage),
             # a private generator makes the workers' augmentation seeds follow `seed` too
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            generator=torch.Generator().manual_seed(self.seed) if train else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             # a last training batch of a single image would break BatchNorm in training mode
-            drop_last=shuffle and len(dataset) % batch_size == 1,
+            drop_last=train and len(dataset) % self.batch_size == 1,
         )
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
         assert self.train_set is not None
-        # the order is a function of (seed, epoch), so a resumed run continues the same sequence
-        sampler = EpochShuffleSampler(len(self.train_set), self.seed)
-        return self._loader(self.train_set, self.batch_size, sampler)
+        return self._loader(self.train_set, "fit")
 
     def val_dataloader(self) -> DataLoader:
         self.setup("validate")
         assert self.val_set is not None
-        return self._loader(self.val_set, self.val_batch_size, self._eval_sampler(self.val_set, "validate"))
+        return self._loader(self.val_set, "validate")
 
     def test_dataloader(self) -> DataLoader:
         """The evaluation split: with ``val_source="holdout"`` the one validation never saw, else the
-        validation loader again (CIFAR-100's test set is its only held-out split)."""
+        validation split again (CIFAR-100's test set is its only held-out split)."""
         self.setup("test")
-        if self.test_set is None:
-            return self.val_dataloader()
-        return self._loader(self.test_set, self.val_batch_size, self._eval_sampler(self.test_set, "test"))
+        evaluated = self.val_set if self.test_set is None else self.test_set
+        assert evaluated is not None
+        return self._loader(evaluated, "test")

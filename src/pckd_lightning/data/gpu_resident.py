@@ -267,7 +267,8 @@ class GPUResidentCIFAR100DataModule(CIFAR100DataModule):
     the trainer's device when attached to one, else CUDA when available, else CPU), ``resident_val``
     (``False`` keeps the ordinary DataLoader for validation) and ``channels_last`` (batches in that memory
     format). ``num_workers`` and ``pin_memory`` only affect a non-resident validation loader.
-    Single-device only (refused under DDP: every rank would draw the same permutation).
+    Single-device only (:func:`pckd_lightning.run.check.check_world` refuses it under DDP: every rank would
+    draw the same permutation).
     """
 
     def __init__(
@@ -320,13 +321,6 @@ class GPUResidentCIFAR100DataModule(CIFAR100DataModule):
         return resident
 
     def train_dataloader(self) -> ResidentTrainLoader:  # type: ignore[override]
-        trainer = self.trainer
-        if trainer is not None and trainer.world_size > 1:  # known once the trainer is (devices=-1, Slurm)
-            raise ConfigError(
-                f"data=cifar100_gpu runs on one device, but this run has {trainer.world_size} processes: every "
-                "rank would train on the same batches (Lightning cannot split a loader made on the device). "
-                "Use data=cifar100 under DDP, or trainer.devices=1"
-            )
         images, labels = self._upload("train")
         return ResidentTrainLoader(
             images,

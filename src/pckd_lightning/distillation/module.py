@@ -301,7 +301,8 @@ class DistillationModule(L.LightningModule):
                 logits = self.step.teacher_forward(images.to(self.device))
                 correct += (logits.argmax(1) == labels.to(logits.device)).sum().item()
                 total += labels.numel()
-        # under DDP each rank scored its share of the split (see the data module's evaluation sampler)
+        # under DDP each rank scored its share of the split (the data module's evaluation sampler), or the
+        # whole split where it keeps Lightning's (debug settings): the sums give the same ratio either way
         counts = self.trainer.strategy.reduce(
             torch.tensor([correct, total], dtype=torch.int64, device=self.device), reduce_op="sum"
         )

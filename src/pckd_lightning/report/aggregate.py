@@ -38,8 +38,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pckd_lightning.report.collect import (
+    AUG_SEED,
     SCRATCH_METHOD,
     TEACHER,
+    UNSET_LABELS,
     RunRecord,
     format_value,
     same,
@@ -224,7 +226,8 @@ def variant_label(method: str, settings: dict[str, Any], reference: dict[str, An
         if key.startswith("terms.") and key.split(".")[1] not in own & ref:
             continue  # a whole term added or removed: said above
         if key not in settings or key not in reference or not same(settings[key], reference[key]):
-            changes.append(f"{key.removeprefix('terms.')}={format_value(settings.get(key))}")
+            shown = format_value(settings[key]) if key in settings else UNSET_LABELS.get(key, "None")
+            changes.append(f"{key.removeprefix('terms.')}={shown}")
     return f"{method} ({', '.join(changes)})" if changes else method
 
 
@@ -280,17 +283,13 @@ def variant_labels(
         seen: dict[tuple[int, str], tuple] = {}
         for record in group:
             own = settings[id(record)]
-            reference = references[(method, *pair)]
-            # the experiment is KD's (another optimizer, data or schedule shows in the label); a from-scratch
-            # run's is the KD experiment it ran, of any teacher's pair on its student (each pair's plain row)
-            slot = next((i for i, k in enumerate(kds) if _same_experiment(own, k, dropped)), 0)
-            kd = kds[slot] if kds else None
-            if kd is not None:
-                keys = {k for k in reference.keys() | kd.keys() if _experiment_key(k) and k not in dropped}
-                reference = {k: v for k, v in reference.items() if k not in keys} | {
-                    k: kd[k] for k in keys & kd.keys()
-                }
-            label = variant_label(method, own, reference)
+            # the experiment is KD's: another optimizer, data or schedule shows in the label. A from-scratch
+            # run that is plain against the KD experiment of another teacher's pair is that pair's plain row;
+            # any other is labelled against the first pair's, so that two experiments never print alike
+            by_slot = [_in_experiment(references[(method, *pair)], kd, dropped) for kd in kds]
+            plain = (i for i, ref in enumerate(by_slot) if variant_label(method, own, ref) == method)
+            slot = 0 if record.resume_note else next(plain, 0)
+            label = variant_label(method, own, by_slot[slot] if by_slot else references[(method, *pair)])
             if record.resume_note:
                 label = f"{label} [{record.resume_note}]"
             identity = (settings_key(own), record.resume_note)
@@ -303,9 +302,21 @@ def variant_labels(
     return labels
 
 
+def _in_experiment(
+    reference: dict[str, Any], kd: dict[str, Any], dropped: AbstractSet[str]
+) -> dict[str, Any]:
+    """A method's reference setting with the experiment settings (:func:`_experiment_key`) of KD's ``kd``."""
+    keys = {k for k in reference.keys() | kd.keys() if _experiment_key(k) and k not in dropped}
+    return {k: v for k, v in reference.items() if k not in keys} | {k: kd[k] for k in keys & kd.keys()}
+
+
 def _experiment_key(key: str) -> bool:
-    """A setting of the experiment the method runs in (not of the method: :data:`FOLLOWS_METHOD`)."""
-    return key.split(".", 1)[0] in EXPERIMENT_GROUPS and not key.startswith(FOLLOWS_METHOD)
+    """A setting of the experiment the method runs in (not of the method: :data:`FOLLOWS_METHOD`). A shared
+    augmentation stream is not one: it splits a method's rows (its seeds' views are not independent draws),
+    but each run's views are drawn as any stream's, so KD's on the other stream is still its baseline."""
+    return (
+        key.split(".", 1)[0] in EXPERIMENT_GROUPS and not key.startswith(FOLLOWS_METHOD) and key != AUG_SEED
+    )
 
 
 def _kd_references(references: dict[tuple, dict[str, Any]], group: tuple) -> list[dict[str, Any]]:
@@ -320,12 +331,6 @@ def _kd_references(references: dict[tuple, dict[str, Any]], group: tuple) -> lis
         return [kd] if kd is not None else []
     keys = sorted((k for k in references if k[0] == KD_ROW and (k[1], k[4]) == (dataset, student)), key=repr)
     return [references[k] for k in keys]
-
-
-def _same_experiment(settings: dict[str, Any], kd: dict[str, Any], dropped: AbstractSet[str]) -> bool:
-    """Whether ``settings`` ran the experiment of KD's reference ``kd`` (its :func:`_experiment_key` settings)."""
-    keys = {k for k in settings.keys() | kd.keys() if _experiment_key(k) and k not in dropped}
-    return all(k in settings and k in kd and same(settings[k], kd[k]) for k in keys)
 
 
 def length_followers(records: Iterable[RunRecord], kd: Iterable[RunRecord] = ()) -> set[str]:

@@ -37,7 +37,7 @@ from pckd_lightning.callbacks.config_record import STATE_KEY
 from pckd_lightning.data.classes import parse_classes
 from pckd_lightning.distillation.teacher import file_sha256
 from pckd_lightning.errors import ConfigError
-from pckd_lightning.resume import RECORDED, experiment_config, flatten_config
+from pckd_lightning.resume import RECORDED, experiment_config, flatten_config, recorded_value
 from pckd_lightning.run_folder import read_run_config
 from pckd_lightning.schema.fields import Bool, accepts
 
@@ -50,6 +50,11 @@ UNREADABLE = "unreadable"
 #: run's seed, the default): what differs between the seeds of one experiment. A stream shared by a whole sweep
 #: (summary ``aug_stream``) is a setting (:func:`shared_aug_seed`)
 SEED_KEYS = ("seed", "data.seed", "data.aug_seed")
+#: the setting a sweep that shared one augmentation stream has (:func:`shared_aug_seed`); a run without it drew
+#: its own stream from its seed, which a label shows as ``data.aug_seed=seed``
+AUG_SEED = "data.aug_seed"
+#: how a label shows a setting that a run leaves out, where that is not ``None``
+UNSET_LABELS = {AUG_SEED: "seed"}
 #: Lightning's options that train or evaluate on part of each epoch (float: a fraction, int: a batch count)
 PARTIAL_EPOCHS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "overfit_batches")
 #: the method name of plain supervised training; such runs fill the "student (scratch)" row
@@ -178,7 +183,11 @@ def dataset_name(cfg: dict[str, Any] | None) -> str:
     if subset:
         name = f"{name} (subsampled: {', '.join(subset)})"
     trainer = (cfg or {}).get("trainer") or {}
-    partial = [f"{key}={trainer[key]}" for key in PARTIAL_EPOCHS if not _at_default(key, trainer.get(key))]
+    partial = [
+        f"{key}={trainer[key]}"
+        for key in PARTIAL_EPOCHS
+        if not _at_default(f"trainer.{key}", trainer.get(key))
+    ]
     if partial:  # a debug run (debug=limit, overfit_batches): never read as, or averaged with, a result
         name = f"{name} [partial epochs: {', '.join(partial)}]"
     # validated on held-out training images: a tuning run, not a result on the evaluation split
@@ -186,16 +195,8 @@ def dataset_name(cfg: dict[str, Any] | None) -> str:
 
 
 def _at_default(key: str, value: Any) -> bool:
-    """Whether a setting of :data:`~pckd_lightning.resume.RECORDED` (a ``trainer`` option of
-    :data:`PARTIAL_EPOCHS` by its name there) leaves the run as the defaults train it. Lightning's fractions
-    count by type: 1.0 is every batch (or once an epoch), the int 1 a single batch."""
-    key = key if "." in key else f"trainer.{key}"
-    if value is None:
-        return True
-    default = RECORDED[key]
-    if isinstance(default, float):
-        return isinstance(value, float) and value == default
-    return same(value, default)
+    """Whether a setting of :data:`~pckd_lightning.resume.RECORDED` leaves the run as the defaults train it."""
+    return recorded_value(key, value) == recorded_value(key, None)
 
 
 def distill_settings(cfg: dict[str, Any] | None, summary: dict[str, Any]) -> dict[str, Any]:
@@ -320,7 +321,7 @@ def read_run(run_dir: Path) -> RunRecord | None:
         }
         settings |= result_settings(cfg, with_teacher=record.teacher is not None)
         if (shared := shared_aug_seed(cfg, summary)) is not None:
-            settings["data.aug_seed"] = shared
+            settings[AUG_SEED] = shared
     record.settings = {k: normalized(v) for k, v in settings.items()}
     for key in ("teacher_top1", "best_top1", "last_top1", "last_top5", "test_top1", "test_top5"):
         setattr(record, key, _number(summary.get(key)))

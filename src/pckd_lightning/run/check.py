@@ -7,6 +7,7 @@ from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig
 
 from pckd_lightning import preview
+from pckd_lightning.data import GPUResidentCIFAR100DataModule
 from pckd_lightning.errors import ConfigError
 
 
@@ -39,4 +40,17 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"data.views={data_views} but distill={cfg.distill.get('name')} expects views={method_views}; "
             "leave data.views at its default (${distill.views}) or set both to the same value"
+        )
+
+
+def check_world(datamodule: object, world_size: int) -> None:
+    """Refuse a data module that cannot give each DDP process its share (called once the trainer is built,
+    the first moment the world size is known, before any work): Lightning splits a DataLoader by a
+    distributed sampler, but not the device-resident path's loader, so every rank would train on the same
+    batches."""
+    if world_size > 1 and isinstance(datamodule, GPUResidentCIFAR100DataModule):
+        raise ConfigError(
+            f"data=cifar100_gpu runs on one device, but this run has {world_size} processes: every rank would "
+            "train on the same batches (Lightning cannot split a loader made on the device). Use "
+            "data=cifar100 under DDP, or trainer.devices=1"
         )

@@ -19,7 +19,7 @@ from pckd_lightning.callbacks.config_record import RunConfigRecord
 from pckd_lightning.export import export_state_dict
 from pckd_lightning.resume import carry_history, check_world_size, plan_resume
 from pckd_lightning.run.build import build_callbacks, build_module, build_trainer, instantiate
-from pckd_lightning.run.check import check_config
+from pckd_lightning.run.check import check_config, check_world
 from pckd_lightning.run.interrupts import stop_before_restart, stop_interrupted
 from pckd_lightning.run.loggers import build_loggers, close_loggers
 from pckd_lightning.run.summary import (
@@ -82,6 +82,7 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
         callbacks = [*build_callbacks(cfg, record), LambdaCallback(on_train_start=handover)]
         # the loggers come after the resume's last check: they write (the CSV history, a W&B run's config)
         trainer = build_trainer(cfg, callbacks, [])
+        check_world(datamodule, trainer.world_size)
         if resume is None:
             handover()
         else:
