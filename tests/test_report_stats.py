@@ -164,19 +164,26 @@ def test_a_row_trained_in_another_experiment_than_kd_says_so_in_its_label(tmp_pa
     assert "| resnet20 (data.batch_size=32) |" in markdown  # listed with the other from-scratch runs
 
 
+P110 = ("resnet110", "resnet20")
+
+
+def with_lr(folder: Path, lr: float) -> None:
+    edit_config(folder, lambda cfg: cfg.update(optimizer={"_target_": "torch.optim.SGD", "lr": lr}))
+
+
+def write_lr_runs(root: Path, runs: list[tuple[tuple[str, str], str, float, float]]) -> None:
+    """Seeds 0-2 of each (pair, method, lr, best): best and last ``best + seed``, SGD at ``lr``."""
+    for pair, method, lr, best in runs:
+        for seed in range(3):
+            folder = root / f"{pair[0]}_{method}{lr}_{seed}"
+            with_lr(write_run(folder, pair, method, seed, best + seed, best + seed), lr)
+
+
 def test_a_students_scratch_runs_serve_only_the_pairs_whose_kd_ran_their_experiment(tmp_path):
     """resnet20 distilled from resnet56 (KD at lr 0.05) and from resnet110 (KD at lr 0.01); scratch resnet20
     at lr 0.01 only: it is resnet110's scratch row, and resnet56's pair has none (no Δ across experiments)."""
     root = tmp_path / "runs"
-    p110 = ("resnet110", "resnet20")
-    for pair, method, lr, best in ((P1, "kd", 0.05, 70.0), (p110, "kd", 0.01, 69.0), (P1, "ce", 0.01, 66.0)):
-        for seed in range(3):
-            folder = write_run(
-                root / f"{pair[0]}_{method}{seed}", pair, method, seed, best + seed, best + seed
-            )
-            edit_config(
-                folder, lambda cfg, lr=lr: cfg.update(optimizer={"_target_": "torch.optim.SGD", "lr": lr})
-            )
+    write_lr_runs(root, [(P1, "kd", 0.05, 70.0), (P110, "kd", 0.01, 69.0), (P1, "ce", 0.01, 66.0)])
     report, _ = build_report(root, tmp_path / "out", plot=False)
     by_teacher = {pair.teacher: pair for pair in report.pairs}
     assert report.cells[("student (scratch)", by_teacher["resnet110"], "best")].values == (66.0, 67.0, 68.0)
@@ -191,16 +198,8 @@ def test_scratch_runs_of_each_teachers_kd_experiment_fill_that_pairs_scratch_row
     order): each pair's scratch row holds the runs of its KD's experiment, none is hidden among the other
     from-scratch runs."""
     root = tmp_path / "runs"
-    p110 = ("resnet110", "resnet20")
-    runs = ((P1, "kd", 0.05, 70.0), (p110, "kd", 0.01, 69.0), (P1, "ce", 0.01, 66.0), (P1, "ce", 0.05, 64.0))
-    for pair, method, lr, best in runs:
-        for seed in range(3):
-            folder = write_run(
-                root / f"{pair[0]}_{method}{lr}_{seed}", pair, method, seed, best + seed, best + seed
-            )
-            edit_config(
-                folder, lambda cfg, lr=lr: cfg.update(optimizer={"_target_": "torch.optim.SGD", "lr": lr})
-            )
+    runs = [(P1, "kd", 0.05, 70.0), (P110, "kd", 0.01, 69.0), (P1, "ce", 0.01, 66.0), (P1, "ce", 0.05, 64.0)]
+    write_lr_runs(root, runs)
     report, _ = build_report(root, tmp_path / "out", plot=False)
     by_teacher = {pair.teacher: pair for pair in report.pairs}
     assert report.cells[("student (scratch)", by_teacher["resnet110"], "best")].values == (66.0, 67.0, 68.0)
@@ -213,10 +212,7 @@ def test_scratch_runs_of_each_teachers_kd_experiment_fill_that_pairs_scratch_row
     resumed = {"checkpoint": "x/last.ckpt", "completed_epochs": 5, "config_checked": True}
     resumed["changed"] = {"trainer.val_check_interval": {"checkpoint": 0.5, "run": 1.0}}
     for lr, best in ((0.01, 50.0), (0.05, 40.0)):
-        folder = write_run(root / f"resumed{lr}", P1, "ce", 0, best, best, resumed_from=resumed)
-        edit_config(
-            folder, lambda cfg, lr=lr: cfg.update(optimizer={"_target_": "torch.optim.SGD", "lr": lr})
-        )
+        with_lr(write_run(root / f"resumed{lr}", P1, "ce", 0, best, best, resumed_from=resumed), lr)
     report, _ = build_report(root, tmp_path / "out2", plot=False)
     labels = {r.run_dir.name: r.label for r in report.records}
     assert labels["resumed0.01"] != labels["resumed0.05"] and "lr=0.05" in labels["resumed0.05"]
