@@ -221,11 +221,11 @@ def plan_resume(cfg: DictConfig) -> ResumePlan | None:
             "resuming would train nothing and replace the finished run's summary with an empty one. To train "
             f"longer, set trainer.max_epochs above {processed}; to score it, run pckd-eval on its student.pth"
         )
-    teacher = teacher_change(cfg, checkpoint)
+    changed_teacher = teacher_change(cfg, checkpoint)
     allowed = _allowed_changes(cfg)
-    if teacher is not None:
+    if changed_teacher is not None:
+        teacher, missing = changed_teacher
         if not _allows(allowed, TEACHER_KEY):
-            missing = teacher["run"].endswith("(no such file)")
             raise ConfigError(
                 f"the checkpoint was distilled from the teacher file {teacher['checkpoint']}, but this run's "
                 f"{TEACHER_KEY} is {teacher['run']}: "
@@ -307,9 +307,10 @@ def _allows(allowed: set[str], key: str) -> bool:
     return any(key == a or key.startswith(f"{a}.") for a in allowed)
 
 
-def teacher_change(cfg: DictConfig, checkpoint: dict[str, Any]) -> dict[str, str] | None:
-    """``{"checkpoint": ..., "run": ...}`` (path and SHA-256 of each) when the run's teacher file is not the
-    one the checkpoint was distilled from; None when it is, or when either side names no teacher file."""
+def teacher_change(cfg: DictConfig, checkpoint: dict[str, Any]) -> tuple[dict[str, str], bool] | None:
+    """``({"checkpoint": ..., "run": ...}, missing)`` (path and SHA-256 of each; whether the run's file is
+    missing) when the run's teacher file is not the one the checkpoint was distilled from; None when it is,
+    or when either side names no teacher file."""
     saved = checkpoint.get("teacher") or {}
     teacher = (cfg.get("model") or {}).get("teacher")
     if not saved.get("sha256") or not teacher or not teacher.get("checkpoint"):
@@ -320,10 +321,11 @@ def teacher_change(cfg: DictConfig, checkpoint: dict[str, Any]) -> dict[str, str
     sha256 = file_sha256(path) if path.is_file() else None
     if sha256 == saved["sha256"]:
         return None
-    return {
+    change = {
         "checkpoint": f"{saved.get('path')} (sha256 {saved['sha256'][:12]})",
         "run": f"{path} (sha256 {sha256[:12]})" if sha256 else f"{path} (no such file)",
     }
+    return change, sha256 is None
 
 
 def carry_history(plan: ResumePlan, output_dir: Path) -> int:
