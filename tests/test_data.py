@@ -470,6 +470,9 @@ def test_under_ddp_each_rank_validates_its_share_with_no_image_twice():
     for debug in ({"limit_val_batches": 0.5}, {"overfit_batches": 2}):
         dm.trainer = ddp(0, **debug)
         assert not isinstance(dm.val_dataloader().sampler, DistributedSampler)
+    dm.trainer = ddp(0, limit_test_batches=0.5)  # the test stage's limit, on the validation split too
+    assert isinstance(dm.val_dataloader().sampler, DistributedSampler)
+    assert not isinstance(dm.test_dataloader().sampler, DistributedSampler)
     dm.trainer = ddp(0, limit_val_batches=2)  # a batch count keeps a batch on every rank
     assert isinstance(dm.val_dataloader().sampler, DistributedSampler)
     tiny = DigitsDataModule(image_size=8, class_subset=2, val_per_class=1)
