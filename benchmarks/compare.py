@@ -22,10 +22,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pckd_lightning.errors import ConfigError
 from pckd_lightning.report.cli import build_report
+from pckd_lightning.resume import changed_keys, recorded_changes
 from pckd_lightning.run import fit
+from pckd_lightning.run_folder import read_run_config
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -312,10 +315,31 @@ def resume_point(output_dir: Path) -> Path | bool | None:
     return last if last.is_file() else None
 
 
+def check_finished_run(output_dir: Path, cfg: DictConfig) -> None:
+    """Refuse a finished run in ``output_dir`` that trained other settings than this job's (another length,
+    lr, schedule ...): skipping it would report the old run as this one."""
+    saved = read_run_config(output_dir / "config.yaml")
+    current = OmegaConf.to_container(cfg, resolve=True)
+    if saved is None:
+        raise ConfigError(f"{output_dir} holds a finished run without a readable config.yaml: move it away")
+    changes = changed_keys(saved, current) | recorded_changes(saved, current)
+    epochs = (saved.get("trainer") or {}).get("max_epochs"), cfg.trainer.max_epochs
+    if epochs[0] != epochs[1]:
+        changes["trainer.max_epochs"] = {"checkpoint": epochs[0], "run": epochs[1]}
+    if changes:
+        listed = ", ".join(f"{k}: {c['checkpoint']!r} -> {c['run']!r}" for k, c in sorted(changes.items()))
+        raise ConfigError(
+            f"{output_dir} holds a finished run of other settings than this job's ({listed}); skipping it would "
+            "report it as this job. Use another --out, or move the folder away to train this job"
+        )
+
+
 def run_once(name: str, overrides: list[str], output_dir: Path) -> None:
-    """Train one job unless it already finished; a stopped or killed one continues from its last epoch."""
+    """Train one job unless it already finished with its settings; a stopped or killed one continues from its
+    last epoch."""
     checkpoint = resume_point(output_dir)
     if checkpoint is False:
+        check_finished_run(output_dir, compose_run(overrides, output_dir))
         print(f"[compare] {name}: done before, skipped ({output_dir})", flush=True)
         return
     if checkpoint is not None:

@@ -10,6 +10,7 @@ import torch
 
 from helpers import REPO, load_benchmark
 from pckd_lightning.distillation import DistillationModule, TeacherOptions
+from pckd_lightning.errors import ConfigError
 from pckd_lightning.models import create_model
 from pckd_lightning.run.build import build_terms, instantiate
 
@@ -46,6 +47,13 @@ def test_a_stopped_or_killed_run_continues_from_its_last_epoch_and_a_finished_on
     last = run / "checkpoints" / "last.ckpt"
     written = json.loads((run / "summary.json").read_text())
     assert compare.resume_point(run) is False  # finished: skipped
+    compare.run_once("same", [*SCRATCH_RUN, *QUIET, "trainer.max_epochs=1"], run)
+    assert "same: done before, skipped" in capsys.readouterr().out
+    # finished with other settings: skipping would report the old run as this job
+    for other, change in (("trainer.max_epochs=2", "max_epochs: 1 -> 2"), ("optimizer.lr=0.2", "lr: ")):
+        with pytest.raises(ConfigError, match=rf"finished run of other settings.*{change}.*another --out"):
+            compare.run_once("other", [*SCRATCH_RUN, *QUIET, "trainer.max_epochs=1", other], run)
+    assert json.loads((run / "summary.json").read_text()) == written
     # as a SIGTERM leaves it: the summary marked interrupted, naming the checkpoint to resume from
     interrupted = written | {"status": "interrupted", "resume_checkpoint": str(last)}
     (run / "summary.json").write_text(json.dumps(interrupted))
