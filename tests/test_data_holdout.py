@@ -3,6 +3,8 @@ of training (fixed by ``split_seed``) and tests the evaluation split once, at th
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ import torch
 from helpers import compose_config
 from pckd_lightning.data import DigitsDataModule
 from pckd_lightning.errors import ConfigError
+from pckd_lightning.evaluate import main as eval_main
 from pckd_lightning.report.collect import dataset_name
 from pckd_lightning.run import fit
 
@@ -55,7 +58,7 @@ def test_bad_holdout_options_are_refused(option, message):
 
 
 @pytest.mark.slow
-def test_a_holdout_run_reports_the_final_test_apart_and_is_labelled_in_reports(tmp_path):
+def test_a_holdout_run_reports_the_final_test_apart_and_is_labelled_in_reports(tmp_path, capsys):
     overrides = [
         "model=digits_scratch_resnet8",
         "distill=ce",
@@ -69,6 +72,12 @@ def test_a_holdout_run_reports_the_final_test_apart_and_is_labelled_in_reports(t
     assert summary["val_source"] == "holdout"
     assert 0 <= summary["test_top1"] <= 100 and 0 <= summary["last_top1"] <= 100
     assert summary["test_top5"] >= summary["test_top1"]
+    # pckd-eval scores the split results are reported on, not the holdout (training images)
+    capsys.readouterr()
+    assert eval_main(["--checkpoint", str(tmp_path / "student.pth"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["top1"] == pytest.approx(summary["test_top1"], abs=1e-4)
+    assert result["top5"] == pytest.approx(summary["test_top5"], abs=1e-4)
     assert (
         dataset_name({"data": {"_target_": "x.DigitsDataModule", "val_source": "holdout"}})
         == "digits [holdout val]"

@@ -336,8 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     loaded.model.adapt_to_data(dm.mean, dm.std)
     if not args.no_eval:
         loaded.model.to(device)
-        result.update(evaluate(loaded.model, dm.val_dataloader(), device))
-        result["num_images"] = len(dm.val_set)
+        # the split results are reported on: a holdout run's validation images are training images
+        loader = dm.test_dataloader()
+        result.update(evaluate(loaded.model, loader, device))
+        result["num_images"] = len(loader.dataset)
         loaded.model.cpu()
     if args.export:
         example = torch.randn(1, dm.in_channels, dm.image_size, dm.image_size)
@@ -349,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"checkpoint: {result['checkpoint']}")
     print(f"arch:       {loaded.arch}" + (f"  (from {loaded.run_config})" if loaded.run_config else ""))
     if "top1" in result:
-        print(f"data:       {type(dm).__name__}, validation split, {result['num_images']} images")
+        print(f"data:       {type(dm).__name__}, evaluation split, {result['num_images']} images")
         print(f"top-1:      {result['top1']:.2f}%")
         print(f"top-5:      {result['top5']:.2f}%")
     if "exported" in result:
