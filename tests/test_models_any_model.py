@@ -450,6 +450,30 @@ def test_a_trained_timm_student_loads_as_a_teacher_with_the_same_logits(timm_stu
 
 
 @pytest.mark.slow
+def test_pckd_eval_builds_a_pretrained_timm_student_from_its_weights_with_its_input_conversion(
+    timm_student_run, tmp_path
+):
+    """A run that fine-tuned pretrained timm weights: evaluation needs no download (the checkpoint holds the
+    weights) and keeps the conversion to the weights' normalization (no weight: a state dict cannot carry
+    it), also with --arch naming the run's model and through the Python API."""
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(timm_student_run, run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["model"]["student"]["pretrained"] = True  # fails offline if it downloads
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        plain = load_for_eval(timm_student_run).model(x)
+        for arch in (None, "timm:vit_tiny_patch16_224"):
+            model = load_for_eval(run, arch=arch).model
+            assert model.normalize == "pretrained_cfg"
+            assert not torch.allclose(model(x), plain, atol=1e-3)  # the digits' inputs converted to 0.5/0.5
+
+
 def test_pckd_eval_and_onnx_export_of_a_timm_student(timm_student_run, tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install .[export])")
     summary = json.loads((timm_student_run / "summary.json").read_text())

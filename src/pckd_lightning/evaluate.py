@@ -122,16 +122,21 @@ def load_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
 def build_model(
     num_classes: int, arch: str | None = None, run_config: Mapping[str, Any] | None = None
 ) -> tuple[nn.Module, str]:
-    """The architecture ``arch``, else the run config's ``model.student``; returns it and its name."""
-    if arch is not None:
-        return create_model(arch, num_classes=num_classes), arch
+    """The run config's ``model.student`` (with its options: a timm model's input normalization is no
+    weight), else the architecture ``arch`` where it names another; returns it and its name."""
     student = ((run_config or {}).get("model") or {}).get("student")
+    if arch is not None and (not student or model_name(student) != arch):
+        return create_model(arch, num_classes=num_classes), arch
     if not student:
         raise ConfigError(
             "cannot tell the architecture: pass --arch NAME (the checkpoint has no run config.yaml "
             "next to it or one folder above)"
         )
-    model = instantiate(model_config(OmegaConf.create(dict(student))), num_classes=num_classes)
+    student = dict(student)
+    if student.get("pretrained"):  # the checkpoint holds the weights: no download, the same input conversion
+        student["normalize"] = student.get("normalize") or "pretrained_cfg"
+        student["pretrained"] = False
+    model = instantiate(model_config(OmegaConf.create(student)), num_classes=num_classes)
     return model, str(model_name(student))
 
 
@@ -281,6 +286,8 @@ def load_for_eval(
     model, arch = build_model(datamodule.num_classes, arch, run_config)
     load_weights(model, load_state_dict(checkpoint), arch, f"checkpoint {str(checkpoint)!r}")
     model.eval()
+    datamodule.setup("validate")  # the data's normalization is known from here (the digits' own statistics)
+    model.adapt_to_data(datamodule.mean, datamodule.std)  # a timm model's conversion, as in training
     return Loaded(model, arch, datamodule, config_path if run_config is not None else None)
 
 
@@ -332,8 +339,6 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"checkpoint": str(args.checkpoint), "arch": loaded.arch}
     if loaded.run_config is not None:
         result["config"] = str(loaded.run_config)
-    dm.setup("validate")  # the data's normalization is known from here (the digits' own statistics)
-    loaded.model.adapt_to_data(dm.mean, dm.std)
     if not args.no_eval:
         loaded.model.to(device)
         # the split results are reported on: a holdout run's validation images are training images
