@@ -59,6 +59,22 @@ def test_evaluate_counts_top1_and_top5_exactly():
     assert model.training  # the mode is restored
 
 
+def test_evaluate_counts_top1_as_training_does_and_refuses_broken_outputs():
+    """Exact ties: top-1 is the argmax, as torchmetrics counts it in training's val/top1; NaN outputs (a
+    diverged run) give an error, not a chance-level number."""
+    from torchmetrics.classification import MulticlassAccuracy
+
+    logits = torch.tensor([[1.0, 1.0, 0.0], [0.0, 2.0, 2.0], [3.0, 3.0, 3.0], [0.0, 0.0, 1.0]])
+    y = torch.tensor([1, 2, 2, 2])
+    x = torch.arange(4)
+    expected = 100 * MulticlassAccuracy(3, average="micro")(logits, y).item()
+    assert evaluate(FixedLogits(logits), [(x, y)])["top1"] == pytest.approx(expected)
+    broken = logits.clone()
+    broken[2, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        evaluate(FixedLogits(broken), [(x, y)])
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> tuple[Path, dict]:
     """A real (tiny) run on the digits: one epoch, two training batches, the whole validation split."""

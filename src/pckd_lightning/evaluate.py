@@ -79,10 +79,15 @@ def evaluate(
             x, y = x.to(device), y.to(device)
             out = model(x)
             logits = out.logits if isinstance(out, ModelOutput) else out
+            if not torch.isfinite(logits).all():
+                raise ValueError(
+                    "the model's outputs hold NaN or inf: its weights are broken (a diverged run?); no "
+                    "accuracy is given for them"
+                )
             k = min(5, logits.shape[1])
-            top = logits.topk(k, dim=1).indices
-            hits = top == y[:, None]
-            correct1 += int(hits[:, 0].sum())
+            hits = logits.topk(k, dim=1).indices == y[:, None]
+            # top-1 by argmax, as training's validation (torchmetrics) counts it, also on exact ties
+            correct1 += int((logits.argmax(dim=1) == y).sum())
             correct5 += int(hits.any(dim=1).sum())
             total += int(y.shape[0])
     if total == 0:
@@ -343,7 +348,11 @@ def main(argv: list[str] | None = None) -> int:
         loaded.model.to(device)
         # the split results are reported on: a holdout run's validation images are training images
         loader = dm.test_dataloader()
-        result.update(evaluate(loaded.model, loader, device))
+        try:
+            result.update(evaluate(loaded.model, loader, device))
+        except ValueError as err:
+            print(f"pckd-eval: error: {err}", file=sys.stderr)
+            return 2
         result["num_images"] = len(loader.dataset)
         loaded.model.cpu()
     if args.export:
