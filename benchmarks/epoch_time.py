@@ -60,7 +60,7 @@ class StepTimer(L.Callback):
     COUNTED = 3
 
     def __init__(self, warmup: int, result: str) -> None:
-        self.warmup, self.result, self.start, self.steps = warmup, Path(result), None, 0
+        self.warmup, self.result, self.start, self.end, self.steps = warmup, Path(result), None, None, 0
         self.counts: list = []
         self._counting = None
 
@@ -87,10 +87,13 @@ class StepTimer(L.Callback):
             self._counting = None
         if self.start is not None:
             self.steps += 1
+            if batch_idx == trainer.num_training_batches - 1:  # the last step, before the epoch's validation
+                self._sync()
+                self.end = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._sync()
-        seconds = time.perf_counter() - self.start
+        # Lightning validates before this hook: the end was taken after the last training step
+        seconds = self.end - self.start
         totals = [c.total for c in self.counts]
         ops = None if not totals or None in totals else round(sum(totals) / len(totals), 1)
         method = self.counts[0].method if self.counts else None

@@ -98,3 +98,41 @@ def test_op_count_counts_kernels_and_skips_views():
     with op_count.count_ops(torch.device("cpu"), compiled=True) as skipped:
         a + b
     assert skipped.total is None
+
+
+def test_the_epoch_timer_stops_before_the_epochs_validation(tmp_path, monkeypatch):
+    """Lightning validates before on_train_epoch_end: a slow validation (a loader's workers starting) must not
+    enter the timed window of the training steps."""
+    import time
+
+    import lightning as L
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # its sibling op_count, as when run from benchmarks/
+    epoch_time = load_benchmark("epoch_time")
+
+    class SlowValidation(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch).sum()
+
+        def validation_step(self, batch, batch_idx):
+            time.sleep(1.0)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(torch.randn(8, 2), batch_size=2)
+
+        def val_dataloader(self):
+            return torch.utils.data.DataLoader(torch.randn(2, 2), batch_size=2)
+
+    timer = epoch_time.StepTimer(warmup=1, result=str(tmp_path / "timing.json"))
+    options = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, num_sanity_val_steps=0, callbacks=[timer], **options)
+    trainer.fit(SlowValidation())
+    timing = json.loads((tmp_path / "timing.json").read_text())
+    assert timing["steps"] == 3 and timing["seconds"] < 0.5
