@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "src") not in sys.path:  # a plain checkout without `pip install -e .`
@@ -48,8 +49,17 @@ def _forever(loader: Iterable) -> Iterator:
         yield from loader
 
 
+def queued_batches(loader: Iterable) -> int:
+    """How many batches a DataLoader's workers hold ready ahead of the consumer (0 for other loaders)."""
+    if not isinstance(loader, DataLoader) or loader.num_workers == 0:
+        return 0
+    return loader.num_workers * (loader.prefetch_factor or 2)
+
+
 def time_loader(loader: Iterable, device: torch.device, batches: int, warmup: int) -> dict[str, float]:
-    """``first_batch_s`` (start-up included), then images/s over ``batches`` batches after ``warmup``."""
+    """``first_batch_s`` (start-up included), then images/s over ``batches`` batches after ``warmup`` (at
+    least the workers' queue and one more: batches made while the workers started would count as free)."""
+    warmup = max(warmup, queued_batches(loader) + 1)
     move = device.type == "cuda"
     start = time.perf_counter()
     stream = _forever(loader)
@@ -72,7 +82,13 @@ def time_loader(loader: Iterable, device: torch.device, batches: int, warmup: in
     _sync(device)
     seconds = time.perf_counter() - start
     del stream  # shuts the loader's iterator (and its workers) down
-    return {"first_batch_s": first, "img_s": images / seconds, "seconds": seconds, "images": images}
+    return {
+        "first_batch_s": first,
+        "img_s": images / seconds,
+        "seconds": seconds,
+        "images": images,
+        "warmup_batches": warmup,
+    }
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -88,6 +88,24 @@ def test_loader_throughput_on_a_tiny_fake_cifar(tmp_path: Path, capsys):
     assert all(r["img_s"] > 0 and r["images"] == 3 * 50 for r in lines)
 
 
+def test_loader_throughput_times_only_batches_made_after_the_workers_queue_drained():
+    """The workers' queue (prefetch_factor batches each) fills while they start: timed batches taken from it
+    would count as free, inflating the rate more the more workers there are."""
+    from torch.utils.data import DataLoader
+
+    loader_throughput = load_benchmark("loader_throughput")
+    assert loader_throughput.queued_batches(DataLoader(range(8), num_workers=3)) == 6
+    assert loader_throughput.queued_batches(DataLoader(range(8), num_workers=3, prefetch_factor=4)) == 12
+    assert loader_throughput.queued_batches(DataLoader(range(8))) == 0
+    batches = [(torch.zeros(2), torch.zeros(2), None)] * 4
+    timed = loader_throughput.time_loader(batches, torch.device("cpu"), batches=3, warmup=2)
+    assert timed["warmup_batches"] == 2 and timed["images"] == 6
+    samples = [(torch.zeros(3), 0, i) for i in range(16)]
+    workers = DataLoader(samples, batch_size=2, num_workers=2)
+    timed = loader_throughput.time_loader(workers, torch.device("cpu"), batches=2, warmup=2)
+    assert timed["warmup_batches"] == 5 and timed["images"] == 4
+
+
 def test_op_count_counts_kernels_and_skips_views():
     op_count = load_benchmark("op_count")
     a, b = torch.ones(4), torch.ones(4)
