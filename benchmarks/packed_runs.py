@@ -178,15 +178,27 @@ def throughput(runs: list[int], epochs: int, base: list[str], out: Path, cuda: b
         }
         print(json.dumps(row), flush=True)
         rows.append(row)
-    base_rate = rows[0]["epochs_per_s"] / rows[0]["runs"] if rows else 0
-    for row in rows:
-        print(
-            f"{row['runs']} runs: {row['epochs_per_s']:.3f} epochs/s in all "
-            f"(each at {row['epochs_per_s'] / base_rate / row['runs'] if base_rate else 0:.2f}x the speed of one alone), "
-            f"peak {max(row['peak_mib_per_run'], default=0)} MiB per run",
-            flush=True,
-        )
+    for line in describe(rows):
+        print(line, flush=True)
     return rows
+
+
+def describe(rows: list[dict]) -> list[str]:
+    """A line per row: its rate against one run alone where the same call measured one (``--runs 1 ...``),
+    else its absolute rate; its peak memory per run, or that none was measured."""
+    alone = next((row["epochs_per_s"] for row in rows if row["runs"] == 1), None)
+    described = []
+    for row in rows:
+        each = row["epochs_per_s"] / row["runs"]
+        relative = (
+            f"each at {each / alone:.2f}x the speed of one alone" if alone else f"each {each:.3f} epochs/s"
+        )
+        peaks = row["peak_mib_per_run"]
+        peak = f"peak {max(peaks)} MiB per run" if peaks else "peak per run not measured"
+        described.append(
+            f"{row['runs']} runs: {row['epochs_per_s']:.3f} epochs/s in all ({relative}), {peak}"
+        )
+    return described
 
 
 # ---- a compare.py profile with its students packed ----------------------------------------------------

@@ -89,3 +89,19 @@ def test_the_device_script_dry_run_packs_runs_and_trains_the_row_from_chunks(tmp
     report = (back / "report" / "report.md").read_text()
     for method in ("kd", "dkd", "pckd_wo_kd", "pckd"):
         assert f"| {method} |" in report
+
+
+def test_the_summary_compares_with_one_run_alone_only_where_it_was_measured(packed_runs):
+    """--runs 2 4 has no run alone: its rows give their own rates, not ratios to the 2-run row; a run whose
+    memory could not be read says so instead of "peak 0 MiB"."""
+    row = {"runs": 2, "epochs_per_s": 1.0, "peak_mib_per_run": []}
+    rows = [
+        {"runs": 1, "epochs_per_s": 0.8, "peak_mib_per_run": [300]},
+        {**row, "peak_mib_per_run": [310, 305]},
+    ]
+    assert packed_runs.describe(rows)[1] == (
+        "2 runs: 1.000 epochs/s in all (each at 0.62x the speed of one alone), peak 310 MiB per run"
+    )
+    assert packed_runs.describe([row]) == [
+        "2 runs: 1.000 epochs/s in all (each 0.500 epochs/s), peak per run not measured"
+    ]
