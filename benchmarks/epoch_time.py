@@ -34,6 +34,7 @@ from op_count import count_ops
 
 from pckd_lightning.models import create_model
 from pckd_lightning.run import fit
+from pckd_lightning.run.summary import code_version
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -130,12 +131,12 @@ def time_path(
         cfg.callbacks = {
             "timer": {"_target_": "epoch_time.StepTimer", "warmup": args.warmup, "result": str(result)}
         }
-    fit(cfg)
+    summary = fit(cfg)
     timing = json.loads(result.read_text())
     per_step = timing["seconds"] / timing["steps"]
     return {
         "data_path": data,
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "device": cfg.trainer.accelerator,
         "pair": args.pair,
         "batch_images": args.batch_size,
         "overrides": extra,
@@ -146,6 +147,9 @@ def time_path(
         "epoch_s_extrapolated": round(per_step * math.ceil(50_000 / args.batch_size), 2),
         "ops_per_step": timing["ops_per_step"],
         "ops_method": timing["ops_method"],
+        "code": code_version(),
+        "machine": summary["machine"],
+        "options": vars(args),
     }
 
 

@@ -27,6 +27,7 @@ from pckd_lightning.losses import (
 )
 from pckd_lightning.models import create_model
 from pckd_lightning.preview import PreviewWeights
+from pckd_lightning.run.summary import code_version, cpu_name
 
 CLASSES = 20
 
@@ -93,7 +94,8 @@ def main() -> None:
     measure_s = median_seconds(lambda: share.measure(module, batch), args.repeats)
     print(
         f"{args.method}, {len(module.terms)} terms, batch {args.batch_size}x{views} views, {args.threads} threads: "
-        f"step {step_s * 1e3:.0f} ms, measurement {measure_s * 1e3:.0f} ms ({measure_s / step_s:.2f} steps)"
+        f"step {step_s * 1e3:.0f} ms, measurement {measure_s * 1e3:.0f} ms ({measure_s / step_s:.2f} steps); "
+        f"{cpu_name()}, commit {code_version().get('commit')}"
     )
 
 

@@ -36,6 +36,7 @@ if str(REPO / "src") not in sys.path:  # a plain checkout without `pip install -
     sys.path.append(str(REPO / "src"))
 
 from pckd_lightning.data import CIFAR100DataModule, GPUResidentCIFAR100DataModule  # noqa: E402
+from pckd_lightning.run.summary import code_version, machine_of  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -111,6 +112,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "code": code_version(),
+        "machine": machine_of(device),
+        "options": vars(args),
     }
     results = []
     ordinary = CIFAR100DataModule(args.root, pin_memory=device.type == "cuda", **common)

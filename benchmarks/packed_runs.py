@@ -140,6 +140,8 @@ def launch_packed(n: int, epochs: int, base: list[str], out: Path) -> list[str]:
 
 
 def throughput(runs: list[int], epochs: int, base: list[str], out: Path, cuda: bool) -> list[dict]:
+    from pckd_lightning.run.summary import code_version, machine_of  # the app, loaded where used
+
     rows = []
     paths = [str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {
@@ -175,6 +177,9 @@ def throughput(runs: list[int], epochs: int, base: list[str], out: Path, cuda: b
             "epochs_per_s": round(n * epochs / wall, 4),
             "memory": "cuda" if cuda else "rss",
             "peak_mib_per_run": [round(m) for m in per_run],
+            "code": code_version(),
+            "machine": machine_of("cuda" if cuda else "cpu"),
+            "overrides": base,
         }
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -186,6 +191,7 @@ def throughput(runs: list[int], epochs: int, base: list[str], out: Path, cuda: b
 def describe(rows: list[dict]) -> list[str]:
     """A line per row: its rate against one run alone where the same call measured one (``--runs 1 ...``),
     else its absolute rate; its peak memory per run, or that none was measured."""
+
     alone = next((row["epochs_per_s"] for row in rows if row["runs"] == 1), None)
     described = []
     for row in rows:

@@ -43,7 +43,6 @@ import ctypes
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -73,6 +72,7 @@ from pckd_lightning.losses import LossTerm  # noqa: E402
 from pckd_lightning.models import create_model  # noqa: E402
 from pckd_lightning.preview import PreviewWeights  # noqa: E402
 from pckd_lightning.run.build import build_terms  # noqa: E402
+from pckd_lightning.run.summary import code_version, cpu_name  # noqa: E402
 
 NUM_CLASSES = 100
 IMAGE_SIZE = 32
@@ -210,14 +210,6 @@ def synthetic_batches(
         idx = torch.arange(i * batch, (i + 1) * batch, device=device)
         out.append((x, y, idx))
     return out
-
-
-def cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _minor_faults() -> int:
@@ -497,6 +489,8 @@ def run_description(
         "torch": torch.__version__,
         "cudnn_benchmark": bool(device.type == "cuda" and torch.backends.cudnn.benchmark),
         "loadavg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "code": code_version(),
+        "options": vars(args),
     }
 
 

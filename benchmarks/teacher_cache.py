@@ -29,6 +29,7 @@ from omegaconf import open_dict
 
 from pckd_lightning.models import create_model
 from pckd_lightning.run import fit
+from pckd_lightning.run.summary import code_version, machine_of
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 PAIRS = (("resnet20", "resnet8"), ("resnet56", "resnet20"))
@@ -125,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
                             "break_even_students": round(1 + (fill - live) / saved, 2) if saved > 0 else None,
                             "sweep_5x3_speedup": round(students * live / (fill + (students - 1) * cached), 2),
                             "cache_mib": round(sum(f.stat().st_size for f in cache.iterdir()) / 2**20, 1),
+                            # one run of each, in this order: the sweep figure is extrapolated from them
+                            "code": code_version(),
+                            "machine": machine_of("cpu"),  # its runs set trainer.accelerator=cpu
                         }
                     ),
                     flush=True,

@@ -45,6 +45,7 @@ def test_step_throughput_prints_a_parsable_json_line(step_throughput, capsys, me
     assert (result["pair"], result["method"], result["device"]) == ("resnet20:resnet8", method, "cpu")
     assert result["views"] == views and result["steps"] == 2 and result["batch_images"] == 8
     assert result["ratio"] > 0 and result["bare_img_s"] > 0 and result["full_img_s"] > 0
+    assert result["code"]["version"] and result["options"]["steps"] == 2  # which code, which command
     assert result["bare_saved_mb"] > 0 and result["full_saved_mb"] > 0
     assert 0 < result["bare_ops"] < result["full_ops"] and "ATen" in result["ops_method"]
     if method == "pckd":
@@ -86,6 +87,9 @@ def test_loader_throughput_on_a_tiny_fake_cifar(tmp_path: Path, capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [r["path"] for r in lines] == ["dataloader", "gpu_resident"] == [r["path"] for r in results]
     assert all(r["img_s"] > 0 and r["images"] == 3 * 50 for r in lines)
+    # where and with which code it was measured, in every line
+    assert all(r["code"]["version"] and r["machine"]["device"] == "cpu" for r in lines)
+    assert all(r["options"]["batches"] == 3 for r in lines)
 
 
 def test_loader_throughput_times_only_batches_made_after_the_workers_queue_drained():

@@ -73,21 +73,33 @@ def code_version(source: Path = Path(pckd_lightning.__file__).parent) -> dict[st
 
 def machine(trainer: L.Trainer) -> dict[str, Any]:
     """Where the numbers were measured: the device the run trained on, how many, and the software."""
-    device = trainer.strategy.root_device
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or platform.machine()
-    )
+    return machine_of(trainer.strategy.root_device, trainer.world_size)
+
+
+def machine_of(device: torch.device | str, devices: int = 1) -> dict[str, Any]:
+    """:func:`machine` for a measurement without a trainer (the benchmark scripts)."""
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {
         "device": device.type,
         "device_name": name,
-        "devices": trainer.world_size,
+        "devices": devices,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "lightning": L.__version__,
         "platform": platform.platform(),
     }
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def aug_stream(data: DictConfig) -> str:
