@@ -34,7 +34,7 @@ from op_count import count_ops
 
 from pckd_lightning.models import create_model
 from pckd_lightning.run import fit
-from pckd_lightning.run.summary import code_version
+from pckd_lightning.run.origin import code_version
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

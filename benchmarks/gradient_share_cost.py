@@ -27,7 +27,7 @@ from pckd_lightning.losses import (
 )
 from pckd_lightning.models import create_model
 from pckd_lightning.preview import PreviewWeights
-from pckd_lightning.run.summary import code_version, cpu_name
+from pckd_lightning.run.origin import code_version, cpu_name
 
 CLASSES = 20
 

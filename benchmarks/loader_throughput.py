@@ -36,7 +36,7 @@ if str(REPO / "src") not in sys.path:  # a plain checkout without `pip install -
     sys.path.append(str(REPO / "src"))
 
 from pckd_lightning.data import CIFAR100DataModule, GPUResidentCIFAR100DataModule  # noqa: E402
-from pckd_lightning.run.summary import code_version, machine_of  # noqa: E402
+from pckd_lightning.run.origin import code_version, machine_of  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

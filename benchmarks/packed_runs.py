@@ -140,7 +140,7 @@ def launch_packed(n: int, epochs: int, base: list[str], out: Path) -> list[str]:
 
 
 def throughput(runs: list[int], epochs: int, base: list[str], out: Path, cuda: bool) -> list[dict]:
-    from pckd_lightning.run.summary import code_version, machine_of  # the app, loaded where used
+    from pckd_lightning.run.origin import code_version, machine_of  # the app, loaded where used
 
     rows = []
     paths = [str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]

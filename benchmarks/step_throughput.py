@@ -72,7 +72,7 @@ from pckd_lightning.losses import LossTerm  # noqa: E402
 from pckd_lightning.models import create_model  # noqa: E402
 from pckd_lightning.preview import PreviewWeights  # noqa: E402
 from pckd_lightning.run.build import build_terms  # noqa: E402
-from pckd_lightning.run.summary import code_version, cpu_name  # noqa: E402
+from pckd_lightning.run.origin import code_version, cpu_name  # noqa: E402
 
 NUM_CLASSES = 100
 IMAGE_SIZE = 32

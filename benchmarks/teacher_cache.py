@@ -29,7 +29,7 @@ from omegaconf import open_dict
 
 from pckd_lightning.models import create_model
 from pckd_lightning.run import fit
-from pckd_lightning.run.summary import code_version, machine_of
+from pckd_lightning.run.origin import code_version, machine_of
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 PAIRS = (("resnet20", "resnet8"), ("resnet56", "resnet20"))

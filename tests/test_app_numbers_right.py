@@ -22,7 +22,8 @@ from pckd_lightning.models import create_model
 from pckd_lightning.report.collect import resume_note
 from pckd_lightning.run import fit
 from pckd_lightning.run.build import instantiate
-from pckd_lightning.run.summary import aug_stream, code_version
+from pckd_lightning.run.origin import code_version
+from pckd_lightning.run.summary import aug_stream
 from pckd_lightning.run.teacher import teacher_to_train, teacher_training_config
 
 

@@ -22,9 +22,9 @@ from pckd_lightning.run.build import build_callbacks, build_module, build_traine
 from pckd_lightning.run.check import check_config, check_world
 from pckd_lightning.run.interrupts import stop_before_restart, stop_interrupted
 from pckd_lightning.run.loggers import build_loggers, close_loggers
+from pckd_lightning.run.origin import code_version
 from pckd_lightning.run.summary import (
     FolderHandover,
-    code_version,
     final_test,
     provenance,
     summarize,
