@@ -75,6 +75,25 @@ def test_evaluate_counts_top1_as_training_does_and_refuses_broken_outputs():
         evaluate(FixedLogits(broken), [(x, y)])
 
 
+def test_data_other_than_the_runs_is_warned_naming_what_differs(tmp_path, caplog):
+    """--data replaces the run's data section: a run trained at another image size or on other classes would
+    be scored on other pixels or images without a word."""
+    import logging
+
+    from omegaconf import OmegaConf
+
+    from pckd_lightning.evaluate import data_section
+
+    trained = OmegaConf.to_container(compose_config(["distill=ce"], output_dir=tmp_path), resolve=True)
+    with caplog.at_level(logging.WARNING, logger="pckd_lightning.evaluate"):
+        data_section("digits", trained)
+    assert not caplog.records  # the run's own data: nothing to say
+    trained["data"]["image_size"] = 8
+    with caplog.at_level(logging.WARNING, logger="pckd_lightning.evaluate"):
+        data_section("digits", trained)
+    assert "image_size: 8 in training -> 16 here" in caplog.text and "class_subset" not in caplog.text
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> tuple[Path, dict]:
     """A real (tiny) run on the digits: one epoch, two training batches, the whole validation split."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ from pckd_lightning.models.base import ModelOutput
 from pckd_lightning.modes import eval_mode
 from pckd_lightning.paths import CONFIG_DIR
 from pckd_lightning.run_folder import read_run_config
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -197,6 +200,9 @@ def data_section(
             }
         )
         section: dict[str, Any] = OmegaConf.to_container(context.data, resolve=True)  # type: ignore[assignment]
+        trained = (run_config or {}).get("data")
+        if isinstance(trained, Mapping):
+            _warn_unlike(section, trained)
     elif run_config is not None and isinstance(run_config.get("data"), Mapping):
         section = dict(run_config["data"])
     else:
@@ -210,6 +216,22 @@ def data_section(
         section["views"] = 1
         section["view_recipe"] = "rotation"  # MLKD's weak_strong needs 2 views
     return section
+
+
+#: data settings that change which images, classes or pixels a model sees: scored otherwise than trained
+SHAPING = ("_target_", "image_size", "classes", "class_subset", "val_per_class", "val_fraction", "split_seed")
+
+
+def _warn_unlike(section: Mapping[str, Any], trained: Mapping[str, Any]) -> None:
+    """Warn where ``--data`` scores the model on other images, classes or sizes than its run trained with."""
+    unlike = {k: (trained.get(k), section.get(k)) for k in SHAPING if trained.get(k) != section.get(k)}
+    if unlike:
+        listed = ", ".join(f"{k}: {old!r} in training -> {new!r} here" for k, (old, new) in unlike.items())
+        log.warning(
+            "--data differs from the data the run trained with (%s); leave --data out to score "
+            "it on its own data",
+            listed,
+        )
 
 
 def build_datamodule(
