@@ -143,6 +143,7 @@ def throughput(runs: list[int], epochs: int, base: list[str], out: Path, cuda: b
     from pckd_lightning.run.origin import code_version, machine_of  # the app, loaded where used
 
     rows = []
+    origin = {"code": code_version(), "machine": machine_of("cuda" if cuda else "cpu")}  # once
     paths = [str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {
         **os.environ,
@@ -177,8 +178,7 @@ def throughput(runs: list[int], epochs: int, base: list[str], out: Path, cuda: b
             "epochs_per_s": round(n * epochs / wall, 4),
             "memory": "cuda" if cuda else "rss",
             "peak_mib_per_run": [round(m) for m in per_run],
-            "code": code_version(),
-            "machine": machine_of("cuda" if cuda else "cpu"),
+            **origin,
             "overrides": base,
         }
         print(json.dumps(row), flush=True)

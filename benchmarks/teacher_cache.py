@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("WANDB_MODE", "offline")
     work = Path(tempfile.mkdtemp(prefix="teacher_cache_"))
     try:
+        # read once for every line; its runs set trainer.accelerator=cpu
+        origin = {"code": code_version(), "machine": machine_of("cpu")}
         for pair in (tuple(p.split(":")) for p in args.pairs):
             teacher = work / f"{pair[0]}.pth"
             torch.manual_seed(0)
@@ -127,8 +129,7 @@ def main(argv: list[str] | None = None) -> None:
                             "sweep_5x3_speedup": round(students * live / (fill + (students - 1) * cached), 2),
                             "cache_mib": round(sum(f.stat().st_size for f in cache.iterdir()) / 2**20, 1),
                             # one run of each, in this order: the sweep figure is extrapolated from them
-                            "code": code_version(),
-                            "machine": machine_of("cpu"),  # its runs set trainer.accelerator=cpu
+                            **origin,
                         }
                     ),
                     flush=True,

@@ -278,24 +278,25 @@ def variant_labels(
         references[key] = {**reference, LENGTH_KEY: length} if timed and not at_length else reference
     labels: dict[int, str] = {}
     for (method, *pair), group in by_method.items():
-        kds = _kd_references(references, (method, *pair))
         dropped = set().union(*(ignored(r) for r in group))
+        # the experiment is KD's: another optimizer, data or schedule shows in the label. A from-scratch run
+        # that is plain against the KD experiment of another teacher's pair is that pair's plain row; any
+        # other is labelled against the first pair's, so that two experiments never print alike
+        reference = references[(method, *pair)]
+        by_slot = [
+            _in_experiment(reference, kd, dropped) for kd in _kd_references(references, (method, *pair))
+        ]
         seen: dict[tuple[int, str], tuple] = {}
         for record in group:
             own = settings[id(record)]
-            # the experiment is KD's: another optimizer, data or schedule shows in the label. A from-scratch
-            # run that is plain against the KD experiment of another teacher's pair is that pair's plain row;
-            # any other is labelled against the first pair's, so that two experiments never print alike
-            by_slot = [_in_experiment(references[(method, *pair)], kd, dropped) for kd in kds]
             plain = (i for i, ref in enumerate(by_slot) if variant_label(method, own, ref) == method)
             slot = 0 if record.resume_note else next(plain, 0)
-            label = variant_label(method, own, by_slot[slot] if by_slot else references[(method, *pair)])
+            label = variant_label(method, own, by_slot[slot] if by_slot else reference)
             if record.resume_note:
                 label = f"{label} [{record.resume_note}]"
             identity = (settings_key(own), record.resume_note)
-            if (
-                seen.setdefault((slot, label), identity) != identity
-            ):  # two settings that print alike stay apart
+            # two settings that print alike stay apart
+            if seen.setdefault((slot, label), identity) != identity:
                 label = f"{label} #{sorted({*seen.values(), identity}).index(identity) + 1}"
                 seen.setdefault((slot, label), identity)
             labels[id(record)] = label
